@@ -1,0 +1,160 @@
+//! The hot-path form of a validated config: salts pre-hashed, weights turned
+//! into bucket boundaries, names resolved to indices. Built once per config
+//! change, never per request.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::cohort::{Cohort, BUCKETS};
+use crate::config::{Anonymous, CookieSettings, IdentitySource, Rollout};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compiled {
+    pub revision: u64,
+    pub route_header: String,
+    pub rollouts: Vec<CompiledRollout>,
+    /// Whether any rollout matches on host / path: if not, the filter skips
+    /// reading `:authority` / `:path`.
+    pub needs_host: bool,
+    pub needs_path: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledRollout {
+    pub name: String,
+    /// Lowercase, without port.
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub identity: Vec<IdentitySource>,
+    pub anonymous: Anonymous,
+    pub cookie: CookieSettings,
+    pub cohort: Cohort,
+    pub stable: usize,
+    pub versions: Vec<String>,
+    /// `ends[i]` is one past the last bucket of `versions[i]`.
+    pub ends: Vec<u16>,
+    pub overrides: Vec<CompiledOverride>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledOverride {
+    pub header: String,
+    pub values: Vec<Vec<u8>>,
+    pub version: usize,
+}
+
+impl Compiled {
+    /// Compiles rollouts that have passed [`crate::validate::validate_rollouts`].
+    /// Names that do not resolve fall back to index 0 rather than panicking;
+    /// validation has already refused such configs.
+    pub fn new(revision: u64, route_header: &str, rollouts: &[Rollout]) -> Self {
+        let rollouts: Vec<CompiledRollout> = rollouts.iter().map(CompiledRollout::new).collect();
+        Compiled {
+            revision,
+            route_header: String::from(route_header),
+            needs_host: rollouts.iter().any(|r| r.host.is_some()),
+            needs_path: rollouts.iter().any(|r| r.path_prefix.is_some()),
+            rollouts,
+        }
+    }
+}
+
+impl CompiledRollout {
+    fn new(r: &Rollout) -> Self {
+        let index = |name: &str| r.versions.iter().position(|v| v.name == name).unwrap_or(0);
+        let mut acc: u32 = 0;
+        let ends = r
+            .versions
+            .iter()
+            .map(|v| {
+                acc = acc.saturating_add(v.weight);
+                acc.min(u32::from(BUCKETS)) as u16
+            })
+            .collect();
+        CompiledRollout {
+            name: r.name.clone(),
+            host: r.matcher.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            path_prefix: r.matcher.path_prefix.clone(),
+            identity: r
+                .identity
+                .iter()
+                .map(|s| match s {
+                    IdentitySource::Header(h) => IdentitySource::Header(h.to_ascii_lowercase()),
+                    other => other.clone(),
+                })
+                .collect(),
+            anonymous: r.anonymous,
+            cookie: r.anonymous_cookie.clone(),
+            cohort: Cohort::new(&r.salt),
+            stable: index(&r.stable),
+            versions: r.versions.iter().map(|v| v.name.clone()).collect(),
+            ends,
+            overrides: r
+                .overrides
+                .iter()
+                .map(|o| CompiledOverride {
+                    header: o.header.to_ascii_lowercase(),
+                    values: o.values.iter().map(|v| v.as_bytes().to_vec()).collect(),
+                    version: index(&o.version),
+                })
+                .collect(),
+        }
+    }
+
+    /// The version that owns `bucket`.
+    pub fn version_of_bucket(&self, bucket: u16) -> usize {
+        self.ends
+            .iter()
+            .position(|&end| bucket < end)
+            .unwrap_or(self.stable)
+    }
+
+    /// The version an identity gets by hash alone (no overrides).
+    pub fn version_of_identity(&self, identity: &[u8]) -> usize {
+        self.version_of_bucket(self.cohort.bucket(identity))
+    }
+
+    /// Whether this rollout applies to a request for `host` (as sent in
+    /// `:authority`, port and case as they come) and `path`.
+    pub fn matches(&self, host: &[u8], path: &[u8]) -> bool {
+        if let Some(want) = &self.host {
+            if !host_without_port(host).eq_ignore_ascii_case(want.as_bytes()) {
+                return false;
+            }
+        }
+        if let Some(prefix) = &self.path_prefix {
+            if !path.starts_with(prefix.as_bytes()) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
+pub fn host_without_port(authority: &[u8]) -> &[u8] {
+    if authority.first() == Some(&b'[') {
+        return match authority.iter().position(|&b| b == b']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        };
+    }
+    match authority.iter().rposition(|&b| b == b':') {
+        Some(colon) => &authority[..colon],
+        None => authority,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_ports() {
+        assert_eq!(host_without_port(b"example.com:8080"), b"example.com");
+        assert_eq!(host_without_port(b"example.com"), b"example.com");
+        assert_eq!(host_without_port(b"[::1]:80"), b"[::1]");
+        assert_eq!(host_without_port(b"[::1"), b"[::1");
+        assert_eq!(host_without_port(b""), b"");
+    }
+}

@@ -1,0 +1,158 @@
+//! The config schema of DESIGN.md §2, as serde types. Unknown fields are
+//! refused: a misspelt `wieght` must be an error, not a silent default.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_ROUTE_HEADER: &str = "x-dimmer-version";
+
+/// The Envoy wasm filter's `configuration`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    #[serde(default = "default_route_header")]
+    pub route_header: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<ControllerConfig>,
+    #[serde(default)]
+    pub rollouts: Vec<Rollout>,
+}
+
+fn default_route_header() -> String {
+    String::from(DEFAULT_ROUTE_HEADER)
+}
+
+/// Where the filter polls for weights.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// The Envoy cluster that reaches the controller.
+    pub cluster: String,
+    /// `:authority` of the poll; defaults to the cluster name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    #[serde(default = "default_config_path")]
+    pub path: String,
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+fn default_config_path() -> String {
+    String::from("/v1/config")
+}
+fn default_poll_interval_ms() -> u64 {
+    1000
+}
+fn default_timeout_ms() -> u64 {
+    500
+}
+
+/// The body of the controller's `GET /v1/config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigDoc {
+    pub revision: u64,
+    #[serde(default)]
+    pub rollouts: Vec<Rollout>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matcher: Match,
+    #[serde(default)]
+    pub identity: Vec<IdentitySource>,
+    #[serde(default)]
+    pub anonymous: Anonymous,
+    /// The cookie the filter sets when `anonymous` is `cookie`.
+    #[serde(default)]
+    pub anonymous_cookie: CookieSettings,
+    pub salt: String,
+    pub stable: String,
+    pub versions: Vec<Version>,
+    #[serde(default)]
+    pub overrides: Vec<Override>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+}
+
+/// One place an identity may come from: `{"header": "x-user-id"}` or
+/// `{"cookie": "session_id"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentitySource {
+    Header(String),
+    Cookie(String),
+}
+
+/// What to do with a request that carries no identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Anonymous {
+    /// Send it to the stable version.
+    #[default]
+    Stable,
+    /// Pick a version by weight, per request (not sticky).
+    Random,
+    /// Make a random id, set it as a cookie, and hash it: sticky from then on.
+    Cookie,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CookieSettings {
+    #[serde(default = "default_cookie_name")]
+    pub name: String,
+    #[serde(default = "default_cookie_max_age")]
+    pub max_age_s: u64,
+    #[serde(default)]
+    pub secure: bool,
+}
+
+fn default_cookie_name() -> String {
+    String::from("dimmer_uid")
+}
+fn default_cookie_max_age() -> u64 {
+    30 * 24 * 3600
+}
+
+impl Default for CookieSettings {
+    fn default() -> Self {
+        CookieSettings {
+            name: default_cookie_name(),
+            max_age_s: default_cookie_max_age(),
+            secure: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Version {
+    pub name: String,
+    /// Basis points; a rollout's weights add up to 10000.
+    pub weight: u32,
+}
+
+/// Requests whose `header` has one of `values` go to `version`, whatever the hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    pub header: String,
+    pub values: Vec<String>,
+    pub version: String,
+}

@@ -1,0 +1,127 @@
+//! Stat ids. Envoy hands out a new id on every `define_metric`, so each VM
+//! defines a name once and keeps the id; a config change only defines the
+//! names it adds.
+
+use dimmer_core::stats::{self, StatusClass};
+use dimmer_core::Compiled;
+use hashbrown::HashMap;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+
+#[derive(Default)]
+pub struct Registry {
+    ids: HashMap<String, u32>,
+}
+
+impl Registry {
+    pub fn id(&mut self, kind: MetricType, name: &str) -> Option<u32> {
+        if let Some(&id) = self.ids.get(name) {
+            return Some(id);
+        }
+        match hostcalls::define_metric(kind, name) {
+            Ok(id) => {
+                self.ids.insert(name.to_owned(), id);
+                Some(id)
+            }
+            Err(status) => {
+                log::warn!("dimmer: cannot define stat {name}: {status:?}");
+                None
+            }
+        }
+    }
+}
+
+/// The stats of one version of one rollout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VersionStats {
+    requests: [Option<u32>; StatusClass::ALL.len()],
+    latency_ms: Option<u32>,
+}
+
+impl VersionStats {
+    pub fn record(&self, class: StatusClass, latency_ms: u64) {
+        if let Some(id) = self.requests[class.index()] {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+        if let Some(id) = self.latency_ms {
+            let _ = hostcalls::record_metric(id, latency_ms);
+        }
+    }
+}
+
+/// `table[rollout][version]`, in the compiled config's order.
+pub fn version_table(cfg: &Compiled, registry: &mut Registry) -> Vec<Vec<VersionStats>> {
+    cfg.rollouts
+        .iter()
+        .map(|r| {
+            r.versions
+                .iter()
+                .map(|v| {
+                    let mut s = VersionStats::default();
+                    for class in StatusClass::ALL {
+                        s.requests[class.index()] = registry.id(
+                            MetricType::Counter,
+                            &stats::requests(&r.name, v, class),
+                        );
+                    }
+                    s.latency_ms =
+                        registry.id(MetricType::Histogram, &stats::latency_ms(&r.name, v));
+                    s
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The filter's own health stats.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Health {
+    revision: Option<u32>,
+    updates: Option<u32>,
+    rejected: Option<u32>,
+    polls: Option<u32>,
+    poll_failures: Option<u32>,
+    age_seconds: Option<u32>,
+}
+
+impl Health {
+    pub fn define(registry: &mut Registry) -> Self {
+        Health {
+            revision: registry.id(MetricType::Gauge, stats::CONFIG_REVISION),
+            updates: registry.id(MetricType::Counter, stats::CONFIG_UPDATES),
+            rejected: registry.id(MetricType::Counter, stats::CONFIG_REJECTED),
+            polls: registry.id(MetricType::Counter, stats::POLLS),
+            poll_failures: registry.id(MetricType::Counter, stats::POLL_FAILURES),
+            age_seconds: registry.id(MetricType::Gauge, stats::CONFIG_AGE_SECONDS),
+        }
+    }
+
+    pub fn applied(&self, revision: u64) {
+        set(self.revision, revision);
+        inc(self.updates);
+    }
+    pub fn rejected(&self) {
+        inc(self.rejected);
+    }
+    pub fn polled(&self) {
+        inc(self.polls);
+    }
+    pub fn poll_failed(&self) {
+        inc(self.poll_failures);
+    }
+    pub fn age(&self, seconds: u64) {
+        set(self.age_seconds, seconds);
+    }
+}
+
+fn inc(id: Option<u32>) {
+    if let Some(id) = id {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+fn set(id: Option<u32>, value: u64) {
+    if let Some(id) = id {
+        let _ = hostcalls::record_metric(id, value);
+    }
+}
