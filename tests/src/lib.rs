@@ -1,0 +1,18 @@
+//! The end-to-end harness: starts a real Envoy with the Dimmer filter, real
+//! upstream servers and a stand-in controller on loopback, and talks to them
+//! over real HTTP. Used by the tests in `tests/tests/`, by `make demo` and by
+//! the benchmarks.
+
+pub mod client;
+pub mod envoy;
+pub mod fixtures;
+pub mod paths;
+pub mod ports;
+pub mod stats;
+pub mod stub_controller;
+pub mod upstream;
+
+pub use client::Client;
+pub use envoy::{Envoy, EnvoyOptions};
+pub use stub_controller::StubController;
+pub use upstream::Upstream;
