@@ -43,7 +43,10 @@ pub enum Problem {
     WeightTooLarge(u32),
     UnknownVersion(String),
     MustStartWithSlash,
-    OutOfRange { min: u64, max: u64 },
+    OutOfRange {
+        min: u64,
+        max: u64,
+    },
     Reserved,
 }
 

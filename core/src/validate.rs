@@ -36,7 +36,10 @@ pub fn parse_config_doc(bytes: &[u8]) -> Result<ConfigDoc> {
 
 pub fn validate_plugin(cfg: &PluginConfig) -> Result {
     check_header_name(&cfg.route_header, "route_header")?;
-    if matches!(cfg.route_header.as_str(), "host" | "cookie" | "content-length") {
+    if matches!(
+        cfg.route_header.as_str(),
+        "host" | "cookie" | "content-length"
+    ) {
         return Err(ConfigError::invalid("route_header", Problem::Reserved));
     }
     if let Some(c) = &cfg.controller {
@@ -56,7 +59,12 @@ fn validate_controller(c: &ControllerConfig) -> Result {
             Problem::MustStartWithSlash,
         ));
     }
-    in_range(c.poll_interval_ms, 100, 3_600_000, "controller.poll_interval_ms")?;
+    in_range(
+        c.poll_interval_ms,
+        100,
+        3_600_000,
+        "controller.poll_interval_ms",
+    )?;
     in_range(c.timeout_ms, 10, 60_000, "controller.timeout_ms")
 }
 
@@ -91,16 +99,26 @@ pub fn validate_rollout(r: &Rollout, at: &str) -> Result {
     }
     for (i, src) in r.identity.iter().enumerate() {
         match src {
-            IdentitySource::Header(h) => check_header_name(h, &format!("{at}.identity[{i}].header"))?,
-            IdentitySource::Cookie(c) => check_cookie_name(c, &format!("{at}.identity[{i}].cookie"))?,
+            IdentitySource::Header(h) => {
+                check_header_name(h, &format!("{at}.identity[{i}].header"))?
+            }
+            IdentitySource::Cookie(c) => {
+                check_cookie_name(c, &format!("{at}.identity[{i}].cookie"))?
+            }
         }
     }
     if r.anonymous == Anonymous::Cookie {
-        check_cookie_name(&r.anonymous_cookie.name, &format!("{at}.anonymous_cookie.name"))?;
+        check_cookie_name(
+            &r.anonymous_cookie.name,
+            &format!("{at}.anonymous_cookie.name"),
+        )?;
     }
     non_empty(&r.salt, &format!("{at}.salt"))?;
     if r.versions.is_empty() {
-        return Err(ConfigError::invalid(format!("{at}.versions"), Problem::Empty));
+        return Err(ConfigError::invalid(
+            format!("{at}.versions"),
+            Problem::Empty,
+        ));
     }
     let mut sum: u64 = 0;
     for (i, v) in r.versions.iter().enumerate() {
@@ -162,15 +180,17 @@ fn in_range(v: u64, min: u64, max: u64, field: &str) -> Result {
     if (min..=max).contains(&v) {
         Ok(())
     } else {
-        Err(ConfigError::invalid(field, Problem::OutOfRange { min, max }))
+        Err(ConfigError::invalid(
+            field,
+            Problem::OutOfRange { min, max },
+        ))
     }
 }
 
 /// Rollout and version names end up in stat tags, route headers and URLs.
 pub fn is_valid_name(s: &str) -> bool {
     (1..=63).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 

@@ -59,10 +59,8 @@ pub fn version_table(cfg: &Compiled, registry: &mut Registry) -> Vec<Vec<Version
                 .map(|v| {
                     let mut s = VersionStats::default();
                     for class in StatusClass::ALL {
-                        s.requests[class.index()] = registry.id(
-                            MetricType::Counter,
-                            &stats::requests(&r.name, v, class),
-                        );
+                        s.requests[class.index()] =
+                            registry.id(MetricType::Counter, &stats::requests(&r.name, v, class));
                     }
                     s.latency_ms =
                         registry.id(MetricType::Histogram, &stats::latency_ms(&r.name, v));

@@ -106,7 +106,9 @@ impl Context for DimmerRoot {
             .get_http_call_response_header_bytes("etag")
             .map(|e| String::from_utf8_lossy(&e).into_owned())
             .unwrap_or_default();
-        let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
+        let body = self
+            .get_http_call_response_body(0, body_size)
+            .unwrap_or_default();
         let Some(p) = self.poller.as_mut() else {
             return;
         };
@@ -156,8 +158,8 @@ impl RootContext for DimmerRoot {
         self.install(Compiled::new(0, &cfg.route_header, &cfg.rollouts));
         if let Some(controller) = cfg.controller {
             let plugin = property(vec!["plugin_name"]).unwrap_or_else(|| "dimmer".into());
-            let proxy_id = property(vec!["node", "id"])
-                .unwrap_or_else(|| format!("envoy-{:016x}", self.me));
+            let proxy_id =
+                property(vec!["node", "id"]).unwrap_or_else(|| format!("envoy-{:016x}", self.me));
             let poller = Poller::new(controller, &plugin, proxy_id, self.me, now_ms());
             self.set_tick_period(poller.tick_period());
             self.poller = Some(poller);

@@ -64,11 +64,18 @@ impl Client {
 
     /// The version user `id` is served by, identified by `x-user-id`.
     pub async fn version_of(&self, id: &str) -> anyhow::Result<String> {
-        Ok(self.get("/", &[("x-user-id", id.as_bytes())]).await?.version)
+        Ok(self
+            .get("/", &[("x-user-id", id.as_bytes())])
+            .await?
+            .version)
     }
 
     /// Versions for many users, `parallel` requests at a time, in input order.
-    pub async fn versions_of(&self, ids: &[String], parallel: usize) -> anyhow::Result<Vec<String>> {
+    pub async fn versions_of(
+        &self,
+        ids: &[String],
+        parallel: usize,
+    ) -> anyhow::Result<Vec<String>> {
         let mut out = vec![String::new(); ids.len()];
         for (chunk_no, chunk) in ids.chunks(parallel.max(1)).enumerate() {
             let mut tasks = tokio::task::JoinSet::new();

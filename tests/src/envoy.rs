@@ -65,8 +65,16 @@ impl Envoy {
     /// Starts Envoy and waits until its admin says it is ready. If Envoy
     /// exits instead, the error carries its log.
     pub async fn start(opts: EnvoyOptions) -> anyhow::Result<Envoy> {
-        let listen_port = if opts.listen_port == 0 { free_port()? } else { opts.listen_port };
-        let admin_port = if opts.admin_port == 0 { free_port()? } else { opts.admin_port };
+        let listen_port = if opts.listen_port == 0 {
+            free_port()?
+        } else {
+            opts.listen_port
+        };
+        let admin_port = if opts.admin_port == 0 {
+            free_port()?
+        } else {
+            opts.admin_port
+        };
         let template = std::fs::read_to_string(paths::envoy_template())?;
         let wasm = paths::filter_wasm()?;
         let yaml = render(
@@ -125,7 +133,10 @@ impl Envoy {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("envoy exited ({status}) before it was ready:\n{}", self.log());
+                bail!(
+                    "envoy exited ({status}) before it was ready:\n{}",
+                    self.log()
+                );
             }
             let ready = client
                 .get(self.admin_url("/ready"))

@@ -24,9 +24,11 @@ pub fn envoy_binary() -> anyhow::Result<PathBuf> {
 
 /// `$DIMMER_WASM`, or the release build of the filter.
 pub fn filter_wasm() -> anyhow::Result<PathBuf> {
-    let path = std::env::var_os("DIMMER_WASM").map(PathBuf::from).unwrap_or_else(|| {
-        workspace_root().join("target/wasm32-wasip1/release/dimmer_filter.wasm")
-    });
+    let path = std::env::var_os("DIMMER_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            workspace_root().join("target/wasm32-wasip1/release/dimmer_filter.wasm")
+        });
     anyhow::ensure!(
         path.exists(),
         "no filter at {} (run `make build`)",

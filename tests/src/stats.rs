@@ -3,7 +3,10 @@
 /// The sum of the samples of `metric` whose labels include every
 /// `label="value"` pair given; 0 if there is none.
 pub fn sample(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
-    samples(text, metric, labels).into_iter().sum::<f64>().max(0.0)
+    samples(text, metric, labels)
+        .into_iter()
+        .sum::<f64>()
+        .max(0.0)
 }
 
 /// Every sample of `metric` whose labels include those given.

@@ -128,7 +128,10 @@ async fn config(State(state): State<Arc<Mutex<StubState>>>, headers: HeaderMap) 
     }
     (
         StatusCode::OK,
-        [("etag", s.etag.clone()), ("content-type", "application/json".into())],
+        [
+            ("etag", s.etag.clone()),
+            ("content-type", "application/json".into()),
+        ],
         s.body.clone(),
     )
         .into_response()
