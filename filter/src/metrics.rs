@@ -24,7 +24,7 @@ impl Registry {
                 Some(id)
             }
             Err(status) => {
-                log::warn!("dimmer: cannot define stat {name}: {status:?}");
+                log::warn!("cannot define stat {name}: {status:?}");
                 None
             }
         }

@@ -92,7 +92,7 @@ impl DimmerRoot {
                 p.sent(now);
                 p.answered();
                 self.health.poll_failed();
-                log::warn!("dimmer: cannot poll cluster {cluster:?}: {status:?}");
+                log::warn!("cannot poll cluster {cluster:?}: {status:?}");
             }
         }
     }
@@ -122,20 +122,20 @@ impl Context for DimmerRoot {
                         p.publish(&etag, &body);
                     }
                     self.health.applied(revision);
-                    log::info!("dimmer: applied config revision {revision}");
+                    log::info!("applied config revision {revision}");
                 }
                 Err(e) => {
                     // The controller is reachable, so the config is not stale:
                     // the weights are just not taken.
                     self.health.rejected();
-                    log::warn!("dimmer: rejected config from controller: {e}");
+                    log::warn!("rejected config from controller: {e}");
                 }
             },
             Some(b"304") => p.good(now),
             other => {
                 self.health.poll_failed();
                 let shown = other.map(|s| String::from_utf8_lossy(s).into_owned());
-                log::warn!("dimmer: poll failed, status {shown:?}; keeping the last good config");
+                log::warn!("poll failed, status {shown:?}; keeping the last good config");
             }
         }
     }
@@ -149,7 +149,7 @@ impl RootContext for DimmerRoot {
         let cfg = match parse_plugin_config(&bytes) {
             Ok(cfg) => cfg,
             Err(e) => {
-                log::error!("dimmer: refusing plugin configuration: {e}");
+                log::error!("refusing plugin configuration: {e}");
                 return false;
             }
         };
@@ -158,8 +158,10 @@ impl RootContext for DimmerRoot {
         self.install(Compiled::new(0, &cfg.route_header, &cfg.rollouts));
         if let Some(controller) = cfg.controller {
             let plugin = property(vec!["plugin_name"]).unwrap_or_else(|| "dimmer".into());
-            let proxy_id =
-                property(vec!["node", "id"]).unwrap_or_else(|| format!("envoy-{:016x}", self.me));
+            // Envoy 1.40 answers `xds.node.id`; older ones `node.id`.
+            let proxy_id = property(vec!["xds", "node", "id"])
+                .or_else(|| property(vec!["node", "id"]))
+                .unwrap_or_else(|| format!("envoy-{:016x}", self.me));
             let poller = Poller::new(controller, &plugin, proxy_id, self.me, now_ms());
             self.set_tick_period(poller.tick_period());
             self.poller = Some(poller);
@@ -174,7 +176,7 @@ impl RootContext for DimmerRoot {
         };
         if let Some(body) = p.take_shared_config() {
             if let Err(e) = self.apply_doc(&body) {
-                log::warn!("dimmer: shared config unreadable, keeping the last good one: {e}");
+                log::warn!("shared config unreadable, keeping the last good one: {e}");
             }
         }
         let Some(p) = self.poller.as_mut() else {

@@ -24,10 +24,20 @@ pub struct Reply {
 
 impl Client {
     pub fn new(base: impl Into<String>) -> Self {
+        Self::with_pool(base, 64)
+    }
+
+    /// A client that opens a new connection for every request, so requests
+    /// spread over all of Envoy's workers.
+    pub fn fresh_connections(base: impl Into<String>) -> Self {
+        Self::with_pool(base, 0)
+    }
+
+    fn with_pool(base: impl Into<String>, idle: usize) -> Self {
         Client {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
-                .pool_max_idle_per_host(64)
+                .pool_max_idle_per_host(idle)
                 .build()
                 .unwrap_or_default(),
             base: base.into(),
