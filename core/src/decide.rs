@@ -135,7 +135,7 @@ fn pick_rollout(cfg: &Compiled, req: &impl Request) -> Option<usize> {
 fn override_version(r: &CompiledRollout, req: &impl Request) -> Option<usize> {
     r.overrides.iter().find_map(|o| {
         let value = req.header(&o.header)?;
-        o.values.iter().any(|v| *v == value).then_some(o.version)
+        o.values.contains(&value).then_some(o.version)
     })
 }
 

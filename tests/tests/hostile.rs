@@ -6,6 +6,9 @@ use dimmer_e2e::fixtures::{rollout, static_config, Lab};
 use dimmer_e2e::Client;
 use serde_json::json;
 
+/// Headers to send, as raw bytes.
+type Headers<'a> = Vec<(&'a str, &'a [u8])>;
+
 fn expected(id: &[u8]) -> &'static str {
     if bucket("checkout-7", id) < 5000 {
         "v1"
@@ -29,7 +32,7 @@ async fn hostile_requests_leave_every_worker_serving() -> anyhow::Result<()> {
         .join("; ")
         + "; session_id=deep-in-the-jar";
     let bad_cookies: &[u8] = b";;; =; session_id; ==x; session_id=\"; \xff\xfe=\xff";
-    let cases: Vec<(Vec<(&str, &[u8])>, Option<&str>)> = vec![
+    let cases: Vec<(Headers, Option<&str>)> = vec![
         (vec![("x-user-id", &long_id)], Some(expected(&long_id))),
         (vec![("x-user-id", non_utf8)], Some(expected(non_utf8))),
         (
