@@ -9,7 +9,7 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
 export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: .wasm-target setup setup-bench build wasm test test-unit test-e2e lint demo bench clean
+.PHONY: .wasm-target demo-static setup setup-bench build wasm test test-unit test-e2e lint demo bench clean
 
 setup: $(ENVOY) .wasm-target
 
@@ -40,8 +40,11 @@ lint: .wasm-target
 test: build lint
 	cargo nextest run --release --no-fail-fast
 
+demo-static: build
+	cargo run --release -q -p dimmer-e2e --bin dimmer-demo-static
+
 demo: build
-	cargo run --release -q -p dimmer-e2e --bin dimmer-demo
+	cargo run --release -q -p dimmer-e2e --bin dimmer-demo-static
 
 bench: setup-bench build
 	bash bench/run.sh
