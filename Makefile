@@ -47,7 +47,9 @@ demo: build
 	cargo run --release -q -p dimmer-e2e --bin dimmer-demo-static
 
 bench: setup-bench build
-	bash bench/run.sh
+	cargo build --release -p dimmer-noop-filter --target $(WASM_TARGET)
+	cargo build --release -q -p dimmer-e2e --bin dimmer-bench
+	DIMMER_ENVOY_CPUS=1 DIMMER_ENVOY_LOG=warning taskset -c 0 target/release/dimmer-bench $(BENCH_ARGS)
 
 clean:
 	cargo clean

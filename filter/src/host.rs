@@ -1,7 +1,6 @@
 //! Host access: everything here is one proxy-wasm call, errors absorbed,
 //! because a filter must never fail a request over its own plumbing.
 
-use core::sync::atomic::{AtomicU8, Ordering};
 use std::time::UNIX_EPOCH;
 
 use dimmer_core::Request;
@@ -41,22 +40,4 @@ pub fn random_seed() -> u64 {
 pub fn property(path: Vec<&str>) -> Option<String> {
     let bytes = hostcalls::get_property(path).ok().flatten()?;
     String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
-}
-
-const UNKNOWN: u8 = 0;
-const PRESENT: u8 = 1;
-const ABSENT: u8 = 2;
-static CLEAR_ROUTE_CACHE: AtomicU8 = AtomicU8::new(UNKNOWN);
-
-/// Envoy ≥ 1.33 exposes `clear_route_cache`; older ones clear the cache by
-/// themselves when a filter changes request headers. Asked once per VM.
-pub fn clear_route_cache() {
-    if CLEAR_ROUTE_CACHE.load(Ordering::Relaxed) == ABSENT {
-        return;
-    }
-    let state = match hostcalls::call_foreign_function("clear_route_cache", None) {
-        Ok(_) => PRESENT,
-        Err(_) => ABSENT,
-    };
-    CLEAR_ROUTE_CACHE.store(state, Ordering::Relaxed);
 }

@@ -10,7 +10,7 @@ use dimmer_core::{decide, Decision, Request};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use crate::host::{clear_route_cache, now_us, EnvoyRequest};
+use crate::host::{now_us, EnvoyRequest};
 use crate::metrics::VersionStats;
 use crate::root::Active;
 
@@ -45,7 +45,6 @@ impl DimmerRequest {
                 // A client must not steer routes by sending the header itself.
                 if EnvoyRequest.header(&cfg.route_header).is_some() {
                     self.set_http_request_header(&cfg.route_header, None);
-                    clear_route_cache();
                 }
             }
             Decision::Route(route) => {
@@ -55,8 +54,9 @@ impl DimmerRequest {
                 let Some(version) = rollout.versions.get(route.version) else {
                     return;
                 };
+                // Envoy clears its route cache itself when a wasm filter
+                // changes request headers (ABI 0.2.1), so the route follows.
                 self.set_http_request_header(&cfg.route_header, Some(version));
-                clear_route_cache();
                 self.stats = self
                     .active
                     .stats

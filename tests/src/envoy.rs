@@ -107,12 +107,22 @@ impl Envoy {
         let config = dir.path().join("envoy.yaml");
         std::fs::write(&config, yaml)?;
         let log = std::fs::File::create(dir.path().join("envoy.log"))?;
-        let child = Command::new(paths::envoy_binary()?)
+        // DIMMER_ENVOY_CPUS pins Envoy (the benchmarks give it a core of its own).
+        let mut cmd = match std::env::var("DIMMER_ENVOY_CPUS") {
+            Ok(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpus]).arg(paths::envoy_binary()?);
+                c
+            }
+            Err(_) => Command::new(paths::envoy_binary()?),
+        };
+        let log_level = std::env::var("DIMMER_ENVOY_LOG").unwrap_or_else(|_| "info".into());
+        let child = cmd
             .arg("-c")
             .arg(&config)
             .args(["--concurrency", &concurrency.to_string()])
             .arg("--use-dynamic-base-id")
-            .args(["-l", "info", "--component-log-level", "wasm:debug"])
+            .args(["-l", &log_level])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -153,6 +163,10 @@ impl Envoy {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.

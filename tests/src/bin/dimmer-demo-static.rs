@@ -48,9 +48,15 @@ async fn main() -> anyhow::Result<()> {
         let n = sample(
             &text,
             "dimmer_requests",
-            &[("rollout", "checkout"), ("version", version), ("class", "2xx")],
+            &[
+                ("rollout", "checkout"),
+                ("version", version),
+                ("class", "2xx"),
+            ],
         );
-        println!("  dimmer_requests{{rollout=\"checkout\",version=\"{version}\",class=\"2xx\"}} {n}");
+        println!(
+            "  dimmer_requests{{rollout=\"checkout\",version=\"{version}\",class=\"2xx\"}} {n}"
+        );
     }
     anyhow::ensure!(moved == 0, "stickiness broken: {moved} users moved");
     println!("\nDone; every process started here has been stopped.");
