@@ -93,10 +93,48 @@ pub struct Match {
 /// One place an identity may come from: `{"header": "x-user-id"}` or
 /// `{"cookie": "session_id"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "SourceFields", into = "SourceFields")]
 pub enum IdentitySource {
     Header(String),
     Cookie(String),
+}
+
+/// The wire form of [`IdentitySource`]: a map with one key. Spelt out rather
+/// than left to serde's enum tagging, which YAML writes as `!header` tags.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cookie: Option<String>,
+}
+
+impl TryFrom<SourceFields> for IdentitySource {
+    type Error = &'static str;
+
+    fn try_from(f: SourceFields) -> Result<Self, Self::Error> {
+        match (f.header, f.cookie) {
+            (Some(h), None) => Ok(IdentitySource::Header(h)),
+            (None, Some(c)) => Ok(IdentitySource::Cookie(c)),
+            _ => Err("an identity source has exactly one of `header` or `cookie`"),
+        }
+    }
+}
+
+impl From<IdentitySource> for SourceFields {
+    fn from(s: IdentitySource) -> Self {
+        match s {
+            IdentitySource::Header(h) => SourceFields {
+                header: Some(h),
+                cookie: None,
+            },
+            IdentitySource::Cookie(c) => SourceFields {
+                header: None,
+                cookie: Some(c),
+            },
+        }
+    }
 }
 
 /// What to do with a request that carries no identity.

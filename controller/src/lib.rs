@@ -1,0 +1,16 @@
+//! The `dimmer` controller: rollout specs, the step engine, canary analysis,
+//! state in SQLite with a hash-chained audit log, the HTTP API the filters
+//! poll and the CLI talks to.
+
+pub mod analysis;
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod client;
+pub mod engine;
+pub mod metrics;
+pub mod render;
+pub mod service;
+pub mod spec;
+pub mod store;
+pub mod webhook;

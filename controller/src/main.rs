@@ -1,0 +1,400 @@
+//! `dimmer`: the controller (`dimmer serve`) and the CLI that talks to it.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use dimmer::analysis::ThresholdAnalyzer;
+use dimmer::api::{self, App};
+use dimmer::audit::{self, AuditRecord};
+use dimmer::auth::Auth;
+use dimmer::client::{Body, Client};
+use dimmer::metrics::Source;
+use dimmer::render;
+use dimmer::service::{Service, StatusView};
+use dimmer::spec::RolloutSpec;
+use dimmer::store::Store;
+use dimmer_core::config::ConfigDoc;
+use dimmer_core::Compiled;
+use reqwest::Method;
+
+#[derive(Parser)]
+#[command(
+    name = "dimmer",
+    version,
+    about = "Progressive delivery inside the proxy"
+)]
+struct Cli {
+    /// The controller's API.
+    #[arg(
+        long,
+        global = true,
+        env = "DIMMER_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    server: String,
+    /// Bearer token for the API.
+    #[arg(long, global = true, env = "DIMMER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the controller.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// SQLite state file: rollouts, revision, audit log.
+        #[arg(long, default_value = "dimmer.db")]
+        db: PathBuf,
+        /// Read metrics from this Envoy's admin (one proxy).
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:9901",
+            conflicts_with = "prometheus"
+        )]
+        envoy_admin: String,
+        /// Read metrics from Prometheus (every proxy).
+        #[arg(long)]
+        prometheus: Option<String>,
+        /// Tokens and roles (YAML); see docs/controller.md.
+        #[arg(long, required_unless_present = "no_auth")]
+        tokens: Option<PathBuf>,
+        /// Accept every request as admin: only for a controller bound to loopback.
+        #[arg(long)]
+        no_auth: bool,
+        /// POST every state change to this URL (repeatable).
+        #[arg(long)]
+        webhook: Vec<String>,
+    },
+    /// Apply a rollout spec (YAML).
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Validate and print the plan without applying it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show rollouts.
+    Status {
+        name: Option<String>,
+        /// Keep showing, live.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: stop once every rollout shown has completed or aborted.
+        #[arg(long)]
+        until_done: bool,
+    },
+    /// Hold the current step.
+    Pause {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Continue after a pause.
+    Resume {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Step up now, skipping the pause and any approval gate.
+    Promote {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Send everyone back to stable, now.
+    Abort {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Remove a rollout from the config the filters receive.
+    Delete {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Every decision on a rollout: who, what, when, why, on which numbers.
+    History { name: String },
+    /// Which version an identity gets now, by the filter's cohort function.
+    Which { name: String, identity: String },
+    /// The proxies that poll, and the revision each has applied.
+    Proxies,
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain: from the state file if given, else through the API.
+    Verify {
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("dimmer: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(&cli.server, cli.token.clone());
+    let reason = |r: &str| Some(Body::Json(serde_json::json!({ "reason": r })));
+    match cli.command {
+        Cmd::Serve {
+            listen,
+            db,
+            envoy_admin,
+            prometheus,
+            tokens,
+            no_auth,
+            webhook,
+        } => {
+            serve(
+                listen,
+                db,
+                envoy_admin,
+                prometheus,
+                tokens,
+                no_auth,
+                webhook,
+            )
+            .await
+        }
+        Cmd::Apply { file, dry_run } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            // Checked here first, so the error names the file.
+            let spec = RolloutSpec::from_yaml(&text).with_context(|| file.display().to_string())?;
+            if dry_run {
+                let _: serde_json::Value = client
+                    .call(
+                        Method::POST,
+                        "/v1/rollouts?dry_run=true",
+                        Some(Body::Yaml(text)),
+                    )
+                    .await?;
+                println!("{}: valid. Plan:", spec.name);
+                for (i, s) in spec.steps.iter().enumerate() {
+                    println!(
+                        "  step {}: {}% of users on {}, at least {}{}",
+                        i + 1,
+                        s.percent,
+                        spec.canary,
+                        humantime::format_duration(s.pause),
+                        if s.approval {
+                            ", then wait for approval"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                return Ok(());
+            }
+            let v: StatusView = client
+                .call(Method::POST, "/v1/rollouts", Some(Body::Yaml(text)))
+                .await?;
+            print!("{}", render::text(&v));
+            Ok(())
+        }
+        Cmd::Status {
+            name,
+            watch,
+            until_done,
+        } => status(&client, name, watch, until_done).await,
+        Cmd::Pause { name, reason: r } => act(&client, &name, "pause", reason(&r)).await,
+        Cmd::Resume { name, reason: r } => act(&client, &name, "resume", reason(&r)).await,
+        Cmd::Promote { name, reason: r } => act(&client, &name, "promote", reason(&r)).await,
+        Cmd::Abort { name, reason: r } => act(&client, &name, "abort", reason(&r)).await,
+        Cmd::Delete { name, reason: r } => {
+            client
+                .call_empty(Method::DELETE, &format!("/v1/rollouts/{name}"), reason(&r))
+                .await?;
+            println!("{name}: deleted");
+            Ok(())
+        }
+        Cmd::History { name } => {
+            let records: Vec<AuditRecord> = client
+                .call(Method::GET, &format!("/v1/rollouts/{name}/history"), None)
+                .await?;
+            print!("{}", render::history(&records));
+            Ok(())
+        }
+        Cmd::Which { name, identity } => {
+            let doc: ConfigDoc = client.call(Method::GET, "/v1/config", None).await?;
+            let cfg = Compiled::new(doc.revision, "", &doc.rollouts);
+            let Some(r) = cfg.rollouts.iter().find(|r| r.name == name) else {
+                bail!("no rollout named {name:?}");
+            };
+            let bucket = r.cohort.bucket(identity.as_bytes());
+            let version = &r.versions[r.version_of_bucket(bucket)];
+            println!(
+                "{version} (bucket {bucket} of 10000, revision {})",
+                doc.revision
+            );
+            Ok(())
+        }
+        Cmd::Proxies => {
+            let proxies: serde_json::Value = client.call(Method::GET, "/v1/proxies", None).await?;
+            println!("{}", serde_json::to_string_pretty(&proxies)?);
+            Ok(())
+        }
+        Cmd::Audit {
+            command: AuditCmd::Verify { db },
+        } => {
+            let n = match db {
+                Some(path) => {
+                    let records = Store::open(&path)?.audit(None)?;
+                    audit::verify(&records)?
+                }
+                None => {
+                    let v: serde_json::Value =
+                        client.call(Method::GET, "/v1/audit/verify", None).await?;
+                    v["records"].as_u64().unwrap_or(0) as usize
+                }
+            };
+            println!("audit chain intact: {n} records");
+            Ok(())
+        }
+    }
+}
+
+async fn act(client: &Client, name: &str, action: &str, body: Option<Body>) -> anyhow::Result<()> {
+    let v: StatusView = client
+        .call(Method::POST, &format!("/v1/rollouts/{name}/{action}"), body)
+        .await?;
+    print!("{}", render::text(&v));
+    Ok(())
+}
+
+async fn status(
+    client: &Client,
+    name: Option<String>,
+    watch: bool,
+    until_done: bool,
+) -> anyhow::Result<()> {
+    let fetch = || async {
+        match &name {
+            Some(n) => client
+                .call::<StatusView>(Method::GET, &format!("/v1/rollouts/{n}"), None)
+                .await
+                .map(|v| vec![v]),
+            None => {
+                client
+                    .call::<Vec<StatusView>>(Method::GET, "/v1/rollouts", None)
+                    .await
+            }
+        }
+    };
+    if !watch {
+        let views = fetch().await?;
+        if views.is_empty() {
+            println!("no rollouts");
+        }
+        for v in views {
+            print!("{}", render::text(&v));
+        }
+        return Ok(());
+    }
+    let live = std::io::stdout().is_terminal();
+    let mut bars = render::Watch::new();
+    let mut last_printed = String::new();
+    loop {
+        let views = fetch().await?;
+        if live {
+            bars.update(&views);
+        } else {
+            // Not a terminal: print a line whenever something changes.
+            for v in &views {
+                let line = format!(
+                    "{} {:.2}% {} | {}",
+                    v.name,
+                    v.weight_bp as f64 / 100.0,
+                    v.label,
+                    v.reason
+                );
+                if !last_printed.contains(&line) {
+                    println!("{line}");
+                }
+            }
+            last_printed = views
+                .iter()
+                .map(|v| {
+                    format!(
+                        "{} {:.2}% {} | {}",
+                        v.name,
+                        v.weight_bp as f64 / 100.0,
+                        v.label,
+                        v.reason
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
+        if until_done && !views.is_empty() && views.iter().all(|v| v.phase.is_final()) {
+            bars.finish();
+            for v in &views {
+                print!("{}", render::text(v));
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn serve(
+    listen: String,
+    db: PathBuf,
+    envoy_admin: String,
+    prometheus: Option<String>,
+    tokens: Option<PathBuf>,
+    no_auth: bool,
+    webhooks: Vec<String>,
+) -> anyhow::Result<()> {
+    let auth = match (tokens, no_auth) {
+        (Some(path), _) => Auth::from_file(&path)?,
+        (None, true) => Auth::Open,
+        (None, false) => bail!("--tokens FILE is required (or --no-auth on loopback)"),
+    };
+    let source = match prometheus {
+        Some(url) => Source::Prometheus(url),
+        None => Source::EnvoyAdmin(envoy_admin),
+    };
+    let store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    let service = Service::new(store, source, Box::new(ThresholdAnalyzer), webhooks)?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(%listen, db = %db.display(), "dimmer controller serving");
+    tokio::spawn(Arc::clone(&service).run());
+    let app = api::router(App {
+        service,
+        auth: Arc::new(auth),
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! How the CLI shows rollouts: plain text once, or live bars with `--watch`.
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use crate::audit::AuditRecord;
+use crate::service::StatusView;
+
+pub fn steps_line(v: &StatusView) -> String {
+    v.steps
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if i == v.step
+                && !matches!(
+                    v.phase,
+                    crate::engine::Phase::Completed | crate::engine::Phase::Aborted
+                )
+            {
+                format!("[{p}%]")
+            } else {
+                format!("{p}%")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+pub fn text(v: &StatusView) -> String {
+    format!(
+        "{name}: {label}, {stable} → {canary}\n  canary {pct:.2}% of users; steps {steps}\n  proxies: {applied} of {live} live have applied revision {rev}\n  reason: {reason}\n  numbers: {ev}\n",
+        name = v.name,
+        label = v.label,
+        stable = v.stable,
+        canary = v.canary,
+        pct = v.weight_bp as f64 / 100.0,
+        steps = steps_line(v),
+        applied = v.proxies_applied,
+        live = v.proxies_live,
+        rev = v.revision,
+        reason = v.reason,
+        ev = v.evidence_summary,
+    )
+}
+
+pub fn history(records: &[AuditRecord]) -> String {
+    let mut out = String::new();
+    for r in records {
+        let at = humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.at_ms.max(0) as u64),
+        );
+        out.push_str(&format!(
+            "{seq:>4} {at} {actor:<12} {action:<8} {from} → {to}\n       why: {reason}\n",
+            seq = r.seq,
+            actor = r.actor,
+            action = r.action,
+            from = r.from,
+            to = r.to,
+            reason = r.reason,
+        ));
+        if r.evidence
+            .as_object()
+            .is_some_and(|o| o.values().any(|v| v.as_f64().unwrap_or(0.0) != 0.0))
+        {
+            out.push_str(&format!("       numbers: {}\n", r.evidence));
+        }
+    }
+    out
+}
+
+/// Live bars, one per rollout, redrawn on each [`Watch::update`].
+pub struct Watch {
+    multi: MultiProgress,
+    bars: Vec<(String, ProgressBar)>,
+}
+
+impl Watch {
+    pub fn new() -> Watch {
+        Watch {
+            multi: MultiProgress::new(),
+            bars: Vec::new(),
+        }
+    }
+
+    pub fn update(&mut self, views: &[StatusView]) {
+        let style = ProgressStyle::with_template("{prefix:>12} [{bar:30.cyan/blue}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        for v in views {
+            let bar = match self.bars.iter().find(|(n, _)| *n == v.name) {
+                Some((_, b)) => b.clone(),
+                None => {
+                    let b = self.multi.add(ProgressBar::new(10_000));
+                    b.set_style(style.clone());
+                    b.set_prefix(v.name.clone());
+                    self.bars.push((v.name.clone(), b.clone()));
+                    b
+                }
+            };
+            bar.set_position(u64::from(v.weight_bp));
+            bar.set_message(format!(
+                "{:>6.2}% {} | {} | {}/{} proxies | {}",
+                v.weight_bp as f64 / 100.0,
+                v.label,
+                v.reason,
+                v.proxies_applied,
+                v.proxies_live,
+                v.evidence_summary
+            ));
+        }
+    }
+
+    pub fn finish(&self) {
+        for (_, b) in &self.bars {
+            b.abandon();
+        }
+    }
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Self::new()
+    }
+}

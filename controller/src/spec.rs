@@ -1,0 +1,319 @@
+//! The rollout spec: what an operator writes in YAML and `dimmer apply`s.
+//! It is the filter's rollout (DESIGN.md §2) minus the weights, plus the
+//! canary, the steps, the analysis and an optional SLO.
+
+use std::time::Duration;
+
+use dimmer_core::config::{
+    Anonymous, CookieSettings, IdentitySource, Match, Override, Rollout, Version,
+};
+use dimmer_core::validate::validate_rollout;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// YAML that does not parse or does not fit the schema; the message
+    /// names the field, the line and the column.
+    #[error("invalid rollout spec: {0}")]
+    Yaml(String),
+    #[error("invalid rollout spec: {field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
+    SpecError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matcher: Match,
+    #[serde(default)]
+    pub identity: Vec<IdentitySource>,
+    #[serde(default)]
+    pub anonymous: Anonymous,
+    #[serde(default)]
+    pub anonymous_cookie: CookieSettings,
+    /// Defaults to the rollout's name: a new salt reshuffles every user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    pub stable: String,
+    pub canary: String,
+    #[serde(default)]
+    pub overrides: Vec<Override>,
+    pub steps: Vec<Step>,
+    #[serde(default)]
+    pub analysis: Analysis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<Slo>,
+    /// URLs that receive a JSON POST on every state change.
+    #[serde(default)]
+    pub webhooks: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Share of users on the canary, in percent (0.01 to 100).
+    pub percent: f64,
+    /// Minimum time at this step before the next.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub pause: Duration,
+    /// Wait for `dimmer promote` before leaving this step.
+    #[serde(default)]
+    pub approval: bool,
+}
+
+impl Step {
+    pub fn weight_bp(&self) -> u32 {
+        (self.percent * 100.0).round().clamp(0.0, 10_000.0) as u32
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Analysis {
+    /// How often the controller reads metrics and decides.
+    #[serde(default = "default_interval", with = "humantime_serde_opt")]
+    pub interval: Duration,
+    /// Requests each version needs at a step before it may step up.
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+    #[serde(default)]
+    pub error_rate: ErrorRateCheck,
+    #[serde(default)]
+    pub latency: LatencyCheck,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_min_requests() -> u64 {
+    200
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Analysis {
+            interval: default_interval(),
+            min_requests: default_min_requests(),
+            error_rate: ErrorRateCheck::default(),
+            latency: LatencyCheck::default(),
+        }
+    }
+}
+
+/// 5xx and resets, canary against baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorRateCheck {
+    /// Abort when the canary's error rate exceeds the baseline's by more
+    /// than this many percentage points...
+    #[serde(default = "default_max_increase_pp")]
+    pub max_increase_pp: f64,
+    /// ...or is more than this many times the baseline's...
+    #[serde(default = "default_max_ratio")]
+    pub max_ratio: f64,
+    /// ...or exceeds this absolute ceiling, in percent, whatever the baseline.
+    #[serde(default = "default_max_percent")]
+    pub max_percent: f64,
+}
+
+fn default_max_increase_pp() -> f64 {
+    1.0
+}
+fn default_max_ratio() -> f64 {
+    2.0
+}
+fn default_max_percent() -> f64 {
+    5.0
+}
+
+impl Default for ErrorRateCheck {
+    fn default() -> Self {
+        ErrorRateCheck {
+            max_increase_pp: default_max_increase_pp(),
+            max_ratio: default_max_ratio(),
+            max_percent: default_max_percent(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyCheck {
+    /// Which percentile to compare (e.g. 95 or 99).
+    #[serde(default = "default_percentile")]
+    pub percentile: f64,
+    /// Abort when the canary's percentile exceeds the baseline's times this...
+    #[serde(default = "default_latency_ratio")]
+    pub max_ratio: f64,
+    /// ...by more than this many milliseconds (histogram buckets are coarse)...
+    #[serde(default = "default_latency_slack")]
+    pub min_increase_ms: f64,
+    /// ...or exceeds this ceiling in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ms: Option<f64>,
+}
+
+fn default_percentile() -> f64 {
+    99.0
+}
+fn default_latency_ratio() -> f64 {
+    1.5
+}
+fn default_latency_slack() -> f64 {
+    25.0
+}
+
+impl Default for LatencyCheck {
+    fn default() -> Self {
+        LatencyCheck {
+            percentile: default_percentile(),
+            max_ratio: default_latency_ratio(),
+            min_increase_ms: default_latency_slack(),
+            max_ms: None,
+        }
+    }
+}
+
+/// An availability objective: the canary must not burn the error budget
+/// faster than `max_burn_rate` times the sustainable pace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// Percent of requests that must not fail, e.g. 99.9.
+    pub objective_percent: f64,
+    #[serde(default = "default_burn_rate")]
+    pub max_burn_rate: f64,
+}
+
+fn default_burn_rate() -> f64 {
+    14.4
+}
+
+/// Durations written the human way: `30s`, `2m`, `1h30m`.
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl RolloutSpec {
+    /// Parses and validates a YAML spec.
+    pub fn from_yaml(text: &str) -> Result<RolloutSpec, SpecError> {
+        let spec: RolloutSpec =
+            serde_norway::from_str(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn salt(&self) -> &str {
+        self.salt.as_deref().unwrap_or(&self.name)
+    }
+
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.stable == self.canary {
+            return Err(invalid("canary", "must differ from stable"));
+        }
+        if self.steps.is_empty() {
+            return Err(invalid("steps", "must not be empty"));
+        }
+        let mut last = 0.0;
+        for (i, s) in self.steps.iter().enumerate() {
+            if !(s.percent > 0.0 && s.percent <= 100.0) {
+                return Err(invalid(
+                    format!("steps[{i}].percent"),
+                    "must be above 0 and at most 100",
+                ));
+            }
+            if s.percent < last {
+                return Err(invalid(
+                    format!("steps[{i}].percent"),
+                    "steps must not go down: a step down would move users back to stable",
+                ));
+            }
+            last = s.percent;
+        }
+        let a = &self.analysis;
+        if a.interval < Duration::from_millis(200) || a.interval > Duration::from_secs(3600) {
+            return Err(invalid("analysis.interval", "must be between 200ms and 1h"));
+        }
+        if a.min_requests == 0 {
+            return Err(invalid(
+                "analysis.min_requests",
+                "must be at least 1: never promote on no data",
+            ));
+        }
+        if !(a.latency.percentile > 0.0 && a.latency.percentile < 100.0) {
+            return Err(invalid(
+                "analysis.latency.percentile",
+                "must be between 0 and 100",
+            ));
+        }
+        if a.error_rate.max_ratio < 1.0 || a.latency.max_ratio < 1.0 {
+            return Err(invalid("analysis", "max_ratio must be at least 1"));
+        }
+        if let Some(slo) = &self.slo {
+            if !(slo.objective_percent > 0.0 && slo.objective_percent < 100.0) {
+                return Err(invalid(
+                    "slo.objective_percent",
+                    "must be between 0 and 100",
+                ));
+            }
+        }
+        for (i, url) in self.webhooks.iter().enumerate() {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(format!("webhooks[{i}]"), "must be an http(s) URL"));
+            }
+        }
+        // Everything the filter will check, checked now with the spec's names.
+        validate_rollout(&self.rollout_at(0), "rollout").map_err(|e| match e {
+            dimmer_core::ConfigError::Invalid { field, problem } => invalid(
+                field.trim_start_matches("rollout.").to_owned(),
+                problem.to_string(),
+            ),
+            other => invalid("rollout", other.to_string()),
+        })
+    }
+
+    /// The filter's rollout with the canary at `canary_bp` basis points. The
+    /// canary is listed last, so growing its weight never moves a user back.
+    pub fn rollout_at(&self, canary_bp: u32) -> Rollout {
+        let canary_bp = canary_bp.min(10_000);
+        Rollout {
+            name: self.name.clone(),
+            matcher: self.matcher.clone(),
+            identity: self.identity.clone(),
+            anonymous: self.anonymous,
+            anonymous_cookie: self.anonymous_cookie.clone(),
+            salt: self.salt().to_owned(),
+            stable: self.stable.clone(),
+            versions: vec![
+                Version {
+                    name: self.stable.clone(),
+                    weight: 10_000 - canary_bp,
+                },
+                Version {
+                    name: self.canary.clone(),
+                    weight: canary_bp,
+                },
+            ],
+            overrides: self.overrides.clone(),
+        }
+    }
+}
