@@ -30,7 +30,7 @@ wasm: .wasm-target
 	@ls -l $(WASM) | awk '{print "filter: " $$5 " bytes, $(WASM)"}'
 
 build: setup wasm
-	cargo build --release -p dimmer-e2e --bins
+	cargo build --release -p dimmer -p dimmer-e2e --bins
 
 lint: .wasm-target
 	cargo fmt --all --check

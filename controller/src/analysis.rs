@@ -214,7 +214,7 @@ mod tests {
     }
 
     fn fast(n: f64) -> Vec<(f64, f64)> {
-        vec![(10.0, n), (100.0, n), (f64::INFINITY, n)]
+        vec![(10.0, n), (100.0, n), (crate::metrics::INF_BOUND, n)]
     }
 
     #[test]
@@ -261,7 +261,7 @@ mod tests {
                 (10.0, 0.0),
                 (100.0, 0.0),
                 (1000.0, 1000.0),
-                (f64::INFINITY, 1000.0),
+                (crate::metrics::INF_BOUND, 1000.0),
             ],
         );
         match ThresholdAnalyzer.judge(&a, None, &slow, Some(&base)) {

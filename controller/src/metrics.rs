@@ -17,13 +17,16 @@ pub enum MetricsError {
     Malformed { url: String, reason: String },
 }
 
+/// The `+Inf` bucket's bound. JSON has no infinity, and the state is JSON.
+pub const INF_BOUND: f64 = f64::MAX;
+
 /// Cumulative counts of one version, as the stats report them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VersionCounts {
     /// Requests by status class (`2xx`, `5xx`, `reset`, ...).
     pub by_class: BTreeMap<String, f64>,
     /// Latency histogram: `(upper bound in ms, cumulative count)`, ascending,
-    /// the last bound being `+Inf`.
+    /// the last bound being `+Inf`, kept as [`INF_BOUND`] so it survives JSON.
     pub latency: Vec<(f64, f64)>,
 }
 
@@ -94,7 +97,7 @@ impl VersionCounts {
         let mut prev = (0.0, 0.0);
         for &(le, c) in &self.latency {
             if c >= rank {
-                if le.is_infinite() {
+                if le >= INF_BOUND {
                     return Some(prev.0);
                 }
                 let in_bucket = c - prev.1;
@@ -259,7 +262,7 @@ async fn prom_query(
 
 fn parse_le(text: &str) -> Result<f64, std::num::ParseFloatError> {
     match text {
-        "+Inf" | "Inf" => Ok(f64::INFINITY),
+        "+Inf" | "Inf" => Ok(INF_BOUND),
         other => other.parse(),
     }
 }
@@ -341,6 +344,17 @@ dimmer_latency_ms_bucket{rollout="checkout",version="v2",le="+Inf"} 100
         assert!((p50 - 10.0).abs() < 1e-9, "{p50}");
         let p70 = s.version("v2").latency_quantile(0.7).unwrap();
         assert!((p70 - 55.0).abs() < 1e-9, "{p70}");
+    }
+
+    #[test]
+    fn snapshots_survive_json_with_their_inf_bucket() {
+        let s = parse_exposition(TEXT, "checkout");
+        let back: Snapshot = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(
+            back.version("v2").latency.last().map(|b| b.0),
+            Some(INF_BOUND)
+        );
     }
 
     #[test]

@@ -58,3 +58,63 @@ impl Lab {
 pub fn users(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
+
+/// Envoy with the filter polling a real `dimmer serve`, which reads that
+/// Envoy's admin stats: the single-proxy setup of DESIGN.md §5.
+pub struct Stack {
+    pub lab: Lab,
+    pub controller: crate::controller::Controller,
+}
+
+impl Stack {
+    pub async fn start() -> anyhow::Result<Stack> {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(controller_args: &[&str]) -> anyhow::Result<Stack> {
+        let admin = crate::ports::free_port()?;
+        let controller = crate::controller::Controller::start(admin, controller_args).await?;
+        let port = controller.port;
+        let lab = Lab::start_with(
+            json!({
+                "controller": {
+                    "cluster": "dimmer-controller",
+                    "poll_interval_ms": 1000,
+                    "timeout_ms": 500,
+                    "token": crate::controller::ENVOY_TOKEN
+                }
+            }),
+            |o| {
+                o.controller_port = port;
+                o.admin_port = admin;
+                o.node_id = "edge-1".into();
+            },
+        )
+        .await?;
+        Ok(Stack { lab, controller })
+    }
+
+    /// Writes `yaml` to a file and `dimmer apply`s it as the operator.
+    pub fn apply(&self, yaml: &str) -> anyhow::Result<String> {
+        let path = self
+            .controller
+            .dir()
+            .join(format!("spec-{}.yaml", fastrand::u32(..)));
+        std::fs::write(&path, yaml)?;
+        self.controller
+            .ok(&["apply", "-f", &path.display().to_string()])
+    }
+}
+
+/// A rollout spec for `checkout` (v1 → v2) by `x-user-id`, stepping through
+/// `steps` (percent, pause) with quick analysis suited to tests.
+pub fn spec_yaml(steps: &[(f64, &str)], min_requests: u64) -> String {
+    let steps: String = steps
+        .iter()
+        .map(|(p, pause)| format!("  - {{percent: {p}, pause: {pause}}}\n"))
+        .collect();
+    format!(
+        "name: checkout\nidentity:\n  - header: x-user-id\nsalt: checkout-7\nstable: v1\ncanary: v2\n\
+         steps:\n{steps}analysis:\n  interval: 1s\n  min_requests: {min_requests}\n"
+    )
+}

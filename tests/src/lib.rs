@@ -4,8 +4,10 @@
 //! the benchmarks.
 
 pub mod client;
+pub mod controller;
 pub mod envoy;
 pub mod fixtures;
+pub mod load;
 pub mod paths;
 pub mod ports;
 pub mod stats;

@@ -1,0 +1,216 @@
+//! The real `dimmer` binary, run as a user runs it: `dimmer serve` with a
+//! state file and a tokens file, and the CLI against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::ports::free_port;
+
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
+pub const OPERATOR_TOKEN: &str = "operator-token-0123456789";
+pub const VIEWER_TOKEN: &str = "viewer-token-0123456789";
+pub const ENVOY_TOKEN: &str = "envoy-poll-token-0123456789";
+
+/// The `dimmer` binary next to the running test or tool.
+pub fn dimmer_binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("DIMMER_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join("dimmer");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "no dimmer binary beside {} (run `make build`)",
+        exe.display()
+    )
+}
+
+pub struct Controller {
+    child: Option<Child>,
+    pub port: u16,
+    pub envoy_admin_port: u16,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl Controller {
+    /// Starts `dimmer serve` reading metrics from the Envoy admin on
+    /// `envoy_admin_port`, with viewer, operator, admin and envoy tokens.
+    pub async fn start(envoy_admin_port: u16, extra: &[&str]) -> anyhow::Result<Controller> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(
+            dir.path().join("tokens.yaml"),
+            format!(
+                "tokens:\n- {{name: alice, role: admin, token: {ADMIN_TOKEN}}}\n\
+                 - {{name: deploy-bot, role: operator, token: {OPERATOR_TOKEN}}}\n\
+                 - {{name: dashboard, role: viewer, token: {VIEWER_TOKEN}}}\n\
+                 - {{name: envoy, role: viewer, token: {ENVOY_TOKEN}}}\n"
+            ),
+        )?;
+        let mut c = Controller {
+            child: None,
+            port: free_port()?,
+            envoy_admin_port,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        c.spawn().await?;
+        Ok(c)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("dimmer.db")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dimmer.log")).unwrap_or_default()
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("dimmer.log"))?;
+        let child = Command::new(dimmer_binary()?)
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--db")
+            .arg(self.db_path())
+            .args([
+                "--envoy-admin",
+                &format!("http://127.0.0.1:{}", self.envoy_admin_port),
+            ])
+            .arg("--tokens")
+            .arg(self.dir.path().join("tokens.yaml"))
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting dimmer serve")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let http = reqwest::Client::new();
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Some(status) = c.try_wait()? {
+                    bail!("dimmer serve exited ({status}):\n{}", self.log());
+                }
+            }
+            let up = http
+                .get(format!("{}/healthz", self.url()))
+                .timeout(Duration::from_millis(300))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if up {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("dimmer serve not up within 20 s:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown, no flush, as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn().await
+    }
+
+    /// Runs the CLI with `token` against this controller.
+    pub fn cli(&self, token: Option<&str>, args: &[&str]) -> anyhow::Result<Output> {
+        let mut cmd = Command::new(dimmer_binary()?);
+        cmd.args(args)
+            .env("DIMMER_SERVER", self.url())
+            .env_remove("DIMMER_TOKEN");
+        if let Some(t) = token {
+            cmd.env("DIMMER_TOKEN", t);
+        }
+        Ok(cmd.output()?)
+    }
+
+    /// The CLI as an operator; fails unless it succeeds, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.cli(Some(OPERATOR_TOKEN), args)?;
+        if !out.status.success() {
+            bail!(
+                "dimmer {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `GET path` with `token`, as JSON.
+    pub async fn get(&self, path: &str, token: &str) -> anyhow::Result<serde_json::Value> {
+        let resp = reqwest::Client::new()
+            .get(format!("{}{path}", self.url()))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = resp.status();
+        let body = resp.text().await?;
+        anyhow::ensure!(status.is_success(), "{path}: {status} {body}");
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    pub async fn rollout(&self, name: &str) -> anyhow::Result<serde_json::Value> {
+        self.get(&format!("/v1/rollouts/{name}"), VIEWER_TOKEN)
+            .await
+    }
+
+    /// Waits until `check` holds for the rollout's status.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> anyhow::Result<serde_json::Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.rollout(name).await?;
+            if check(&v) {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{name}: not {what} within {within:?}; now {v}\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,94 @@
+//! Steady load through Envoy from many users, with a log of who was served
+//! by which version when: enough to measure a split over time.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::task::JoinHandle;
+
+use crate::Client;
+
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// When the request was sent, in ms since the epoch.
+    pub at_ms: u64,
+    pub version: String,
+    pub status: u16,
+}
+
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<Served>>>,
+    task: Option<JoinHandle<()>>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Load {
+    /// About `rps` requests a second, each from one of `users` users.
+    pub fn start(client: Client, users: usize, rps: u32) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (s, l) = (Arc::clone(&stop), Arc::clone(&log));
+        let task = tokio::spawn(async move {
+            let tick = Duration::from_millis(10);
+            let per_tick = (rps as f64 / 100.0).max(0.01);
+            let mut owed = 0.0;
+            let mut interval = tokio::time::interval(tick);
+            let in_flight = Arc::new(tokio::sync::Semaphore::new(64));
+            while !s.load(Ordering::Relaxed) {
+                interval.tick().await;
+                owed += per_tick;
+                while owed >= 1.0 {
+                    owed -= 1.0;
+                    let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
+                        continue;
+                    };
+                    let (c, l) = (client.clone(), Arc::clone(&l));
+                    let id = format!("user-{}", fastrand::usize(0..users.max(1)));
+                    tokio::spawn(async move {
+                        let at_ms = now_ms();
+                        let reply = c.get("/", &[("x-user-id", id.as_bytes())]).await;
+                        let (version, status) = match reply {
+                            Ok(r) => (r.version, r.status),
+                            Err(_) => (String::new(), 0),
+                        };
+                        l.lock().unwrap_or_else(|e| e.into_inner()).push(Served {
+                            at_ms,
+                            version,
+                            status,
+                        });
+                        drop(permit);
+                    });
+                }
+            }
+        });
+        Load {
+            stop,
+            log,
+            task: Some(task),
+        }
+    }
+
+    pub fn served(&self) -> Vec<Served> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
