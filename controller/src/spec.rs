@@ -62,7 +62,7 @@ pub struct Step {
     /// Share of users on the canary, in percent (0.01 to 100).
     pub percent: f64,
     /// Minimum time at this step before the next.
-    #[serde(default, with = "humantime_serde_opt")]
+    #[serde(default, with = "duration::pause")]
     pub pause: Duration,
     /// Wait for `dimmer promote` before leaving this step.
     #[serde(default)]
@@ -79,7 +79,7 @@ impl Step {
 #[serde(deny_unknown_fields)]
 pub struct Analysis {
     /// How often the controller reads metrics and decides.
-    #[serde(default = "default_interval", with = "humantime_serde_opt")]
+    #[serde(default = "default_interval", with = "duration::interval")]
     pub interval: Duration,
     /// Requests each version needs at a step before it may step up.
     #[serde(default = "default_min_requests")]
@@ -197,20 +197,45 @@ fn default_burn_rate() -> f64 {
     14.4
 }
 
-/// Durations written the human way: `30s`, `2m`, `1h30m`.
-mod humantime_serde_opt {
+/// Durations written the human way: `30s`, `2m`, `1h30m`. One module per
+/// field, so that a bad value names its field (YAML's error path stops at
+/// the enclosing map).
+mod duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    fn parse<'de, D: Deserializer<'de>>(field: &str, d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{field}: {text:?} is not a duration like 30s, 2m or 1h ({e})"
+            ))
+        })
+    }
+
+    fn write<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    macro_rules! field {
+        ($name:ident) => {
+            pub mod $name {
+                use super::*;
+
+                pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+                    write(d, s)
+                }
+
+                pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+                    parse(stringify!($name), d)
+                }
+            }
+        };
     }
+
+    field!(pause);
+    field!(interval);
 }
 
 impl RolloutSpec {
