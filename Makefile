@@ -43,8 +43,9 @@ test: build lint
 demo-static: build
 	cargo run --release -q -p dimmer-e2e --bin dimmer-demo-static
 
+CANARY ?= healthy
 demo: build
-	cargo run --release -q -p dimmer-e2e --bin dimmer-demo-static
+	target/release/dimmer-demo --canary $(CANARY)
 
 bench: setup-bench build
 	cargo build --release -p dimmer-noop-filter --target $(WASM_TARGET)

@@ -45,16 +45,22 @@ impl Evidence {
     /// One line for people: "canary 5xx 2.10% of 1000 vs baseline 0.10% of 9000; p99 …".
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "canary errors {:.2}% of {:.0} vs baseline {:.2}% of {:.0}",
+            "canary errors {:.2}% of {:.0}",
             100.0 * self.canary_rate(),
-            self.canary_requests,
-            100.0 * self.baseline_rate(),
-            self.baseline_requests
+            self.canary_requests
         );
+        if self.baseline_requests > 0.0 {
+            let _ = write!(
+                s,
+                " vs baseline {:.2}% of {:.0}",
+                100.0 * self.baseline_rate(),
+                self.baseline_requests
+            );
+        }
         if let Some(c) = self.canary_latency_ms {
-            let _ = write!(s, "; p{} {:.0} ms", self.percentile, c);
+            let _ = write!(s, "; p{} {:.1} ms", self.percentile, c);
             if let Some(b) = self.baseline_latency_ms {
-                let _ = write!(s, " vs {b:.0} ms");
+                let _ = write!(s, " vs {b:.1} ms");
             }
         }
         s
@@ -190,7 +196,7 @@ impl Analyzer for ThresholdAnalyzer {
             if c > b * l.max_ratio && c - b > l.min_increase_ms {
                 return Verdict::Fail(
                     format!(
-                        "canary p{} latency {c:.0} ms vs baseline {b:.0} ms: more than {}× and {} ms slower",
+                        "canary p{} latency {c:.1} ms vs baseline {b:.1} ms: more than {}× and {} ms slower",
                         l.percentile, l.max_ratio, l.min_increase_ms
                     ),
                     ev,

@@ -86,7 +86,8 @@ enum Cmd {
         /// Keep showing, live.
         #[arg(long)]
         watch: bool,
-        /// With --watch: stop once every rollout shown has completed or aborted.
+        /// With --watch: stop once every rollout shown has completed or aborted
+        /// and every live proxy has applied it.
         #[arg(long)]
         until_done: bool,
     },
@@ -351,7 +352,9 @@ async fn status(
                 .collect::<Vec<_>>()
                 .join("\n");
         }
-        if until_done && !views.is_empty() && views.iter().all(|v| v.phase.is_final()) {
+        // Done means decided and applied: every live proxy runs the final weights.
+        let settled = |v: &StatusView| v.phase.is_final() && v.proxies_applied == v.proxies_live;
+        if until_done && !views.is_empty() && views.iter().all(settled) {
             bars.finish();
             for v in &views {
                 print!("{}", render::text(v));

@@ -2,6 +2,7 @@
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use crate::analysis::Evidence;
 use crate::audit::AuditRecord;
 use crate::service::StatusView;
 
@@ -57,11 +58,10 @@ pub fn history(records: &[AuditRecord]) -> String {
             to = r.to,
             reason = r.reason,
         ));
-        if r.evidence
-            .as_object()
-            .is_some_and(|o| o.values().any(|v| v.as_f64().unwrap_or(0.0) != 0.0))
+        let evidence: Option<Evidence> = serde_json::from_value(r.evidence.clone()).ok();
+        if let Some(ev) = evidence.filter(|e| e.canary_requests > 0.0 || e.baseline_requests > 0.0)
         {
-            out.push_str(&format!("       numbers: {}\n", r.evidence));
+            out.push_str(&format!("       numbers: {}\n", ev.summary()));
         }
     }
     out
