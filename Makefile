@@ -9,9 +9,14 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
 export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: .wasm-target demo-static setup setup-bench build wasm test test-unit test-e2e lint demo bench clean
+.PHONY: .wasm-target .prometheus demo-static setup setup-bench build wasm test test-unit test-e2e lint demo bench clean
 
-setup: $(ENVOY) .wasm-target
+setup: $(ENVOY) .wasm-target .prometheus
+
+# Prometheus, from Debian's packages: the multi-proxy tests scrape with it.
+.prometheus:
+	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	@prometheus --version 2>&1 | head -1
 
 $(ENVOY):
 	python3 -m venv $(VENV)

@@ -87,15 +87,18 @@ impl Controller {
             .create(true)
             .append(true)
             .open(self.dir.path().join("dimmer.log"))?;
-        let child = Command::new(dimmer_binary()?)
-            .arg("serve")
+        let mut cmd = Command::new(dimmer_binary()?);
+        cmd.arg("serve")
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--db")
-            .arg(self.db_path())
-            .args([
+            .arg(self.db_path());
+        if !self.extra.iter().any(|a| a == "--prometheus") {
+            cmd.args([
                 "--envoy-admin",
                 &format!("http://127.0.0.1:{}", self.envoy_admin_port),
-            ])
+            ]);
+        }
+        let child = cmd
             .arg("--tokens")
             .arg(self.dir.path().join("tokens.yaml"))
             .args(&self.extra)

@@ -10,6 +10,7 @@ pub mod fixtures;
 pub mod load;
 pub mod paths;
 pub mod ports;
+pub mod prometheus;
 pub mod stats;
 pub mod stub_controller;
 pub mod upstream;

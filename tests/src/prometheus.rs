@@ -1,0 +1,86 @@
+//! A real Prometheus (Debian's package), scraping Envoys' admin endpoints:
+//! the multi-proxy path of DESIGN.md §5.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::ports::free_port;
+
+pub struct Prometheus {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Scrapes `/stats/prometheus` of each Envoy admin port every second.
+    pub async fn start(admin_ports: &[u16]) -> anyhow::Result<Prometheus> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let targets: Vec<String> = admin_ports
+            .iter()
+            .map(|p| format!("'127.0.0.1:{p}'"))
+            .collect();
+        std::fs::write(
+            dir.path().join("prometheus.yml"),
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+                 scrape_configs:\n- job_name: envoy\n  metrics_path: /stats/prometheus\n  \
+                 static_configs:\n  - targets: [{}]\n",
+                targets.join(", ")
+            ),
+        )?;
+        let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
+        let child = Command::new(
+            std::env::var("DIMMER_PROMETHEUS").unwrap_or_else(|_| "prometheus".into()),
+        )
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting prometheus (make setup installs it)")?;
+        let mut p = Prometheus { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = p.child.try_wait()? {
+                bail!("prometheus exited ({status}):\n{}", p.log());
+            }
+            let ready = reqwest::get(format!("{}/-/ready", p.url()))
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return Ok(p);
+            }
+            if Instant::now() > deadline {
+                bail!("prometheus not ready within 30 s:\n{}", p.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

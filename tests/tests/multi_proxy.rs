@@ -1,0 +1,78 @@
+//! Many Envoys, one controller, metrics through a real Prometheus.
+
+use std::time::Duration;
+
+use dimmer_e2e::controller::{Controller, ENVOY_TOKEN, VIEWER_TOKEN};
+use dimmer_e2e::fixtures::{spec_yaml, Lab};
+use dimmer_e2e::load::Load;
+use dimmer_e2e::ports::free_port;
+use dimmer_e2e::prometheus::Prometheus;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_envoys_one_controller_metrics_from_prometheus() -> anyhow::Result<()> {
+    let admins = [free_port()?, free_port()?];
+    let prom = Prometheus::start(&admins).await?;
+    let controller = Controller::start(0, &["--prometheus", &prom.url()]).await?;
+    let mut labs = Vec::new();
+    for (i, admin) in admins.iter().enumerate() {
+        let port = controller.port;
+        let admin = *admin;
+        let plugin = json!({"controller": {"cluster": "dimmer-controller", "poll_interval_ms": 1000, "token": ENVOY_TOKEN}});
+        labs.push(
+            Lab::start_with(plugin, |o| {
+                o.controller_port = port;
+                o.admin_port = admin;
+                o.node_id = format!("edge-{}", i + 1);
+            })
+            .await?,
+        );
+    }
+    let _loads: Vec<Load> = labs
+        .iter()
+        .map(|l| Load::start(l.client.clone(), 2000, 150))
+        .collect();
+
+    let path = controller.dir().join("spec.yaml");
+    std::fs::write(
+        &path,
+        spec_yaml(&[(10.0, "2s"), (50.0, "2s"), (100.0, "2s")], 40),
+    )?;
+    controller.ok(&["apply", "-f", &path.display().to_string()])?;
+    let done = controller
+        .wait_for("checkout", Duration::from_secs(120), "finished", |v| {
+            v["phase"] != "progressing" && v["proxies_applied"] == 2
+        })
+        .await?;
+    assert_eq!(done["phase"], "completed", "{done}");
+    assert_eq!(done["proxies_live"], 2, "{done}");
+
+    let proxies = controller.get("/v1/proxies", VIEWER_TOKEN).await?;
+    let ids: Vec<&str> = proxies
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["edge-1", "edge-2"]);
+
+    // The decisions counted both proxies' requests: each step up needed 40
+    // canary requests, and the evidence is the sum Prometheus returned.
+    let history = controller
+        .get("/v1/rollouts/checkout/history", VIEWER_TOKEN)
+        .await?;
+    let steps: Vec<_> = history
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["action"] == "step")
+        .collect();
+    assert_eq!(steps.len(), 2, "{history}");
+    for s in steps {
+        assert!(
+            s["evidence"]["canary_requests"].as_f64().unwrap_or(0.0) >= 40.0,
+            "{s}"
+        );
+    }
+    Ok(())
+}
