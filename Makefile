@@ -42,8 +42,9 @@ lint: .wasm-target
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy -p dimmer-filter --target $(WASM_TARGET) -- -D warnings
 
-test: build lint
-	cargo nextest run --release --no-fail-fast
+test: setup wasm lint
+	cargo build --profile ci -p dimmer -p dimmer-e2e --bins
+	cargo nextest run --cargo-profile ci --no-fail-fast
 
 demo-static: build
 	cargo run --release -q -p dimmer-e2e --bin dimmer-demo-static

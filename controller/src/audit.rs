@@ -110,6 +110,18 @@ mod tests {
     }
 
     #[test]
+    fn evidence_with_floats_survives_a_trip_through_text() {
+        // The store keeps evidence as JSON text; the hash must hold after reading it back.
+        let mut c = chain(1);
+        c[0].evidence =
+            serde_json::json!({"p99": 0.6873913043478237, "rate": 1.0 / 3.0, "n": 4817.0});
+        c[0].hash = c[0].compute_hash();
+        let text = c[0].evidence.to_string();
+        c[0].evidence = serde_json::from_str(&text).unwrap();
+        assert_eq!(verify(&c), Ok(1));
+    }
+
+    #[test]
     fn any_change_is_caught() {
         let mut c = chain(5);
         c[2].reason = "nothing to see".into();
