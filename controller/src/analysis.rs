@@ -23,6 +23,16 @@ pub struct Evidence {
     /// Which percentile the latencies are.
     #[serde(default)]
     pub percentile: f64,
+    /// Sequential analysis: the e-values of the error-rate and latency tests,
+    /// the sample-ratio test, and the value at which a test decides (1/α).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_errors: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_latency: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_share: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_threshold: Option<f64>,
 }
 
 impl Evidence {
@@ -57,6 +67,9 @@ impl Evidence {
                 self.baseline_requests
             );
         }
+        if let (Some(e), Some(th)) = (self.e_errors, self.e_threshold) {
+            let _ = write!(s, "; e-value {} (decides at {th:.0})", fmt_e(e));
+        }
         if let Some(c) = self.canary_latency_ms {
             let _ = write!(s, "; p{} {:.1} ms", self.percentile, c);
             if let Some(b) = self.baseline_latency_ms {
@@ -64,6 +77,15 @@ impl Evidence {
             }
         }
         s
+    }
+}
+
+/// E-values span many orders of magnitude: 0.003, 12.4, 2.1e5.
+pub fn fmt_e(e: f64) -> String {
+    if e >= 1e5 || (e > 0.0 && e < 1e-2) {
+        format!("{e:.1e}")
+    } else {
+        format!("{e:.3}")
     }
 }
 
@@ -85,16 +107,29 @@ impl Verdict {
     }
 }
 
-/// What the engine needs of an analysis: counts since the step began, in,
-/// a verdict out.
+/// Counts of the canary and of the baseline (none when the canary has all
+/// traffic) over some span.
+#[derive(Debug, Clone, Copy)]
+pub struct Counts<'a> {
+    pub canary: &'a VersionCounts,
+    pub baseline: Option<&'a VersionCounts>,
+}
+
+/// What the engine needs of an analysis: the counts of the current step and
+/// of the interval since the last look, the configured canary share, and a
+/// state of the analysis' own that lives (and is persisted) with the rollout.
 pub trait Analyzer: Send + Sync {
-    fn judge(
-        &self,
-        analysis: &Analysis,
-        slo: Option<&Slo>,
-        canary: &VersionCounts,
-        baseline: Option<&VersionCounts>,
-    ) -> Verdict;
+    fn judge(&self, input: &Input<'_>, state: &mut crate::sequential::AnalysisState) -> Verdict;
+}
+
+pub struct Input<'a> {
+    pub analysis: &'a Analysis,
+    pub slo: Option<&'a Slo>,
+    pub step: Counts<'a>,
+    pub interval: Counts<'a>,
+    /// The canary's configured share of users, 0 to 1.
+    pub weight: f64,
+    pub now_ms: u64,
 }
 
 /// Fixed thresholds over the counts of the current step: error rate and a
@@ -103,7 +138,18 @@ pub trait Analyzer: Send + Sync {
 pub struct ThresholdAnalyzer;
 
 impl Analyzer for ThresholdAnalyzer {
-    fn judge(
+    fn judge(&self, input: &Input<'_>, _state: &mut crate::sequential::AnalysisState) -> Verdict {
+        self.judge_counts(
+            input.analysis,
+            input.slo,
+            input.step.canary,
+            input.step.baseline,
+        )
+    }
+}
+
+impl ThresholdAnalyzer {
+    pub fn judge_counts(
         &self,
         a: &Analysis,
         slo: Option<&Slo>,
@@ -119,6 +165,7 @@ impl Analyzer for ThresholdAnalyzer {
             canary_latency_ms: canary.latency_quantile(q),
             baseline_latency_ms: baseline.and_then(|b| b.latency_quantile(q)),
             percentile: a.latency.percentile,
+            ..Evidence::default()
         };
         let need = a.min_requests as f64;
         if ev.canary_requests < need {
@@ -226,7 +273,7 @@ mod tests {
     #[test]
     fn holds_without_enough_data_and_says_how_much() {
         let a = Analysis::default();
-        let v = ThresholdAnalyzer.judge(
+        let v = ThresholdAnalyzer.judge_counts(
             &a,
             None,
             &counts(37.0, 0.0, &fast(37.0)),
@@ -246,12 +293,12 @@ mod tests {
         let base = counts(9990.0, 10.0, &fast(10_000.0));
         let bad = counts(970.0, 30.0, &fast(1000.0));
         assert!(matches!(
-            ThresholdAnalyzer.judge(&a, None, &bad, Some(&base)),
+            ThresholdAnalyzer.judge_counts(&a, None, &bad, Some(&base)),
             Verdict::Fail(..)
         ));
         let good = counts(999.0, 1.0, &fast(1000.0));
         assert!(matches!(
-            ThresholdAnalyzer.judge(&a, None, &good, Some(&base)),
+            ThresholdAnalyzer.judge_counts(&a, None, &good, Some(&base)),
             Verdict::Pass(_)
         ));
     }
@@ -270,7 +317,7 @@ mod tests {
                 (crate::metrics::INF_BOUND, 1000.0),
             ],
         );
-        match ThresholdAnalyzer.judge(&a, None, &slow, Some(&base)) {
+        match ThresholdAnalyzer.judge_counts(&a, None, &slow, Some(&base)) {
             Verdict::Fail(why, ev) => {
                 assert!(why.contains("latency"), "{why}");
                 assert!(ev.canary_latency_ms.unwrap() > 500.0);
@@ -289,7 +336,7 @@ mod tests {
         // 2% errors burns a 0.1% budget 20× too fast, though under the 5% ceiling.
         let c = counts(980.0, 20.0, &fast(1000.0));
         assert!(matches!(
-            ThresholdAnalyzer.judge(&a, Some(&slo), &c, None),
+            ThresholdAnalyzer.judge_counts(&a, Some(&slo), &c, None),
             Verdict::Fail(..)
         ));
     }

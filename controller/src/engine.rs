@@ -4,9 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{Analyzer, Evidence, Verdict};
+use crate::analysis::{Analyzer, Counts, Evidence, Input, ThresholdAnalyzer, Verdict};
 use crate::metrics::Snapshot;
-use crate::spec::RolloutSpec;
+use crate::sequential::{AnalysisState, SequentialAnalyzer};
+use crate::spec::{Method, RolloutSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,6 +45,12 @@ pub struct RolloutState {
     pub reason: String,
     #[serde(default)]
     pub evidence: Evidence,
+    /// The sequential tests' running state, from the apply on.
+    #[serde(default)]
+    pub analysis: AnalysisState,
+    /// Counts at the last analysis: the next interval is what came after.
+    #[serde(default)]
+    pub analysed_at: Snapshot,
 }
 
 impl RolloutState {
@@ -60,6 +67,8 @@ impl RolloutState {
             approved: false,
             reason: "started".into(),
             evidence: Evidence::default(),
+            analysis: AnalysisState::default(),
+            analysed_at: Snapshot::default(),
         }
     }
 
@@ -99,19 +108,59 @@ pub enum Decision {
     },
 }
 
+pub fn analyzer_for(method: Method) -> &'static dyn Analyzer {
+    match method {
+        Method::Sequential => &SequentialAnalyzer,
+        Method::Threshold => &ThresholdAnalyzer,
+    }
+}
+
+/// What the analysis concluded: the decision, its evidence, and the analysis
+/// state to keep for the next interval.
+pub struct Outcome {
+    pub decision: Decision,
+    pub evidence: Evidence,
+    pub analysis: AnalysisState,
+}
+
 /// Decides what a progressing rollout does now, given its counts.
-pub fn decide(
+pub fn decide(state: &RolloutState, now: &Snapshot, now_ms: u64) -> Outcome {
+    let mut analysis = state.analysis.clone();
+    let (decision, evidence) = decide_with(state, now, now_ms, &mut analysis);
+    Outcome {
+        decision,
+        evidence,
+        analysis,
+    }
+}
+
+fn decide_with(
     state: &RolloutState,
     now: &Snapshot,
     now_ms: u64,
-    analyzer: &dyn Analyzer,
+    analysis: &mut AnalysisState,
 ) -> (Decision, Evidence) {
     let spec = &state.spec;
     let since = now.since(&state.step_baseline);
-    let canary = since.version(&spec.canary);
-    let stable = since.version(&spec.stable);
-    let baseline = (state.weight_bp < 10_000).then_some(&stable);
-    let verdict = analyzer.judge(&spec.analysis, spec.slo.as_ref(), &canary, baseline);
+    let fresh = now.since(&state.analysed_at);
+    let with_baseline = state.weight_bp < 10_000;
+    let (canary, stable) = (since.version(&spec.canary), since.version(&spec.stable));
+    let (i_canary, i_stable) = (fresh.version(&spec.canary), fresh.version(&spec.stable));
+    let input = Input {
+        analysis: &spec.analysis,
+        slo: spec.slo.as_ref(),
+        step: Counts {
+            canary: &canary,
+            baseline: with_baseline.then_some(&stable),
+        },
+        interval: Counts {
+            canary: &i_canary,
+            baseline: with_baseline.then_some(&i_stable),
+        },
+        weight: f64::from(state.weight_bp) / 10_000.0,
+        now_ms,
+    };
+    let verdict = analyzer_for(spec.analysis.method).judge(&input, analysis);
     let evidence = verdict.evidence().clone();
     let hold = |reason: String| (Decision::Hold { reason }, evidence.clone());
     match &verdict {
@@ -179,6 +228,9 @@ pub fn next_step(state: &RolloutState, why: &str) -> Option<Decision> {
 /// step against. Returns whether the canary's weight changed.
 pub fn apply(state: &mut RolloutState, decision: &Decision, now: &Snapshot, now_ms: u64) -> bool {
     let before = state.weight_bp;
+    if !now.versions.is_empty() {
+        state.analysed_at = now.clone();
+    }
     match decision {
         Decision::StepUp {
             step,
@@ -210,14 +262,13 @@ pub fn apply(state: &mut RolloutState, decision: &Decision, now: &Snapshot, now_
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::ThresholdAnalyzer;
     use crate::metrics::VersionCounts;
 
     fn spec() -> RolloutSpec {
         RolloutSpec::from_yaml(
             "name: checkout\nstable: v1\ncanary: v2\nidentity: [{header: x-user-id}]\n\
              steps:\n- {percent: 1, pause: 10s}\n- {percent: 50, approval: true}\n- {percent: 100}\n\
-             analysis: {min_requests: 100}\n",
+             analysis: {min_requests: 100, method: threshold}\n",
         )
         .unwrap()
     }
@@ -239,7 +290,7 @@ mod tests {
         let mut s = RolloutState::new(spec(), 0);
         assert_eq!(s.weight_bp, 100);
         let few = snap((5000.0, 0.0), (50.0, 0.0));
-        let (d, _) = decide(&s, &few, 60_000, &ThresholdAnalyzer);
+        let d = decide(&s, &few, 60_000).decision;
         assert_eq!(
             d,
             Decision::Hold {
@@ -248,12 +299,12 @@ mod tests {
         );
 
         let enough = snap((10_000.0, 0.0), (150.0, 0.0));
-        let (d, _) = decide(&s, &enough, 5_000, &ThresholdAnalyzer);
+        let d = decide(&s, &enough, 5_000).decision;
         assert!(
             matches!(d, Decision::Hold { ref reason } if reason.contains("pausing 5s of 10s")),
             "{d:?}"
         );
-        let (d, _) = decide(&s, &enough, 10_000, &ThresholdAnalyzer);
+        let d = decide(&s, &enough, 10_000).decision;
         assert!(
             matches!(
                 d,
@@ -268,23 +319,23 @@ mod tests {
         assert!(apply(&mut s, &d, &enough, 10_000));
 
         // The next step judges only what came after it began.
-        let (d, _) = decide(&s, &enough, 20_000, &ThresholdAnalyzer);
+        let d = decide(&s, &enough, 20_000).decision;
         assert!(
             matches!(d, Decision::Hold { ref reason } if reason.contains("canary has 0 of 100")),
             "{d:?}"
         );
         let more = snap((20_000.0, 0.0), (5000.0, 0.0));
-        let (d, _) = decide(&s, &more, 20_000, &ThresholdAnalyzer);
+        let d = decide(&s, &more, 20_000).decision;
         assert!(
             matches!(d, Decision::Hold { ref reason } if reason.contains("approval")),
             "{d:?}"
         );
         s.approved = true;
-        let (d, _) = decide(&s, &more, 20_000, &ThresholdAnalyzer);
+        let d = decide(&s, &more, 20_000).decision;
         assert!(apply(&mut s, &d, &more, 20_000));
         assert_eq!(s.weight_bp, 10_000);
         let all = snap((20_000.0, 0.0), (9000.0, 0.0));
-        let (d, _) = decide(&s, &all, 30_000, &ThresholdAnalyzer);
+        let d = decide(&s, &all, 30_000).decision;
         assert!(matches!(d, Decision::Complete { .. }), "{d:?}");
         apply(&mut s, &d, &all, 30_000);
         assert_eq!((s.phase, s.weight_bp), (Phase::Completed, 10_000));
@@ -294,7 +345,11 @@ mod tests {
     fn aborts_to_zero_with_evidence() {
         let mut s = RolloutState::new(spec(), 0);
         let bad = snap((10_000.0, 5.0), (900.0, 100.0));
-        let (d, ev) = decide(&s, &bad, 1000, &ThresholdAnalyzer);
+        let Outcome {
+            decision: d,
+            evidence: ev,
+            ..
+        } = decide(&s, &bad, 1000);
         assert!(matches!(d, Decision::Abort { .. }), "{d:?}");
         assert_eq!(ev.canary_errors, 100.0);
         assert!(apply(&mut s, &d, &bad, 1000));
@@ -305,7 +360,7 @@ mod tests {
     fn never_promotes_on_no_data() {
         let s = RolloutState::new(spec(), 0);
         for t in [0, 60_000, 3_600_000] {
-            let (d, _) = decide(&s, &Snapshot::default(), t, &ThresholdAnalyzer);
+            let d = decide(&s, &Snapshot::default(), t).decision;
             assert!(matches!(d, Decision::Hold { .. }), "{d:?}");
         }
     }

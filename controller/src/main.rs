@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use dimmer::analysis::ThresholdAnalyzer;
 use dimmer::api::{self, App};
 use dimmer::audit::{self, AuditRecord};
 use dimmer::auth::Auth;
@@ -384,7 +383,7 @@ async fn serve(
         None => Source::EnvoyAdmin(envoy_admin),
     };
     let store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
-    let service = Service::new(store, source, Box::new(ThresholdAnalyzer), webhooks)?;
+    let service = Service::new(store, source, webhooks)?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;

@@ -10,7 +10,7 @@ use dimmer_core::config::ConfigDoc;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::analysis::{Analyzer, Evidence};
+use crate::analysis::Evidence;
 use crate::engine::{self, Decision, Phase, RolloutState};
 use crate::metrics::{Snapshot, Source};
 use crate::spec::RolloutSpec;
@@ -99,7 +99,6 @@ pub struct Service {
     inner: Mutex<Inner>,
     proxies: std::sync::Mutex<HashMap<String, ProxySeen>>,
     source: Source,
-    analyzer: Box<dyn Analyzer>,
     http: reqwest::Client,
     webhooks: Vec<String>,
 }
@@ -108,7 +107,6 @@ impl Service {
     pub fn new(
         store: Store,
         source: Source,
-        analyzer: Box<dyn Analyzer>,
         webhooks: Vec<String>,
     ) -> Result<Arc<Service>, ServiceError> {
         let rollouts = store
@@ -126,7 +124,6 @@ impl Service {
             }),
             proxies: std::sync::Mutex::new(HashMap::new()),
             source,
-            analyzer,
             http: reqwest::Client::new(),
             webhooks,
         }))
@@ -470,9 +467,14 @@ impl Service {
             return Ok(());
         }
         let now = now_ms();
-        let (decision, evidence) = engine::decide(&current, snap, now, self.analyzer.as_ref());
+        let engine::Outcome {
+            decision,
+            evidence,
+            analysis,
+        } = engine::decide(&current, snap, now);
         let mut next = current.clone();
         next.evidence = evidence.clone();
+        next.analysis = analysis;
         let bump = engine::apply(&mut next, &decision, snap, now);
         match &decision {
             Decision::Hold { .. } => {

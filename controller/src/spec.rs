@@ -78,6 +78,18 @@ impl Step {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Analysis {
+    /// `sequential` (anytime-valid tests, the default) or `threshold`
+    /// (fixed limits on each step's counts).
+    #[serde(default)]
+    pub method: Method,
+    /// Sequential: the false-alarm rate of the abort tests together
+    /// (errors and latency get α/2 each).
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Sequential: the canary's error rate may be up to this many times the
+    /// baseline's before it counts as a regression (ρ0 ≥ 1).
+    #[serde(default = "default_rho0")]
+    pub max_rate_ratio: f64,
     /// How often the controller reads metrics and decides.
     #[serde(default = "default_interval", with = "duration::interval")]
     pub interval: Duration,
@@ -90,6 +102,21 @@ pub struct Analysis {
     pub latency: LatencyCheck,
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    #[default]
+    Sequential,
+    Threshold,
+}
+
+fn default_alpha() -> f64 {
+    0.001
+}
+fn default_rho0() -> f64 {
+    1.0
+}
+
 fn default_interval() -> Duration {
     Duration::from_secs(5)
 }
@@ -100,6 +127,9 @@ fn default_min_requests() -> u64 {
 impl Default for Analysis {
     fn default() -> Self {
         Analysis {
+            method: Method::default(),
+            alpha: default_alpha(),
+            max_rate_ratio: default_rho0(),
             interval: default_interval(),
             min_requests: default_min_requests(),
             error_rate: ErrorRateCheck::default(),
@@ -147,7 +177,11 @@ impl Default for ErrorRateCheck {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyCheck {
-    /// Which percentile to compare (e.g. 95 or 99).
+    /// Sequential: compare the share of requests slower than each bound (ms;
+    /// best chosen among the histogram's bucket bounds).
+    #[serde(default = "default_bounds")]
+    pub bounds_ms: Vec<f64>,
+    /// Threshold: which percentile to compare (e.g. 95 or 99).
     #[serde(default = "default_percentile")]
     pub percentile: f64,
     /// Abort when the canary's percentile exceeds the baseline's times this...
@@ -159,6 +193,10 @@ pub struct LatencyCheck {
     /// ...or exceeds this ceiling in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ms: Option<f64>,
+}
+
+fn default_bounds() -> Vec<f64> {
+    vec![250.0, 1000.0]
 }
 
 fn default_percentile() -> f64 {
@@ -174,6 +212,7 @@ fn default_latency_slack() -> f64 {
 impl Default for LatencyCheck {
     fn default() -> Self {
         LatencyCheck {
+            bounds_ms: default_bounds(),
             percentile: default_percentile(),
             max_ratio: default_latency_ratio(),
             min_increase_ms: default_latency_slack(),
@@ -288,6 +327,18 @@ impl RolloutSpec {
             return Err(invalid(
                 "analysis.latency.percentile",
                 "must be between 0 and 100",
+            ));
+        }
+        if !(a.alpha > 0.0 && a.alpha < 0.5) {
+            return Err(invalid("analysis.alpha", "must be between 0 and 0.5"));
+        }
+        if !(a.max_rate_ratio >= 1.0) {
+            return Err(invalid("analysis.max_rate_ratio", "must be at least 1"));
+        }
+        if a.latency.bounds_ms.iter().any(|b| !(*b > 0.0)) {
+            return Err(invalid(
+                "analysis.latency.bounds_ms",
+                "bounds must be positive milliseconds",
             ));
         }
         if a.error_rate.max_ratio < 1.0 || a.latency.max_ratio < 1.0 {

@@ -1,0 +1,201 @@
+//! The sequential analyzer: anytime-valid tests that may be looked at every
+//! interval without inflating false alarms (see [`crate::eprocess`]).
+//!
+//! - errors (5xx and resets), canary against baseline: abort when the
+//!   e-value reaches 2/α;
+//! - latency: the requests slower than each bound in `latency.bounds_ms`,
+//!   fed to the same test, the bounds' e-processes averaged: abort at 2/α;
+//! - sample ratio: the canary's share of requests against its weight: hold
+//!   (not abort) at 1/α, since the fault may be a proxy that has not applied
+//!   the weights rather than the canary;
+//! - the SLO's burn rate over two windows scaled to the canary's life (the
+//!   whole life and its last twelfth): abort when both burn too fast;
+//! - too little traffic to decide: "insufficient data", never a pass.
+
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::{fmt_e, Analyzer, Evidence, Input, Verdict};
+use crate::eprocess::{RateRatioTest, ShareTest};
+
+/// What the sequential tests carry from one interval to the next; persisted
+/// with the rollout, so a restart loses no evidence.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<RateRatioTest>,
+    #[serde(default)]
+    pub latency: Vec<(f64, RateRatioTest)>,
+    #[serde(default)]
+    pub share: ShareTest,
+    /// `(at_ms, canary requests, canary errors)` per interval, for burn windows.
+    #[serde(default)]
+    pub canary_history: Vec<(u64, f64, f64)>,
+}
+
+pub struct SequentialAnalyzer;
+
+impl SequentialAnalyzer {
+    /// Feeds one interval's counts to the tests.
+    pub fn update(input: &Input<'_>, state: &mut AnalysisState) {
+        let a = input.analysis;
+        let c = input.interval.canary;
+        let errors = state
+            .errors
+            .get_or_insert_with(|| RateRatioTest::new(a.max_rate_ratio));
+        if state.latency.len() != a.latency.bounds_ms.len() {
+            state.latency = a
+                .latency
+                .bounds_ms
+                .iter()
+                .map(|&b| (b, RateRatioTest::new(1.0)))
+                .collect();
+        }
+        state
+            .canary_history
+            .push((input.now_ms, c.requests(), c.errors()));
+        let Some(b) = input.interval.baseline else {
+            return;
+        };
+        let (nc, nb) = (c.requests(), b.requests());
+        if nc + nb <= 0.0 {
+            return;
+        }
+        let pi = nc / (nc + nb);
+        errors.update(c.errors(), c.errors() + b.errors(), pi);
+        for (bound, test) in &mut state.latency {
+            let (sc, sb) = (c.slower_than(*bound), b.slower_than(*bound));
+            test.update(sc, sc + sb, pi);
+        }
+        state.share.update(nc, nc + nb, input.weight);
+    }
+
+    fn burn(input: &Input<'_>, state: &AnalysisState) -> Option<String> {
+        let slo = input.slo?;
+        let budget = 1.0 - slo.objective_percent / 100.0;
+        let (start, now) = (state.canary_history.first()?.0, input.now_ms);
+        let short_from = now.saturating_sub(
+            (now.saturating_sub(start) / 12).max(input.analysis.interval.as_millis() as u64),
+        );
+        let window = |from: u64| {
+            let (n, e) = state
+                .canary_history
+                .iter()
+                .filter(|(t, _, _)| *t >= from)
+                .fold((0.0, 0.0), |(n, e), (_, rn, re)| (n + rn, e + re));
+            (n, if n > 0.0 { e / n / budget } else { 0.0 })
+        };
+        let (n_long, long) = window(start);
+        let (n_short, short) = window(short_from);
+        let need = input.analysis.min_requests as f64;
+        (n_long >= need && n_short > 0.0 && long > slo.max_burn_rate && short > slo.max_burn_rate).then(|| {
+            format!(
+                "canary burns the error budget of a {}% SLO {long:.1}× too fast over its life and {short:.1}× over the last {}s (limit {}×)",
+                slo.objective_percent,
+                (now - short_from) / 1000,
+                slo.max_burn_rate
+            )
+        })
+    }
+}
+
+impl Analyzer for SequentialAnalyzer {
+    fn judge(&self, input: &Input<'_>, state: &mut AnalysisState) -> Verdict {
+        Self::update(input, state);
+        let a = input.analysis;
+        let (c, b) = (input.step.canary, input.step.baseline);
+        let abort_at = 2.0 / a.alpha;
+        let e_errors = state.errors.as_ref().map_or(1.0, RateRatioTest::e_value);
+        let e_latency = if state.latency.is_empty() {
+            1.0
+        } else {
+            state.latency.iter().map(|(_, t)| t.e_value()).sum::<f64>() / state.latency.len() as f64
+        };
+        let e_share = state.share.e_value();
+        let ev = Evidence {
+            canary_requests: c.requests(),
+            canary_errors: c.errors(),
+            baseline_requests: b.map_or(0.0, |b| b.requests()),
+            baseline_errors: b.map_or(0.0, |b| b.errors()),
+            e_errors: Some(e_errors),
+            e_latency: Some(e_latency),
+            e_share: Some(e_share),
+            e_threshold: Some(abort_at),
+            ..Evidence::default()
+        };
+        let totals = |t: &Option<RateRatioTest>| {
+            t.as_ref()
+                .map_or((0.0, 0.0), |t| (t.canary_events, t.total_events))
+        };
+        if e_errors >= abort_at {
+            let (x, t) = totals(&state.errors);
+            return Verdict::Fail(
+                format!(
+                    "canary error rate {:.2}% vs baseline {:.2}% this step ({x:.0} of {t:.0} errors since the start were the canary's), e-value {} ≥ {abort_at:.0} = 2/α",
+                    100.0 * ev.canary_rate(),
+                    100.0 * ev.baseline_rate(),
+                    fmt_e(e_errors)
+                ),
+                ev,
+            );
+        }
+        if e_latency >= abort_at {
+            let worst = state
+                .latency
+                .iter()
+                .max_by(|x, y| x.1.e_value().total_cmp(&y.1.e_value()))
+                .map(|(bound, t)| (*bound, t.canary_events, t.total_events));
+            let (bound, x, t) = worst.unwrap_or((0.0, 0.0, 0.0));
+            return Verdict::Fail(
+                format!(
+                    "canary too slow: {x:.0} of the {t:.0} requests slower than {bound} ms were the canary's, e-value {} ≥ {abort_at:.0} = 2/α",
+                    fmt_e(e_latency)
+                ),
+                ev,
+            );
+        }
+        if let Some(why) = Self::burn(input, state) {
+            return Verdict::Fail(why, ev);
+        }
+        let need = a.min_requests as f64;
+        if ev.canary_requests >= need && 100.0 * ev.canary_rate() > a.error_rate.max_percent {
+            return Verdict::Fail(
+                format!(
+                    "canary error rate {:.2}% is above the ceiling of {}%",
+                    100.0 * ev.canary_rate(),
+                    a.error_rate.max_percent
+                ),
+                ev,
+            );
+        }
+        if ev.canary_requests < need {
+            return Verdict::Insufficient(
+                format!(
+                    "canary has {:.0} of {} requests needed",
+                    ev.canary_requests, a.min_requests
+                ),
+                ev,
+            );
+        }
+        if b.is_some() && ev.baseline_requests < need {
+            return Verdict::Insufficient(
+                format!(
+                    "baseline has {:.0} of {} requests needed",
+                    ev.baseline_requests, a.min_requests
+                ),
+                ev,
+            );
+        }
+        if e_share >= 1.0 / a.alpha {
+            return Verdict::Insufficient(
+                format!(
+                    "sample ratio mismatch: the canary had {:.2}% of requests against {:.2}% configured (e-value {}); holding — is every proxy on the current weights?",
+                    100.0 * state.share.canary / state.share.total.max(1.0),
+                    100.0 * input.weight,
+                    fmt_e(e_share)
+                ),
+                ev,
+            );
+        }
+        Verdict::Pass(ev)
+    }
+}
