@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 /// Rate ratios of the mixture, as multiples of ρ0.
 pub const GRID: [f64; 8] = [1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0];
 
-/// Per-interval cap on each likelihood ratio, as a natural log.
-pub const LN_CAP: f64 = 2.302_585_092_994_046; // ln 10
+/// Per-interval cap on each likelihood ratio, as a natural log: 100, chosen
+/// by `dimmer simulate` (bench/RESULTS.md) between speed and burst tolerance.
+pub const LN_CAP: f64 = 4.605_170_185_988_092; // ln 100
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RateRatioTest {

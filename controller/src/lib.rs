@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod render;
 pub mod sequential;
 pub mod service;
+pub mod simulate;
 pub mod spec;
 pub mod store;
 pub mod webhook;
