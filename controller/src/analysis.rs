@@ -68,7 +68,11 @@ impl Evidence {
             );
         }
         if let (Some(e), Some(th)) = (self.e_errors, self.e_threshold) {
-            let _ = write!(s, "; e-value {} (decides at {th:.0})", fmt_e(e));
+            let _ = write!(s, "; e-values: errors {}", fmt_e(e));
+            if let Some(l) = self.e_latency {
+                let _ = write!(s, ", latency {}", fmt_e(l));
+            }
+            let _ = write!(s, " (abort at {th:.0})");
         }
         if let Some(c) = self.canary_latency_ms {
             let _ = write!(s, "; p{} {:.1} ms", self.percentile, c);
@@ -84,8 +88,10 @@ impl Evidence {
 pub fn fmt_e(e: f64) -> String {
     if e >= 1e5 || (e > 0.0 && e < 1e-2) {
         format!("{e:.1e}")
+    } else if e >= 100.0 {
+        format!("{e:.0}")
     } else {
-        format!("{e:.3}")
+        format!("{e:.2}")
     }
 }
 
