@@ -55,7 +55,8 @@ impl RateRatioTest {
     /// having had share `pi` of the requests. Intervals without events, or
     /// where one arm had no requests, carry no information and change nothing.
     pub fn update(&mut self, x: f64, t: f64, pi: f64) {
-        if !(t > 0.0 && pi > 0.0 && pi < 1.0) || !x.is_finite() || !t.is_finite() {
+        let usable = t > 0.0 && pi > 0.0 && pi < 1.0 && x.is_finite() && t.is_finite();
+        if !usable {
             return;
         }
         let x = x.clamp(0.0, t);
@@ -102,7 +103,8 @@ impl Default for ShareTest {
 impl ShareTest {
     /// `n_c` canary requests of `n`, with the canary configured at share `w`.
     pub fn update(&mut self, n_c: f64, n: f64, w: f64) {
-        if !(n > 0.0 && w > 0.0 && w < 1.0) || !n_c.is_finite() {
+        let usable = n > 0.0 && w > 0.0 && w < 1.0 && n_c.is_finite();
+        if !usable {
             return;
         }
         let x = n_c.clamp(0.0, n);

@@ -68,9 +68,7 @@ fn one_run(s: &Scenario, run: usize) -> Run {
     let intervals = (s.horizon_s / s.interval_s).ceil() as usize;
     for i in 1..=intervals {
         let t = i as f64 * s.interval_s;
-        let n = per_interval
-            .as_ref()
-            .map_or(0.0, |d| d.sample(&mut rng) as f64) as u64;
+        let n = per_interval.as_ref().map_or(0.0, |d| d.sample(&mut rng)) as u64;
         let nc = Binomial::new(n, s.split).map_or(0, |d| d.sample(&mut rng));
         let nb = n - nc;
         let factor = burst.as_ref().map_or(1.0, |g| g.sample(&mut rng));

@@ -332,10 +332,11 @@ impl RolloutSpec {
         if !(a.alpha > 0.0 && a.alpha < 0.5) {
             return Err(invalid("analysis.alpha", "must be between 0 and 0.5"));
         }
-        if !(a.max_rate_ratio >= 1.0) {
+        // Written so that NaN is refused too.
+        if a.max_rate_ratio.is_nan() || a.max_rate_ratio < 1.0 {
             return Err(invalid("analysis.max_rate_ratio", "must be at least 1"));
         }
-        if a.latency.bounds_ms.iter().any(|b| !(*b > 0.0)) {
+        if a.latency.bounds_ms.iter().any(|b| b.is_nan() || *b <= 0.0) {
             return Err(invalid(
                 "analysis.latency.bounds_ms",
                 "bounds must be positive milliseconds",
