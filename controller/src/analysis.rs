@@ -138,6 +138,34 @@ pub struct Input<'a> {
     pub now_ms: u64,
 }
 
+/// The checks every method shares, on a step's counts: the absolute error
+/// ceiling (abort), then enough requests in each arm (or hold, saying how
+/// many are missing). `None`: nothing to say.
+pub fn common_checks(a: &Analysis, ev: &Evidence, with_baseline: bool) -> Option<Verdict> {
+    let need = a.min_requests as f64;
+    let rate = 100.0 * ev.canary_rate();
+    if ev.canary_requests >= need && rate > a.error_rate.max_percent {
+        let why = format!(
+            "canary error rate {rate:.2}% is above the ceiling of {}%",
+            a.error_rate.max_percent
+        );
+        return Some(Verdict::Fail(why, ev.clone()));
+    }
+    let missing = |arm: &str, have: f64| {
+        Verdict::Insufficient(
+            format!("{arm} has {have:.0} of {} requests needed", a.min_requests),
+            ev.clone(),
+        )
+    };
+    if ev.canary_requests < need {
+        return Some(missing("canary", ev.canary_requests));
+    }
+    if with_baseline && ev.baseline_requests < need {
+        return Some(missing("baseline", ev.baseline_requests));
+    }
+    None
+}
+
 /// Fixed thresholds over the counts of the current step: error rate and a
 /// latency percentile against the baseline, absolute ceilings, and the SLO's
 /// burn rate.
@@ -173,28 +201,11 @@ impl ThresholdAnalyzer {
             percentile: a.latency.percentile,
             ..Evidence::default()
         };
-        let need = a.min_requests as f64;
-        if ev.canary_requests < need {
-            return Verdict::Insufficient(
-                format!(
-                    "canary has {:.0} of {} requests needed",
-                    ev.canary_requests, a.min_requests
-                ),
-                ev,
-            );
+        if let Some(v) = common_checks(a, &ev, baseline.is_some()) {
+            return v;
         }
         let (cr, br) = (ev.canary_rate(), ev.baseline_rate());
         let e = &a.error_rate;
-        if 100.0 * cr > e.max_percent {
-            return Verdict::Fail(
-                format!(
-                    "canary error rate {:.2}% is above the ceiling of {}%",
-                    100.0 * cr,
-                    e.max_percent
-                ),
-                ev,
-            );
-        }
         if let Some(slo) = slo {
             let budget = 1.0 - slo.objective_percent / 100.0;
             let burn = cr / budget;
@@ -223,15 +234,6 @@ impl ThresholdAnalyzer {
         let Some(_) = baseline else {
             return Verdict::Pass(ev);
         };
-        if ev.baseline_requests < need {
-            return Verdict::Insufficient(
-                format!(
-                    "baseline has {:.0} of {} requests needed",
-                    ev.baseline_requests, a.min_requests
-                ),
-                ev,
-            );
-        }
         if cr - br > e.max_increase_pp / 100.0 && cr > br * e.max_ratio {
             return Verdict::Fail(
                 format!(

@@ -123,6 +123,28 @@ pub struct Outcome {
     pub analysis: AnalysisState,
 }
 
+impl Decision {
+    /// The audit log's name for the decision; `None` for a hold, which is not
+    /// a transition.
+    pub fn action(&self) -> Option<&'static str> {
+        match self {
+            Decision::StepUp { .. } => Some("step"),
+            Decision::Complete { .. } => Some("complete"),
+            Decision::Abort { .. } => Some("abort"),
+            Decision::Hold { .. } => None,
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            Decision::StepUp { reason, .. }
+            | Decision::Complete { reason }
+            | Decision::Hold { reason }
+            | Decision::Abort { reason } => reason,
+        }
+    }
+}
+
 /// Decides what a progressing rollout does now, given its counts.
 pub fn decide(state: &RolloutState, now: &Snapshot, now_ms: u64) -> Outcome {
     let mut analysis = state.analysis.clone();

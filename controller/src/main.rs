@@ -46,32 +46,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the controller.
-    Serve {
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: String,
-        /// SQLite state file: rollouts, revision, audit log.
-        #[arg(long, default_value = "dimmer.db")]
-        db: PathBuf,
-        /// Read metrics from this Envoy's admin (one proxy).
-        #[arg(
-            long,
-            default_value = "http://127.0.0.1:9901",
-            conflicts_with = "prometheus"
-        )]
-        envoy_admin: String,
-        /// Read metrics from Prometheus (every proxy).
-        #[arg(long)]
-        prometheus: Option<String>,
-        /// Tokens and roles (YAML); see docs/controller.md.
-        #[arg(long, required_unless_present = "no_auth")]
-        tokens: Option<PathBuf>,
-        /// Accept every request as admin: only for a controller bound to loopback.
-        #[arg(long)]
-        no_auth: bool,
-        /// POST every state change to this URL (repeatable).
-        #[arg(long)]
-        webhook: Vec<String>,
-    },
+    Serve(ServeArgs),
     /// Apply a rollout spec (YAML).
     Apply {
         #[arg(short = 'f', long = "file")]
@@ -145,6 +120,34 @@ enum Cmd {
 }
 
 #[derive(clap::Args)]
+struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// SQLite state file: rollouts, revision, audit log.
+    #[arg(long, default_value = "dimmer.db")]
+    db: PathBuf,
+    /// Read metrics from this Envoy's admin (one proxy).
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:9901",
+        conflicts_with = "prometheus"
+    )]
+    envoy_admin: String,
+    /// Read metrics from Prometheus (every proxy).
+    #[arg(long)]
+    prometheus: Option<String>,
+    /// Tokens and roles (YAML); see docs/controller.md.
+    #[arg(long, required_unless_present = "no_auth")]
+    tokens: Option<PathBuf>,
+    /// Accept every request as admin: only for a controller bound to loopback.
+    #[arg(long)]
+    no_auth: bool,
+    /// POST every state change to this URL (repeatable).
+    #[arg(long)]
+    webhook: Vec<String>,
+}
+
+#[derive(clap::Args)]
 struct SimArgs {
     /// Requests per second, both versions together.
     #[arg(long, default_value_t = 200.0)]
@@ -214,26 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&cli.server, cli.token.clone());
     let reason = |r: &str| Some(Body::Json(serde_json::json!({ "reason": r })));
     match cli.command {
-        Cmd::Serve {
-            listen,
-            db,
-            envoy_admin,
-            prometheus,
-            tokens,
-            no_auth,
-            webhook,
-        } => {
-            serve(
-                listen,
-                db,
-                envoy_admin,
-                prometheus,
-                tokens,
-                no_auth,
-                webhook,
-            )
-            .await
-        }
+        Cmd::Serve(args) => serve(args).await,
         Cmd::Apply {
             file,
             dry_run,
@@ -515,15 +499,16 @@ async fn status(
     }
 }
 
-async fn serve(
-    listen: String,
-    db: PathBuf,
-    envoy_admin: String,
-    prometheus: Option<String>,
-    tokens: Option<PathBuf>,
-    no_auth: bool,
-    webhooks: Vec<String>,
-) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let ServeArgs {
+        listen,
+        db,
+        envoy_admin,
+        prometheus,
+        tokens,
+        no_auth,
+        webhook: webhooks,
+    } = args;
     let auth = match (tokens, no_auth) {
         (Some(path), _) => Auth::from_file(&path)?,
         (None, true) => Auth::Open,

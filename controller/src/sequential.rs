@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{fmt_e, Analyzer, Evidence, Input, Verdict};
+use crate::analysis::{common_checks, fmt_e, Analyzer, Evidence, Input, Verdict};
 use crate::eprocess::{RateRatioTest, ShareTest};
 
 /// What the sequential tests carry from one interval to the next; persisted
@@ -156,34 +156,8 @@ impl Analyzer for SequentialAnalyzer {
         if let Some(why) = Self::burn(input, state) {
             return Verdict::Fail(why, ev);
         }
-        let need = a.min_requests as f64;
-        if ev.canary_requests >= need && 100.0 * ev.canary_rate() > a.error_rate.max_percent {
-            return Verdict::Fail(
-                format!(
-                    "canary error rate {:.2}% is above the ceiling of {}%",
-                    100.0 * ev.canary_rate(),
-                    a.error_rate.max_percent
-                ),
-                ev,
-            );
-        }
-        if ev.canary_requests < need {
-            return Verdict::Insufficient(
-                format!(
-                    "canary has {:.0} of {} requests needed",
-                    ev.canary_requests, a.min_requests
-                ),
-                ev,
-            );
-        }
-        if b.is_some() && ev.baseline_requests < need {
-            return Verdict::Insufficient(
-                format!(
-                    "baseline has {:.0} of {} requests needed",
-                    ev.baseline_requests, a.min_requests
-                ),
-                ev,
-            );
+        if let Some(v) = common_checks(a, &ev, b.is_some()) {
+            return v;
         }
         if e_share >= 1.0 / a.alpha {
             return Verdict::Insufficient(

@@ -476,46 +476,21 @@ impl Service {
         next.evidence = evidence.clone();
         next.analysis = analysis;
         let bump = engine::apply(&mut next, &decision, snap, now);
-        match &decision {
-            Decision::Hold { .. } => {
+        match decision.action() {
+            None => {
                 self.store.save_quietly(&next)?;
                 inner.rollouts.insert(name.to_owned(), next);
                 Ok(())
             }
-            Decision::StepUp { reason, .. } => {
+            Some(action) => {
+                let reason = decision.reason();
                 self.transition(
                     &mut inner,
                     name,
                     Some(next),
                     bump,
                     "controller",
-                    "step",
-                    reason,
-                    &evidence,
-                )
-                .await
-            }
-            Decision::Complete { reason } => {
-                self.transition(
-                    &mut inner,
-                    name,
-                    Some(next),
-                    bump,
-                    "controller",
-                    "complete",
-                    reason,
-                    &evidence,
-                )
-                .await
-            }
-            Decision::Abort { reason } => {
-                self.transition(
-                    &mut inner,
-                    name,
-                    Some(next),
-                    bump,
-                    "controller",
-                    "abort",
+                    action,
                     reason,
                     &evidence,
                 )
