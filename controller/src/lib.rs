@@ -17,3 +17,4 @@ pub mod simulate;
 pub mod spec;
 pub mod store;
 pub mod webhook;
+pub mod yaml_lines;

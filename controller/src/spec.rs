@@ -16,14 +16,20 @@ pub enum SpecError {
     /// names the field, the line and the column.
     #[error("invalid rollout spec: {0}")]
     Yaml(String),
-    #[error("invalid rollout spec: {field}: {reason}")]
-    Invalid { field: String, reason: String },
+    #[error("invalid rollout spec: {field}: {reason}{}", line.map_or(String::new(), |l| format!(" (line {l})")))]
+    Invalid {
+        field: String,
+        reason: String,
+        /// Where the field is in the YAML, when the spec came from text.
+        line: Option<usize>,
+    },
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
     SpecError::Invalid {
         field: field.into(),
         reason: reason.into(),
+        line: None,
     }
 }
 
@@ -282,7 +288,17 @@ impl RolloutSpec {
     pub fn from_yaml(text: &str) -> Result<RolloutSpec, SpecError> {
         let spec: RolloutSpec =
             serde_norway::from_str(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
-        spec.validate()?;
+        spec.validate().map_err(|e| match e {
+            SpecError::Invalid { field, reason, .. } => {
+                let line = crate::yaml_lines::line_of(text, &field);
+                SpecError::Invalid {
+                    field,
+                    reason,
+                    line,
+                }
+            }
+            other => other,
+        })?;
         Ok(spec)
     }
 
