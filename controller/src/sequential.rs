@@ -173,3 +173,122 @@ impl Analyzer for SequentialAnalyzer {
         Verdict::Pass(ev)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::Counts;
+    use crate::metrics::VersionCounts;
+    use crate::spec::{Analysis, Slo};
+
+    fn counts(ok: f64, errors: f64) -> VersionCounts {
+        let mut c = VersionCounts::default();
+        c.by_class.insert("2xx".into(), ok);
+        c.by_class.insert("5xx".into(), errors);
+        c
+    }
+
+    /// Feeds `intervals` identical intervals, 5 s apart; returns the last verdict.
+    fn run(
+        a: &Analysis,
+        slo: Option<&Slo>,
+        weight: f64,
+        interval: (VersionCounts, VersionCounts),
+        intervals: usize,
+    ) -> Verdict {
+        let mut state = AnalysisState::default();
+        let (mut c_total, mut b_total) = (VersionCounts::default(), VersionCounts::default());
+        let mut last = Verdict::Insufficient(String::new(), Evidence::default());
+        for i in 1..=intervals {
+            for (k, v) in &interval.0.by_class {
+                *c_total.by_class.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &interval.1.by_class {
+                *b_total.by_class.entry(k.clone()).or_default() += v;
+            }
+            let input = Input {
+                analysis: a,
+                slo,
+                step: Counts {
+                    canary: &c_total,
+                    baseline: Some(&b_total),
+                },
+                interval: Counts {
+                    canary: &interval.0,
+                    baseline: Some(&interval.1),
+                },
+                weight,
+                now_ms: 5000 * i as u64,
+            };
+            last = SequentialAnalyzer.judge(&input, &mut state);
+            if matches!(last, Verdict::Fail(..)) {
+                break;
+            }
+        }
+        last
+    }
+
+    #[test]
+    fn holds_until_enough_requests_then_passes_a_healthy_canary() {
+        let a = Analysis {
+            min_requests: 100,
+            ..Analysis::default()
+        };
+        let healthy = (counts(10.0, 0.0), counts(90.0, 0.0));
+        assert!(
+            matches!(run(&a, None, 0.1, healthy.clone(), 5), Verdict::Insufficient(ref w, _) if w.contains("canary has 50 of 100"))
+        );
+        assert!(matches!(run(&a, None, 0.1, healthy, 20), Verdict::Pass(_)));
+    }
+
+    #[test]
+    fn aborts_a_worse_canary_with_the_e_value_in_the_reason() {
+        let a = Analysis::default();
+        match run(&a, None, 0.1, (counts(98.0, 2.0), counts(899.0, 1.0)), 100) {
+            Verdict::Fail(why, ev) => {
+                assert!(why.contains("e-value") && why.contains("2/α"), "{why}");
+                assert!(ev.e_errors.unwrap_or(0.0) >= 2.0 / a.alpha);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_share_far_from_the_weight_holds_and_says_so() {
+        let a = Analysis {
+            min_requests: 10,
+            ..Analysis::default()
+        };
+        // Configured 10%, observed 2%: a proxy on stale weights, say.
+        match run(&a, None, 0.1, (counts(20.0, 0.0), counts(980.0, 0.0)), 30) {
+            Verdict::Insufficient(why, _) => {
+                assert!(why.contains("sample ratio mismatch"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_fast_burn_of_the_error_budget_aborts() {
+        // Both arms fail alike (no regression against the baseline), but the
+        // canary alone burns a 99.9% SLO's budget 20× too fast.
+        let a = Analysis {
+            min_requests: 50,
+            ..Analysis::default()
+        };
+        let slo = Slo {
+            objective_percent: 99.9,
+            max_burn_rate: 14.4,
+        };
+        match run(
+            &a,
+            Some(&slo),
+            0.5,
+            (counts(98.0, 2.0), counts(98.0, 2.0)),
+            10,
+        ) {
+            Verdict::Fail(why, _) => assert!(why.contains("burns the error budget"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
