@@ -138,19 +138,10 @@ pub struct Input<'a> {
     pub now_ms: u64,
 }
 
-/// The checks every method shares, on a step's counts: the absolute error
-/// ceiling (abort), then enough requests in each arm (or hold, saying how
-/// many are missing). `None`: nothing to say.
-pub fn common_checks(a: &Analysis, ev: &Evidence, with_baseline: bool) -> Option<Verdict> {
+/// The check every method shares, on a step's counts: enough requests in
+/// each arm, or hold and say how many are missing. `None`: enough.
+pub fn enough_data(a: &Analysis, ev: &Evidence, with_baseline: bool) -> Option<Verdict> {
     let need = a.min_requests as f64;
-    let rate = 100.0 * ev.canary_rate();
-    if ev.canary_requests >= need && rate > a.error_rate.max_percent {
-        let why = format!(
-            "canary error rate {rate:.2}% is above the ceiling of {}%",
-            a.error_rate.max_percent
-        );
-        return Some(Verdict::Fail(why, ev.clone()));
-    }
     let missing = |arm: &str, have: f64| {
         Verdict::Insufficient(
             format!("{arm} has {have:.0} of {} requests needed", a.min_requests),
@@ -201,11 +192,19 @@ impl ThresholdAnalyzer {
             percentile: a.latency.percentile,
             ..Evidence::default()
         };
-        if let Some(v) = common_checks(a, &ev, baseline.is_some()) {
+        if let Some(v) = enough_data(a, &ev, baseline.is_some()) {
             return v;
         }
         let (cr, br) = (ev.canary_rate(), ev.baseline_rate());
         let e = &a.error_rate;
+        if 100.0 * cr > e.max_percent {
+            let why = format!(
+                "canary error rate {:.2}% is above the ceiling of {}%",
+                100.0 * cr,
+                e.max_percent
+            );
+            return Verdict::Fail(why, ev);
+        }
         if let Some(slo) = slo {
             let budget = 1.0 - slo.objective_percent / 100.0;
             let burn = cr / budget;

@@ -78,6 +78,46 @@ impl RateRatioTest {
     }
 }
 
+/// An absolute ceiling on the canary's own error rate: H0 "rate ≤ p0"
+/// against rates `p0·r` for `r` in [`CEILING_GRID`], on the canary's
+/// requests per interval, capped like [`RateRatioTest`]. Noise in a small
+/// sample cannot trip it the way a fixed threshold on a ratio would.
+pub const CEILING_GRID: [f64; 3] = [1.5, 2.0, 3.0];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CeilingTest {
+    pub p0: f64,
+    pub ln_products: Vec<f64>,
+}
+
+impl CeilingTest {
+    pub fn new(p0: f64) -> Self {
+        CeilingTest {
+            p0: p0.clamp(1e-9, 1.0 - 1e-9),
+            ln_products: vec![0.0; CEILING_GRID.len()],
+        }
+    }
+
+    /// `x` failed of the canary's `n` requests in an interval.
+    pub fn update(&mut self, x: f64, n: f64) {
+        let usable = n > 0.0 && x.is_finite() && n.is_finite();
+        if !usable {
+            return;
+        }
+        let x = x.clamp(0.0, n);
+        for (r, ln_p) in CEILING_GRID.iter().zip(self.ln_products.iter_mut()) {
+            let q = (self.p0 * r).min(1.0 - 1e-9);
+            let ln_lr = x * (q / self.p0).ln() + (n - x) * ((1.0 - q) / (1.0 - self.p0)).ln();
+            *ln_p += ln_lr.min(LN_CAP);
+        }
+    }
+
+    pub fn e_value(&self) -> f64 {
+        let n = self.ln_products.len().max(1) as f64;
+        self.ln_products.iter().map(|l| l.exp()).sum::<f64>() / n
+    }
+}
+
 /// Sample ratio mismatch: is the canary's share of requests what its weight
 /// says? A two-sided mixture over shares `w·r` for `r` in [`SRM_GRID`], on
 /// requests per interval, capped like [`RateRatioTest`].
@@ -204,6 +244,20 @@ mod tests {
         let mut t = RateRatioTest::new(1.0);
         t.update(500.0, 500.0, 0.1);
         assert!(t.e_value() <= LN_CAP.exp() + 1e-9);
+    }
+
+    #[test]
+    fn the_ceiling_needs_evidence_not_one_unlucky_sample() {
+        // 4 errors in 60 requests is 6.7%, above a 5% ceiling, by chance.
+        let mut t = CeilingTest::new(0.05);
+        t.update(4.0, 60.0);
+        assert!(t.e_value() < 10.0, "{}", t.e_value());
+        // A canary truly at 20% crosses it quickly.
+        let mut bad = CeilingTest::new(0.05);
+        for _ in 0..5 {
+            bad.update(12.0, 60.0);
+        }
+        assert!(bad.e_value() > 1000.0, "{}", bad.e_value());
     }
 
     #[test]

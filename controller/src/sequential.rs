@@ -14,8 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{common_checks, fmt_e, Analyzer, Evidence, Input, Verdict};
-use crate::eprocess::{RateRatioTest, ShareTest};
+use crate::analysis::{enough_data, fmt_e, Analyzer, Evidence, Input, Verdict};
+use crate::eprocess::{CeilingTest, RateRatioTest, ShareTest};
 
 /// What the sequential tests carry from one interval to the next; persisted
 /// with the rollout, so a restart loses no evidence.
@@ -27,6 +27,9 @@ pub struct AnalysisState {
     pub latency: Vec<(f64, RateRatioTest)>,
     #[serde(default)]
     pub share: ShareTest,
+    /// The canary's error rate against `error_rate.max_percent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<CeilingTest>,
     /// `(at_ms, canary requests, canary errors)` per interval, for burn windows.
     #[serde(default)]
     pub canary_history: Vec<(u64, f64, f64)>,
@@ -156,7 +159,22 @@ impl Analyzer for SequentialAnalyzer {
         if let Some(why) = Self::burn(input, state) {
             return Verdict::Fail(why, ev);
         }
-        if let Some(v) = common_checks(a, &ev, b.is_some()) {
+        // The ceiling is a guardrail of its own, at α: it does not share the
+        // relative tests' budget.
+        let e_ceiling = state.ceiling.as_ref().map_or(1.0, CeilingTest::e_value);
+        if e_ceiling >= 1.0 / a.alpha {
+            return Verdict::Fail(
+                format!(
+                    "canary error rate {:.2}% is above the ceiling of {}% (e-value {} ≥ {:.0} = 1/α)",
+                    100.0 * ev.canary_rate(),
+                    a.error_rate.max_percent,
+                    fmt_e(e_ceiling),
+                    1.0 / a.alpha
+                ),
+                ev,
+            );
+        }
+        if let Some(v) = enough_data(a, &ev, b.is_some()) {
             return v;
         }
         if e_share >= 1.0 / a.alpha {
