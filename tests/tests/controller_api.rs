@@ -196,12 +196,13 @@ async fn invalid_specs_are_refused_naming_the_field() -> anyhow::Result<()> {
         ),
         (
             good.replace("canary: v2", "canary: v1"),
-            "canary: must differ from stable",
+            "canary: must differ from stable (line 6)",
         ),
         (
             good.replace("percent: 10,", "percent: 0.5,"),
             "steps[1].percent: steps must not go down",
         ),
+        (good.replace("percent: 10,", "percent: 0.5,"), "(line 9)"),
         (
             good.replace("percent: 100,", "percent: 150,"),
             "steps[2].percent",
