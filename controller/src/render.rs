@@ -28,7 +28,7 @@ pub fn steps_line(v: &StatusView) -> String {
 
 pub fn text(v: &StatusView) -> String {
     format!(
-        "{name}: {label}, {stable} → {canary}\n  canary {pct:.2}% of users; steps {steps}\n  proxies: {applied} of {live} live have applied revision {rev}\n  reason: {reason}\n  numbers: {ev}\n",
+        "{name}: {label}, {stable} → {canary}\n  canary {pct:.2}% of users; steps {steps}\n  proxies: {applied} of {live} live have applied revision {rev}{lag}\n  reason: {reason}\n  numbers: {ev}\n",
         name = v.name,
         label = v.label,
         stable = v.stable,
@@ -38,6 +38,11 @@ pub fn text(v: &StatusView) -> String {
         applied = v.proxies_applied,
         live = v.proxies_live,
         rev = v.revision,
+        lag = if v.proxies_lagging.is_empty() {
+            String::new()
+        } else {
+            format!(" (not yet: {})", v.proxies_lagging.join(", "))
+        },
         reason = v.reason,
         ev = v.evidence_summary,
     )

@@ -84,7 +84,18 @@ pub struct StatusView {
     /// Live proxies that have applied this rollout's current weight, of all live.
     pub proxies_applied: usize,
     pub proxies_live: usize,
+    /// The live proxies that have not.
+    #[serde(default)]
+    pub proxies_lagging: Vec<String>,
     pub step_started_ms: u64,
+}
+
+/// The ids of the proxies in `live` that have not applied `revision`.
+fn lagging(live: &[ProxySeen], revision: u64) -> Vec<String> {
+    live.iter()
+        .filter(|p| p.revision < revision)
+        .map(|p| p.id.clone())
+        .collect()
 }
 
 struct Inner {
@@ -188,6 +199,7 @@ impl Service {
             revision: s.revision,
             proxies_applied: live.iter().filter(|p| p.revision >= s.revision).count(),
             proxies_live: live.len(),
+            proxies_lagging: lagging(live, s.revision),
             step_started_ms: s.step_started_ms,
         }
     }
@@ -468,10 +480,31 @@ impl Service {
         }
         let now = now_ms();
         let engine::Outcome {
-            decision,
+            mut decision,
             evidence,
             analysis,
         } = engine::decide(&current, snap, now);
+        // A step up waits until every live proxy runs the current weights, so
+        // the next step is judged on the traffic it was meant to have. An
+        // abort never waits.
+        let live = self.live_proxies();
+        let lagging = lagging(&live, current.revision);
+        if !lagging.is_empty()
+            && matches!(
+                decision,
+                Decision::StepUp { .. } | Decision::Complete { .. }
+            )
+        {
+            decision = Decision::Hold {
+                reason: format!(
+                    "healthy; waiting for {} of {} proxies to apply revision {}: {}",
+                    lagging.len(),
+                    live.len(),
+                    current.revision,
+                    lagging.join(", ")
+                ),
+            };
+        }
         let mut next = current.clone();
         next.evidence = evidence.clone();
         next.analysis = analysis;

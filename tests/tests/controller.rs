@@ -234,3 +234,61 @@ async fn people_pause_resume_promote_and_abort_with_reasons() -> anyhow::Result<
     assert!(which.starts_with("v1 (bucket "), "{which}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_up_waits_for_every_live_proxy_and_names_the_laggard() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let _load = Load::start(stack.lab.client.clone(), 3000, 400);
+    // A proxy that polls but never applies anything: stuck on revision 0.
+    let url = format!("{}/v1/config", stack.controller.url());
+    let stale = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        loop {
+            let _ = http
+                .get(&url)
+                .bearer_auth(dimmer_e2e::controller::ENVOY_TOKEN)
+                .header("x-dimmer-proxy-id", "stale-edge")
+                .header("x-dimmer-revision", "0")
+                .send()
+                .await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    stack.apply(&spec_yaml(&[(10.0, "0s"), (100.0, "0s")], 20))?;
+    let held = stack
+        .controller
+        .wait_for(
+            "checkout",
+            Duration::from_secs(30),
+            "waiting for the laggard",
+            |v| {
+                v["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("waiting for 1 of 2 proxies")
+            },
+        )
+        .await?;
+    assert!(
+        held["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stale-edge"),
+        "{held}"
+    );
+    assert_eq!(held["proxies_lagging"], serde_json::json!(["stale-edge"]));
+    assert_eq!(held["step"], 0);
+
+    // Once it stops polling it is no longer live, and the rollout goes on.
+    stale.abort();
+    stack
+        .controller
+        .wait_for(
+            "checkout",
+            Duration::from_secs(40),
+            "past the first step",
+            |v| v["step"] != 0 || phase(v) == "completed",
+        )
+        .await?;
+    Ok(())
+}
