@@ -76,3 +76,54 @@ async fn two_envoys_one_controller_metrics_from_prometheus() -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// A proxy outside the controller's reach (static weights, canary at 0) that
+/// still reports to the same Prometheus: the canary gets half the share of
+/// requests its weight says. The sample-ratio test holds the rollout and says
+/// why, instead of promoting on skewed traffic.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sample_ratio_mismatch_holds_the_rollout() -> anyhow::Result<()> {
+    let admins = [free_port()?, free_port()?];
+    let prom = Prometheus::start(&admins).await?;
+    let controller = Controller::start(0, &["--prometheus", &prom.url()]).await?;
+    let port = controller.port;
+    let polling = json!({"controller": {"cluster": "dimmer-controller", "poll_interval_ms": 1000, "token": ENVOY_TOKEN}});
+    let managed = Lab::start_with(polling, |o| {
+        o.controller_port = port;
+        o.admin_port = admins[0];
+        o.node_id = "edge-1".into();
+    })
+    .await?;
+    let rogue_admin = admins[1];
+    let rogue = Lab::start_with(
+        dimmer_e2e::fixtures::static_config(vec![dimmer_e2e::fixtures::rollout(0)]),
+        |o| {
+            o.admin_port = rogue_admin;
+            o.node_id = "rogue".into();
+        },
+    )
+    .await?;
+    let _loads = [
+        Load::start(managed.client.clone(), 3000, 150),
+        Load::start(rogue.client.clone(), 3000, 150),
+    ];
+    let path = controller.dir().join("spec.yaml");
+    std::fs::write(&path, spec_yaml(&[(20.0, "10s"), (100.0, "0s")], 300))?;
+    controller.ok(&["apply", "-f", &path.display().to_string()])?;
+    let held = controller
+        .wait_for(
+            "checkout",
+            Duration::from_secs(60),
+            "holding on a ratio mismatch",
+            |v| {
+                v["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("sample ratio mismatch")
+            },
+        )
+        .await?;
+    assert_eq!(held["step"], 0, "{held}");
+    assert_eq!(held["phase"], "progressing");
+    Ok(())
+}
