@@ -60,3 +60,27 @@ async fn a_healthy_canary_with_the_same_load_is_promoted() -> anyhow::Result<()>
     assert!(e < 20.0, "{v}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_burning_the_error_budget_is_aborted_even_when_stable_fails_alike(
+) -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    // Both versions fail 1%: no regression against the baseline, but ten
+    // times what a 99.9% objective allows.
+    stack.lab.v1.fault.error_bp.store(100, Ordering::Relaxed);
+    stack.lab.v2.fault.error_bp.store(100, Ordering::Relaxed);
+    let _load = Load::start(stack.lab.client.clone(), 3000, 300);
+    let spec = spec_yaml(&[(20.0, "2m"), (100.0, "2m")], 100)
+        + "slo:\n  objective_percent: 99.9\n  max_burn_rate: 5\n";
+    stack.apply(&spec)?;
+    let v = stack
+        .controller
+        .wait_for("checkout", Duration::from_secs(60), "decided", |v| {
+            v["phase"] != "progressing"
+        })
+        .await?;
+    assert_eq!(v["phase"], "aborted", "{v}");
+    let reason = v["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("burns the error budget"), "{reason}");
+    Ok(())
+}
