@@ -187,6 +187,16 @@ impl Controller {
             .await
     }
 
+    /// Waits until the rollout has completed or aborted; returns its status.
+    pub async fn wait_decided(
+        &self,
+        name: &str,
+        within: Duration,
+    ) -> anyhow::Result<serde_json::Value> {
+        self.wait_for(name, within, "decided", |v| v["phase"] != "progressing")
+            .await
+    }
+
     /// Waits until `check` holds for the rollout's status.
     pub async fn wait_for(
         &self,

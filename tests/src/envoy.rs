@@ -1,7 +1,7 @@
 //! A real Envoy process running the Dimmer filter, configured from the
 //! shipped template `envoy-configs/envoy.yaml.tmpl`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -169,11 +169,6 @@ impl Envoy {
         self.child.id()
     }
 
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.listen_port)
     }
@@ -188,10 +183,6 @@ impl Envoy {
 
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("envoy.log")
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     pub async fn prometheus(&self) -> anyhow::Result<String> {

@@ -26,9 +26,7 @@ async fn a_healthy_canary_goes_1_10_50_100_and_is_promoted() -> anyhow::Result<(
     );
     let done = stack
         .controller
-        .wait_for("checkout", Duration::from_secs(90), "completed", |v| {
-            phase(v) != "progressing"
-        })
+        .wait_decided("checkout", Duration::from_secs(90))
         .await?;
     assert_eq!(phase(&done), "completed", "{done}");
     assert_eq!(done["weight_bp"], 10_000);
@@ -65,9 +63,7 @@ async fn a_faulty_canary_is_aborted_and_its_share_is_zero_within_2s() -> anyhow:
     ))?;
     let aborted = stack
         .controller
-        .wait_for("checkout", Duration::from_secs(60), "aborted", |v| {
-            phase(v) != "progressing"
-        })
+        .wait_decided("checkout", Duration::from_secs(60))
         .await?;
     assert_eq!(phase(&aborted), "aborted", "{aborted}");
     assert_eq!(aborted["weight_bp"], 0);

@@ -23,9 +23,7 @@ async fn a_canary_with_2_percent_503s_is_aborted_within_60s() -> anyhow::Result<
     stack.apply(&spec_yaml(&[(10.0, "2m"), (50.0, "2m"), (100.0, "2m")], 50))?;
     let v = stack
         .controller
-        .wait_for("checkout", Duration::from_secs(90), "decided", |v| {
-            v["phase"] != "progressing"
-        })
+        .wait_decided("checkout", Duration::from_secs(90))
         .await?;
     assert_eq!(v["phase"], "aborted", "{v}");
     let reason = v["reason"].as_str().unwrap_or_default();
@@ -50,9 +48,7 @@ async fn a_healthy_canary_with_the_same_load_is_promoted() -> anyhow::Result<()>
     stack.apply(&spec_yaml(&[(10.0, "3s"), (50.0, "3s"), (100.0, "3s")], 50))?;
     let v = stack
         .controller
-        .wait_for("checkout", Duration::from_secs(90), "decided", |v| {
-            v["phase"] != "progressing"
-        })
+        .wait_decided("checkout", Duration::from_secs(90))
         .await?;
     assert_eq!(v["phase"], "completed", "{v}");
     // The evidence carries the e-values, and they stayed far from deciding.
@@ -75,9 +71,7 @@ async fn a_canary_burning_the_error_budget_is_aborted_even_when_stable_fails_ali
     stack.apply(&spec)?;
     let v = stack
         .controller
-        .wait_for("checkout", Duration::from_secs(60), "decided", |v| {
-            v["phase"] != "progressing"
-        })
+        .wait_decided("checkout", Duration::from_secs(60))
         .await?;
     assert_eq!(v["phase"], "aborted", "{v}");
     let reason = v["reason"].as_str().unwrap_or_default();
