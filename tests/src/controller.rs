@@ -33,18 +33,38 @@ pub fn dimmer_binary() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// Where `dimmer serve` reads the filter's counts.
+#[derive(Debug, Clone)]
+pub enum MetricsFrom {
+    /// One Envoy's admin, by port.
+    EnvoyAdmin(u16),
+    /// A Prometheus server, by URL.
+    Prometheus(String),
+}
+
+impl MetricsFrom {
+    fn args(&self) -> [String; 2] {
+        match self {
+            MetricsFrom::EnvoyAdmin(port) => {
+                ["--envoy-admin".into(), format!("http://127.0.0.1:{port}")]
+            }
+            MetricsFrom::Prometheus(url) => ["--prometheus".into(), url.clone()],
+        }
+    }
+}
+
 pub struct Controller {
     child: Option<Child>,
     pub port: u16,
-    pub envoy_admin_port: u16,
+    metrics: MetricsFrom,
     dir: tempfile::TempDir,
     extra: Vec<String>,
 }
 
 impl Controller {
-    /// Starts `dimmer serve` reading metrics from the Envoy admin on
-    /// `envoy_admin_port`, with viewer, operator, admin and envoy tokens.
-    pub async fn start(envoy_admin_port: u16, extra: &[&str]) -> anyhow::Result<Controller> {
+    /// Starts `dimmer serve` reading metrics from `metrics`, with viewer,
+    /// operator, admin and envoy tokens.
+    pub async fn start(metrics: MetricsFrom, extra: &[&str]) -> anyhow::Result<Controller> {
         let dir = tempfile::tempdir()?;
         std::fs::write(
             dir.path().join("tokens.yaml"),
@@ -58,7 +78,7 @@ impl Controller {
         let mut c = Controller {
             child: None,
             port: free_port()?,
-            envoy_admin_port,
+            metrics,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
@@ -91,13 +111,8 @@ impl Controller {
         cmd.arg("serve")
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--db")
-            .arg(self.db_path());
-        if !self.extra.iter().any(|a| a == "--prometheus") {
-            cmd.args([
-                "--envoy-admin",
-                &format!("http://127.0.0.1:{}", self.envoy_admin_port),
-            ]);
-        }
+            .arg(self.db_path())
+            .args(self.metrics.args());
         let child = cmd
             .arg("--tokens")
             .arg(self.dir.path().join("tokens.yaml"))

@@ -73,7 +73,11 @@ impl Stack {
 
     pub async fn start_with(controller_args: &[&str]) -> anyhow::Result<Stack> {
         let admin = crate::ports::free_port()?;
-        let controller = crate::controller::Controller::start(admin, controller_args).await?;
+        let controller = crate::controller::Controller::start(
+            crate::controller::MetricsFrom::EnvoyAdmin(admin),
+            controller_args,
+        )
+        .await?;
         let port = controller.port;
         let lab = Lab::start_with(
             json!({

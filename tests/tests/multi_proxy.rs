@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use dimmer_e2e::controller::{Controller, ENVOY_TOKEN, VIEWER_TOKEN};
+use dimmer_e2e::controller::{Controller, MetricsFrom, ENVOY_TOKEN, VIEWER_TOKEN};
 use dimmer_e2e::fixtures::{spec_yaml, Lab};
 use dimmer_e2e::load::Load;
 use dimmer_e2e::ports::free_port;
@@ -13,7 +13,7 @@ use serde_json::json;
 async fn two_envoys_one_controller_metrics_from_prometheus() -> anyhow::Result<()> {
     let admins = [free_port()?, free_port()?];
     let prom = Prometheus::start(&admins).await?;
-    let controller = Controller::start(0, &["--prometheus", &prom.url()]).await?;
+    let controller = Controller::start(MetricsFrom::Prometheus(prom.url()), &[]).await?;
     let mut labs = Vec::new();
     for (i, admin) in admins.iter().enumerate() {
         let port = controller.port;
@@ -85,7 +85,7 @@ async fn two_envoys_one_controller_metrics_from_prometheus() -> anyhow::Result<(
 async fn a_sample_ratio_mismatch_holds_the_rollout() -> anyhow::Result<()> {
     let admins = [free_port()?, free_port()?];
     let prom = Prometheus::start(&admins).await?;
-    let controller = Controller::start(0, &["--prometheus", &prom.url()]).await?;
+    let controller = Controller::start(MetricsFrom::Prometheus(prom.url()), &[]).await?;
     let port = controller.port;
     let polling = json!({"controller": {"cluster": "dimmer-controller", "poll_interval_ms": 1000, "token": ENVOY_TOKEN}});
     let managed = Lab::start_with(polling, |o| {
