@@ -166,52 +166,43 @@ impl ShareTest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use statrs::function::beta::ln_beta;
+    use statrs::distribution::{Binomial, Discrete};
 
-    /// For a constant split and one grid point, without the cap, the product
-    /// over intervals equals the likelihood ratio of all events pooled: the
-    /// Binomial kernel of the total, computed independently here.
+    /// The e-value, checked against Binomial probabilities from statrs: for
+    /// each grid point, the product over intervals of
+    /// P(x | t, θ(ρk)) / P(x | t, θ(ρ0)), averaged over the grid. Counts are
+    /// small enough that the per-interval cap never binds.
     #[test]
-    fn uncapped_product_equals_the_pooled_likelihood_ratio() {
-        let pi = 0.1;
-        let (rho0, rho) = (1.0, 2.0);
-        let intervals = [(1.0, 3.0), (0.0, 2.0), (2.0, 4.0), (1.0, 1.0)];
-        let mut ln = 0.0;
-        for (x, t) in intervals {
-            let (th0, th) = (theta(rho0, pi), theta(rho, pi));
-            ln += x * (th / th0).ln() + (t - x) * ((1.0 - th) / (1.0 - th0)).ln();
+    fn e_value_matches_binomial_likelihoods_computed_independently() {
+        let rho0 = 1.0;
+        let intervals = [(1u64, 3u64, 0.1), (0, 2, 0.1), (2, 4, 0.2), (1, 1, 0.05)];
+        let mut test = RateRatioTest::new(rho0);
+        for (x, t, pi) in intervals {
+            test.update(x as f64, t as f64, pi);
         }
-        let (x, t): (f64, f64) = intervals
+        let share = |rho: f64, pi: f64| rho * pi / (rho * pi + 1.0 - pi);
+        let expected = GRID
             .iter()
-            .fold((0.0, 0.0), |(a, b), (x, t)| (a + x, b + t));
-        let (th0, th) = (theta(rho0, pi), theta(rho, pi));
-        let pooled = x * (th / th0).ln() + (t - x) * ((1.0 - th) / (1.0 - th0)).ln();
-        assert!((ln - pooled).abs() < 1e-12);
-    }
-
-    /// With a Beta(a, b) prior on θ instead of a grid, the mixture over a
-    /// constant split has the Beta-binomial closed form B(a+x, b+t−x)/B(a, b)
-    /// divided by θ0^x (1−θ0)^(t−x). Check our LR arithmetic against it by
-    /// integrating the same mixture numerically.
-    #[test]
-    fn mixture_arithmetic_matches_the_beta_binomial_closed_form() {
-        let (a, b, th0): (f64, f64, f64) = (1.0, 9.0, 0.1);
-        let (x, t) = (7.0_f64, 20.0_f64);
-        let closed = (ln_beta(a + x, b + t - x) - ln_beta(a, b)).exp()
-            / (th0.powf(x) * (1.0 - th0).powf(t - x));
-        // Midpoint rule over θ of LR(θ : θ0) × Beta(a, b) density.
-        let steps = 200_000;
-        let mut integral = 0.0;
-        for i in 0..steps {
-            let th = (i as f64 + 0.5) / steps as f64;
-            let ln_lr = x * (th / th0).ln() + (t - x) * ((1.0 - th) / (1.0 - th0)).ln();
-            let ln_prior = (a - 1.0) * th.ln() + (b - 1.0) * (1.0 - th).ln() - ln_beta(a, b);
-            integral += (ln_lr + ln_prior).exp() / steps as f64;
-        }
+            .map(|k| {
+                intervals
+                    .iter()
+                    .map(|&(x, t, pi)| {
+                        let alt = Binomial::new(share(rho0 * k, pi), t).unwrap().ln_pmf(x);
+                        let null = Binomial::new(share(rho0, pi), t).unwrap().ln_pmf(x);
+                        alt - null
+                    })
+                    .sum::<f64>()
+                    .exp()
+            })
+            .sum::<f64>()
+            / GRID.len() as f64;
         assert!(
-            (integral / closed - 1.0).abs() < 1e-4,
-            "{integral} vs {closed}"
+            (test.e_value() / expected - 1.0).abs() < 1e-9,
+            "{} vs {expected}",
+            test.e_value()
         );
+        assert_eq!(test.intervals, 4);
+        assert_eq!((test.canary_events, test.total_events), (4.0, 10.0));
     }
 
     #[test]
