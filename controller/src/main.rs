@@ -453,26 +453,14 @@ async fn status(
     }
     let live = std::io::stdout().is_terminal();
     let mut bars = render::Watch::new();
-    let mut last_printed = String::new();
+    let mut last_printed: Vec<String> = Vec::new();
     loop {
         let views = fetch().await?;
         if live {
             bars.update(&views);
         } else {
-            // Not a terminal: print a line whenever something changes.
-            for v in &views {
-                let line = format!(
-                    "{} {:.2}% {} | {}",
-                    v.name,
-                    v.weight_bp as f64 / 100.0,
-                    v.label,
-                    v.reason
-                );
-                if !last_printed.contains(&line) {
-                    println!("{line}");
-                }
-            }
-            last_printed = views
+            // Not a terminal: print a rollout's line whenever it changes.
+            let lines: Vec<String> = views
                 .iter()
                 .map(|v| {
                     format!(
@@ -483,8 +471,11 @@ async fn status(
                         v.reason
                     )
                 })
-                .collect::<Vec<_>>()
-                .join("\n");
+                .collect();
+            for line in lines.iter().filter(|l| !last_printed.contains(l)) {
+                println!("{line}");
+            }
+            last_printed = lines;
         }
         // Done means decided and applied: every live proxy runs the final weights.
         let settled = |v: &StatusView| v.phase.is_final() && v.proxies_applied == v.proxies_live;

@@ -423,7 +423,7 @@ impl Service {
                 last_analysis,
                 ..
             } = &mut *inner;
-            rollouts
+            let due: Vec<(String, u64, usize)> = rollouts
                 .values()
                 .filter(|s| s.phase == Phase::Progressing)
                 .filter(|s| {
@@ -431,12 +431,11 @@ impl Service {
                     now.saturating_sub(last) >= s.spec.analysis.interval.as_millis() as u64
                 })
                 .map(|s| (s.spec.name.clone(), s.revision, s.step))
-                .collect::<Vec<_>>()
-                .into_iter()
-                .inspect(|(name, _, _)| {
-                    last_analysis.insert(name.clone(), now);
-                })
-                .collect()
+                .collect();
+            for (name, _, _) in &due {
+                last_analysis.insert(name.clone(), now);
+            }
+            due
         };
         for (name, revision, step) in due {
             let snapshot = match self.source.snapshot(&self.http, &name).await {

@@ -6,7 +6,10 @@ use dimmer_e2e::paths::workspace_root;
 
 #[test]
 fn every_shipped_envoy_config_has_the_filters_stat_tags() {
-    for file in ["envoy-configs/envoy.yaml.tmpl", "bench/envoy-bench.yaml.tmpl"] {
+    for file in [
+        "envoy-configs/envoy.yaml.tmpl",
+        "bench/envoy-bench.yaml.tmpl",
+    ] {
         let text = std::fs::read_to_string(workspace_root().join(file)).unwrap_or_default();
         for (tag, regex) in STATS_TAGS {
             let entry = format!("- tag_name: {tag}\n    regex: '{regex}'");
