@@ -1,19 +1,26 @@
 //! The HTTP API: `GET /v1/config` for the filters, and the endpoints the CLI
-//! uses. Every endpoint but `/healthz` needs a bearer token whose role allows it.
+//! uses. Every endpoint but `/healthz` needs a bearer token whose role
+//! allows it, checked before any body is read; bodies are read only up to
+//! their limit.
 
+use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::audit;
-use crate::auth::{Auth, AuthError, Role};
-use crate::service::{Command, Service, ServiceError};
+use crate::auth::{Auth, AuthError, Principal, Role};
+use crate::service::{Command, RegistryError, Service, ServiceError};
 use crate::spec::{RolloutSpec, SpecError};
+use crate::yaml_guard;
+
+/// Largest body of a command (`{"reason": …}`).
+const MAX_REASON_BODY: usize = 8 * 1024;
 
 #[derive(Clone)]
 pub struct App {
@@ -29,8 +36,14 @@ pub enum ApiError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Service(#[from] ServiceError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     #[error("unknown action {0:?}: pause, resume, promote or abort")]
     UnknownAction(String),
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the body: {0}")]
+    BadBody(String),
 }
 
 impl IntoResponse for ApiError {
@@ -38,54 +51,89 @@ impl IntoResponse for ApiError {
         let status = match &self {
             ApiError::Auth(AuthError::Forbidden { .. }) => StatusCode::FORBIDDEN,
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Spec(_) | ApiError::UnknownAction(_) => StatusCode::BAD_REQUEST,
+            ApiError::Spec(_)
+            | ApiError::UnknownAction(_)
+            | ApiError::BadBody(_)
+            | ApiError::Registry(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Service(ServiceError::NotFound(_)) => StatusCode::NOT_FOUND,
             ApiError::Service(ServiceError::Conflict { .. }) => StatusCode::CONFLICT,
             ApiError::Service(ServiceError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        (status, Json(serde_json::json!({"error": self.to_string()}))).into_response()
+        let mut resp =
+            (status, Json(serde_json::json!({"error": self.to_string()}))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+impl App {
+    fn require(&self, headers: &HeaderMap, role: Role) -> Result<Principal, ApiError> {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        Ok(self.auth.require(authorization, role)?)
+    }
+}
+
+/// Reads at most `limit` bytes of `body`; call only after authorising.
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|_| ApiError::TooLarge(limit))
 }
 
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/health", get(health))
         .route("/v1/config", get(config))
         .route("/v1/rollouts", get(list).post(apply))
         .route("/v1/rollouts/{name}", get(one).delete(delete))
         .route("/v1/rollouts/{name}/history", get(history))
         .route("/v1/rollouts/{name}/{action}", post(command))
         .route("/v1/proxies", get(proxies))
+        .route("/v1/webhooks", get(webhooks))
+        .route("/v1/audit/head", get(head))
         .route("/v1/audit/verify", get(verify))
+        // Handlers read bodies themselves, after the token and up to their
+        // own limits.
+        .layer(DefaultBodyLimit::disable())
         .with_state(app)
 }
 
 async fn config(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
-    app.auth.require(bearer(&headers), Role::Viewer)?;
+    let who = app.require(&headers, Role::Proxy)?;
     let text = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     };
-    let applied = text("x-dimmer-revision").parse().unwrap_or(0);
-    app.service.record_poll(text("x-dimmer-proxy-id"), applied);
-    let doc = app.service.config_doc().await;
+    // Only proxies (or anyone, on an open loopback controller) register:
+    // a viewer looking at the config is not a proxy to wait for.
+    if who.role == Role::Proxy || matches!(*app.auth, Auth::Open) {
+        let applied = text("x-dimmer-revision").parse().unwrap_or(0);
+        app.service
+            .record_poll(text("x-dimmer-proxy-id"), applied)?;
+    }
+    let doc = app.service.config_doc();
     let etag = format!("\"r{}\"", doc.revision);
     if text("if-none-match") == etag {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
-    Ok(([(header::ETAG, etag)], Json(doc)).into_response())
+    Ok(([(header::ETAG, etag)], Json(&*doc)).into_response())
 }
 
 async fn list(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
-    app.auth.require(bearer(&headers), Role::Viewer)?;
+    app.require(&headers, Role::Viewer)?;
     Ok(Json(app.service.status(None).await?).into_response())
 }
 
@@ -94,28 +142,33 @@ async fn one(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.auth.require(bearer(&headers), Role::Viewer)?;
-    Ok(Json(app.service.status(Some(&name)).await?.remove(0)).into_response())
+    app.require(&headers, Role::Viewer)?;
+    let mut views = app.service.status(Some(&name)).await?;
+    Ok(Json(views.pop()).into_response())
 }
 
 #[derive(Deserialize, Default)]
 struct ApplyQuery {
     #[serde(default)]
     dry_run: bool,
+    #[serde(default)]
+    restart: bool,
 }
 
 async fn apply(
     State(app): State<App>,
     Query(q): Query<ApplyQuery>,
     headers: HeaderMap,
-    body: String,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let who = app.auth.require(bearer(&headers), Role::Operator)?;
-    let spec = RolloutSpec::from_yaml(&body)?;
+    let who = app.require(&headers, Role::Operator)?;
+    let bytes = read_body(body, yaml_guard::MAX_BYTES).await?;
+    let text = String::from_utf8(bytes).map_err(|_| ApiError::BadBody("not UTF-8".into()))?;
+    let spec = RolloutSpec::from_yaml(&text)?;
     if q.dry_run {
         return Ok(Json(serde_json::json!({"valid": true, "spec": spec})).into_response());
     }
-    Ok(Json(app.service.apply(spec, &who.name).await?).into_response())
+    Ok(Json(app.service.apply(spec, &who.name, q.restart).await?).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -124,19 +177,25 @@ struct ReasonBody {
     reason: String,
 }
 
-fn reason_of(body: Option<Json<ReasonBody>>) -> String {
-    body.map(|Json(b)| b.reason)
+async fn reason_of(body: Body) -> Result<String, ApiError> {
+    let bytes = read_body(body, MAX_REASON_BODY).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok("no reason given".into());
+    }
+    let b: ReasonBody =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadBody(e.to_string()))?;
+    Ok(Some(b.reason)
         .filter(|r| !r.trim().is_empty())
-        .unwrap_or_else(|| "no reason given".into())
+        .unwrap_or_else(|| "no reason given".into()))
 }
 
 async fn command(
     State(app): State<App>,
     Path((name, action)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Option<Json<ReasonBody>>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let who = app.auth.require(bearer(&headers), Role::Operator)?;
+    let who = app.require(&headers, Role::Operator)?;
     let cmd = match action.as_str() {
         "pause" => Command::Pause,
         "resume" => Command::Resume,
@@ -144,24 +203,19 @@ async fn command(
         "abort" => Command::Abort,
         other => return Err(ApiError::UnknownAction(other.to_owned())),
     };
-    Ok(Json(
-        app.service
-            .command(&name, cmd, &who.name, &reason_of(body))
-            .await?,
-    )
-    .into_response())
+    let reason = reason_of(body).await?;
+    Ok(Json(app.service.command(&name, cmd, &who.name, &reason).await?).into_response())
 }
 
 async fn delete(
     State(app): State<App>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Option<Json<ReasonBody>>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let who = app.auth.require(bearer(&headers), Role::Admin)?;
-    app.service
-        .delete(&name, &who.name, &reason_of(body))
-        .await?;
+    let who = app.require(&headers, Role::Admin)?;
+    let reason = reason_of(body).await?;
+    app.service.delete(&name, &who.name, &reason).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -170,19 +224,41 @@ async fn history(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.auth.require(bearer(&headers), Role::Viewer)?;
+    app.require(&headers, Role::Viewer)?;
     Ok(Json(app.service.history(&name)?).into_response())
 }
 
 async fn proxies(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
-    app.auth.require(bearer(&headers), Role::Viewer)?;
+    app.require(&headers, Role::Viewer)?;
     Ok(Json(app.service.proxies()).into_response())
 }
 
+async fn webhooks(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.require(&headers, Role::Viewer)?;
+    Ok(Json(app.service.webhook_stats()).into_response())
+}
+
+async fn head(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.require(&headers, Role::Viewer)?;
+    Ok(Json(app.service.audit_head()).into_response())
+}
+
+async fn health(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.require(&headers, Role::Viewer)?;
+    let now = app.service.check_source().await;
+    Ok(Json(serde_json::json!({
+        "metrics_source": app.service.source_health(),
+        "metrics_source_answers": now.is_ok(),
+        "metrics_source_error": now.err(),
+        "proxies_known": app.service.registry().len(),
+        "audit_head": app.service.audit_head(),
+    }))
+    .into_response())
+}
+
 async fn verify(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
-    app.auth.require(bearer(&headers), Role::Admin)?;
-    let records = app.service.audit_all()?;
-    Ok(match audit::verify(&records) {
+    app.require(&headers, Role::Admin)?;
+    Ok(match app.service.verify_audit()? {
         Ok(n) => Json(serde_json::json!({"ok": true, "records": n})).into_response(),
         Err(e) => (
             StatusCode::CONFLICT,
@@ -190,4 +266,60 @@ async fn verify(State(app): State<App>, headers: HeaderMap) -> Result<Response, 
         )
             .into_response(),
     })
+}
+
+/// The controller's own state as Prometheus text: the audit head (to pin
+/// elsewhere), proxies, webhook deliveries and the metrics source.
+async fn metrics(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.require(&headers, Role::Viewer)?;
+    let s = &app.service;
+    let mut out = String::new();
+    let head = s.audit_head();
+    let _ = writeln!(out, "# HELP dimmer_audit_head_seq Sequence number of the newest audit record.\n# TYPE dimmer_audit_head_seq gauge\ndimmer_audit_head_seq{{hash=\"{}\"}} {}", head.hash, head.seq);
+    let _ = writeln!(
+        out,
+        "# TYPE dimmer_config_revision gauge\ndimmer_config_revision {}",
+        s.config_doc().revision
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE dimmer_proxies_known gauge\ndimmer_proxies_known {}",
+        s.registry().len()
+    );
+    let h = s.source_health();
+    let _ = writeln!(
+        out,
+        "# TYPE dimmer_metrics_source_up gauge\ndimmer_metrics_source_up {}\n# TYPE dimmer_metrics_source_failures_total counter\ndimmer_metrics_source_failures_total {}",
+        u8::from(h.last_error.is_none() && h.last_ok_ms.is_some()),
+        h.failures
+    );
+    let _ = writeln!(out, "# TYPE dimmer_webhook_deliveries_total counter");
+    for (url, st) in s.webhook_stats() {
+        let url = url.replace('\\', "\\\\").replace('"', "\\\"");
+        for (result, n) in [
+            ("delivered", st.delivered),
+            ("retried", st.retried),
+            ("failed", st.failed),
+            ("dropped", st.dropped),
+        ] {
+            let _ = writeln!(
+                out,
+                "dimmer_webhook_deliveries_total{{url=\"{url}\",result=\"{result}\"}} {n}"
+            );
+        }
+    }
+    let _ = writeln!(out, "# TYPE dimmer_rollout_weight_bp gauge");
+    for v in s.status(None).await? {
+        let _ = writeln!(
+            out,
+            "dimmer_rollout_weight_bp{{rollout=\"{}\",phase=\"{}\"}} {}",
+            v.name,
+            serde_json::to_value(v.phase)
+                .ok()
+                .and_then(|p| p.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            v.weight_bp
+        );
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

@@ -1,7 +1,18 @@
 //! The audit record: who decided what, when, why, on which numbers. Each
 //! record carries the SHA-256 of the one before, so changing, removing or
 //! reordering any record breaks the chain from there on.
+//!
+//! A hash chain alone cannot tell a shortened chain from a short one, nor a
+//! rewritten one from an honest one: whoever can write the database can
+//! re-hash. So each record also carries a keyed checkpoint (HMAC-SHA-256
+//! over its sequence number and hash, the key kept outside the database),
+//! and the head of the chain is written, with its checkpoint, to a file
+//! beside the database and exposed (status, webhooks, `/metrics`) to be
+//! pinned elsewhere.
 
+use std::path::Path;
+
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -19,6 +30,9 @@ pub struct AuditRecord {
     pub evidence: serde_json::Value,
     pub prev_hash: String,
     pub hash: String,
+    /// The keyed checkpoint over `seq` and `hash`.
+    #[serde(default)]
+    pub mac: String,
 }
 
 /// The hash chain's first link.
@@ -46,6 +60,117 @@ impl AuditRecord {
     }
 }
 
+/// The key of the checkpoints: 32 random bytes, kept outside the database.
+#[derive(Clone)]
+pub struct AuditKey([u8; 32]);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("audit key {path}: {reason}")]
+    Bad { path: String, reason: String },
+}
+
+impl AuditKey {
+    pub fn from_bytes(b: [u8; 32]) -> AuditKey {
+        AuditKey(b)
+    }
+
+    /// Reads the key (64 hex digits) from `path`, creating it (mode 0600)
+    /// if it does not exist.
+    pub fn load_or_create(path: &Path) -> Result<AuditKey, KeyError> {
+        let bad = |reason: String| KeyError::Bad {
+            path: path.display().to_string(),
+            reason,
+        };
+        if !path.exists() {
+            let mut key = [0u8; 32];
+            getrandom_fill(&mut key).map_err(|e| bad(e.to_string()))?;
+            write_private(path, hex::encode(key).as_bytes()).map_err(|e| bad(e.to_string()))?;
+            return Ok(AuditKey(key));
+        }
+        AuditKey::load(path)
+    }
+
+    pub fn load(path: &Path) -> Result<AuditKey, KeyError> {
+        let bad = |reason: String| KeyError::Bad {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let bytes = hex::decode(text.trim()).map_err(|e| bad(format!("not hex: {e}")))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| bad("must be 64 hex digits (32 bytes)".into()))?;
+        Ok(AuditKey(key))
+    }
+
+    /// HMAC-SHA-256 over a record's sequence number and hash.
+    pub fn mac(&self, seq: i64, hash: &str) -> String {
+        let Ok(mut m) = Hmac::<Sha256>::new_from_slice(&self.0) else {
+            return String::new();
+        };
+        m.update(format!("dimmer-audit/{seq}/{hash}").as_bytes());
+        hex::encode(m.finalize().into_bytes())
+    }
+
+    fn checks(&self, seq: i64, hash: &str, mac: &str) -> bool {
+        let Ok(mut m) = Hmac::<Sha256>::new_from_slice(&self.0) else {
+            return false;
+        };
+        m.update(format!("dimmer-audit/{seq}/{hash}").as_bytes());
+        hex::decode(mac).is_ok_and(|given| m.verify_slice(&given).is_ok())
+    }
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+}
+
+/// Writes `bytes` to `path` atomically (a temporary file renamed over it),
+/// readable by the owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The chain's head: its last record's sequence number and hash, with their
+/// checkpoint. Pin it elsewhere to detect a chain cut back and re-grown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub seq: i64,
+    pub hash: String,
+    #[serde(default)]
+    pub mac: String,
+}
+
+impl Head {
+    pub fn of(records: &[AuditRecord]) -> Head {
+        records.last().map_or(
+            Head {
+                seq: 0,
+                hash: GENESIS.to_owned(),
+                mac: String::new(),
+            },
+            |r| Head {
+                seq: r.seq,
+                hash: r.hash.clone(),
+                mac: r.mac.clone(),
+            },
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
     #[error(
@@ -56,6 +181,67 @@ pub enum ChainError {
         "audit record {seq}: it does not follow record {prev} (a record was removed or reordered)"
     )]
     Broken { seq: i64, prev: i64 },
+    #[error("audit record {seq}: its keyed checkpoint does not match (rewritten by someone without the key)")]
+    Forged { seq: i64 },
+    #[error("audit records {from}–{to} are missing: the head checkpoint says the chain reached record {to} (hash {hash}), the log ends at record {last}")]
+    Missing {
+        from: i64,
+        to: i64,
+        last: i64,
+        hash: String,
+    },
+    #[error("audit record {seq}: its hash differs from the head checkpoint's ({hash}): the chain was rewritten")]
+    HeadMismatch { seq: i64, hash: String },
+    #[error("the head checkpoint is not signed by this key: it was replaced")]
+    HeadForged,
+    #[error("the head checkpoint file is missing but the log has {records} records")]
+    NoHead { records: usize },
+}
+
+/// Checks the chain, every record's keyed checkpoint, and the log against
+/// the head checkpoint kept beside it. `head` is `None` when the file is
+/// missing. `Ok(n)`: the number of records verified.
+pub fn verify_keyed(
+    records: &[AuditRecord],
+    key: &AuditKey,
+    head: Option<&Head>,
+) -> Result<usize, ChainError> {
+    let n = verify(records)?;
+    for r in records {
+        if !key.checks(r.seq, &r.hash, &r.mac) {
+            return Err(ChainError::Forged { seq: r.seq });
+        }
+    }
+    let last = records.last().map_or(0, |r| r.seq);
+    let Some(head) = head else {
+        return if records.is_empty() {
+            Ok(0)
+        } else {
+            Err(ChainError::NoHead { records: n })
+        };
+    };
+    if head.seq > 0 && !key.checks(head.seq, &head.hash, &head.mac) {
+        return Err(ChainError::HeadForged);
+    }
+    if head.seq > last {
+        return Err(ChainError::Missing {
+            from: last + 1,
+            to: head.seq,
+            last,
+            hash: head.hash.clone(),
+        });
+    }
+    // The head file may lag the log by the record being written when the
+    // process died; the record it names must still be the same.
+    if let Some(r) = records.iter().find(|r| r.seq == head.seq) {
+        if r.hash != head.hash {
+            return Err(ChainError::HeadMismatch {
+                seq: r.seq,
+                hash: head.hash.clone(),
+            });
+        }
+    }
+    Ok(n)
 }
 
 /// Checks the whole chain; `Ok(n)` is the number of records verified.
@@ -97,11 +283,82 @@ mod tests {
                 evidence: serde_json::json!({"canary_requests": seq}),
                 prev_hash: out.last().map_or(GENESIS.to_owned(), |p| p.hash.clone()),
                 hash: String::new(),
+                mac: String::new(),
             };
             r.hash = r.compute_hash();
+            r.mac = key().mac(r.seq, &r.hash);
             out.push(r);
         }
         out
+    }
+
+    fn key() -> AuditKey {
+        AuditKey::from_bytes([7; 32])
+    }
+
+    #[test]
+    fn removing_the_newest_records_is_named() {
+        let c = chain(5);
+        let head = Head::of(&c);
+        assert_eq!(verify_keyed(&c, &key(), Some(&head)), Ok(5));
+        // Plain chain checking cannot see it.
+        assert_eq!(verify(&c[..3]), Ok(3));
+        let err = verify_keyed(&c[..3], &key(), Some(&head)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ChainError::Missing {
+                    from: 4,
+                    to: 5,
+                    last: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("records 4–5 are missing"), "{err}");
+        assert_eq!(
+            verify_keyed(&c, &key(), None),
+            Err(ChainError::NoHead { records: 5 })
+        );
+    }
+
+    #[test]
+    fn a_rewritten_and_rehashed_chain_is_caught_without_the_key() {
+        let mut c = chain(5);
+        let head = Head::of(&c);
+        c[2].reason = "nothing to see".into();
+        for i in 2..5 {
+            if i > 2 {
+                c[i].prev_hash = c[i - 1].hash.clone();
+            }
+            c[i].hash = c[i].compute_hash();
+        }
+        assert_eq!(verify(&c), Ok(5), "the bare chain is fooled");
+        assert_eq!(
+            verify_keyed(&c, &key(), Some(&head)),
+            Err(ChainError::Forged { seq: 3 })
+        );
+        // With checkpoints made by another key: caught too.
+        let other = AuditKey::from_bytes([8; 32]);
+        for r in &mut c {
+            r.mac = other.mac(r.seq, &r.hash);
+        }
+        assert_eq!(
+            verify_keyed(&c, &key(), Some(&head)),
+            Err(ChainError::Forged { seq: 1 })
+        );
+    }
+
+    #[test]
+    fn a_head_from_another_key_is_refused() {
+        let c = chain(3);
+        let mut head = Head::of(&c);
+        head.mac = AuditKey::from_bytes([9; 32]).mac(head.seq, &head.hash);
+        assert_eq!(
+            verify_keyed(&c, &key(), Some(&head)),
+            Err(ChainError::HeadForged)
+        );
     }
 
     #[test]

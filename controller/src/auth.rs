@@ -4,7 +4,7 @@
 //! tokens:
 //!   - {name: alice, role: admin, token: "…"}
 //!   - {name: deploy-bot, role: operator, token: "…"}
-//!   - {name: envoy, role: viewer, token: "…"}   # the filters' poll token
+//!   - {name: envoy, role: proxy, token: "…"}    # the filters' poll token
 //! ```
 
 use std::path::Path;
@@ -16,6 +16,8 @@ use subtle::ConstantTimeEq;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Polls `GET /v1/config` and nothing else; its polls register the proxy.
+    Proxy,
     /// Reads config, status, history and proxies.
     Viewer,
     /// Also applies specs and pauses, resumes, promotes and aborts.
@@ -66,6 +68,14 @@ pub enum Auth {
     Tokens(Vec<(String, Role, [u8; 32])>),
 }
 
+/// The token of an `Authorization: Bearer …` value; the scheme is
+/// case-insensitive (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -103,9 +113,7 @@ impl Auth {
             Auth::Tokens(entries) => entries,
         };
         let token = authorization
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+            .and_then(bearer_token)
             .ok_or(AuthError::Missing)?;
         let given = digest(token);
         let mut found = None;
@@ -177,6 +185,37 @@ mod tests {
         assert!(matches!(
             a.require(Some("viewer-token-0123456"), Role::Viewer),
             Err(AuthError::Missing)
+        ));
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        let a = auth();
+        for h in [
+            "bearer viewer-token-0123456",
+            "BEARER viewer-token-0123456",
+            "Bearer  viewer-token-0123456 ",
+        ] {
+            assert!(a.require(Some(h), Role::Viewer).is_ok(), "{h}");
+        }
+        assert!(a
+            .require(Some("Basic viewer-token-0123456"), Role::Viewer)
+            .is_err());
+    }
+
+    #[test]
+    fn a_proxy_may_only_poll() {
+        let a = Auth::Tokens(vec![(
+            "envoy".into(),
+            Role::Proxy,
+            digest("proxy-token-0123456"),
+        )]);
+        assert!(a
+            .require(Some("Bearer proxy-token-0123456"), Role::Proxy)
+            .is_ok());
+        assert!(matches!(
+            a.require(Some("Bearer proxy-token-0123456"), Role::Viewer),
+            Err(AuthError::Forbidden { .. })
         ));
     }
 }

@@ -4,10 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{Analyzer, Counts, Evidence, Input, ThresholdAnalyzer, Verdict};
+use crate::analysis::{analyzer_for, AnalysisState, Counts, Evidence, Input, Verdict};
 use crate::metrics::Snapshot;
-use crate::sequential::{AnalysisState, SequentialAnalyzer};
-use crate::spec::{Method, RolloutSpec};
+use crate::spec::{MetricsLossPolicy, RolloutSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,41 +33,49 @@ pub struct RolloutState {
     pub step: usize,
     /// The canary's weight now, in basis points.
     pub weight_bp: u32,
-    /// Config revision at which `weight_bp` took effect.
+    /// Config revision at which `weight_bp` took effect, and when.
     pub revision: u64,
+    #[serde(default)]
+    pub revision_ms: u64,
     pub step_started_ms: u64,
-    /// Counts when the step began: the analysis judges what came after.
-    pub step_baseline: Snapshot,
+    /// Counts when the step's data began: the analysis judges only what came
+    /// after. `None` until the first snapshot taken after the step began: a
+    /// step without a baseline is never judged.
+    pub step_baseline: Option<Snapshot>,
     /// Whether a person has approved leaving the current step.
     pub approved: bool,
     /// Why the rollout is where it is, for `dimmer status`.
     pub reason: String,
     #[serde(default)]
     pub evidence: Evidence,
-    /// The sequential tests' running state, from the apply on.
-    #[serde(default)]
+    /// Every test of the analysis, built from the spec at apply.
     pub analysis: AnalysisState,
     /// Counts at the last analysis: the next interval is what came after.
+    pub analysed_at: Option<Snapshot>,
+    /// Since when no metrics could be read, if they cannot now.
     #[serde(default)]
-    pub analysed_at: Snapshot,
+    pub metrics_lost_since_ms: Option<u64>,
 }
 
 impl RolloutState {
     pub fn new(spec: RolloutSpec, now_ms: u64) -> Self {
         let weight_bp = spec.steps.first().map_or(0, |s| s.weight_bp());
+        let analysis = AnalysisState::for_spec(&spec.analysis);
         RolloutState {
             spec,
             phase: Phase::Progressing,
             step: 0,
             weight_bp,
             revision: 0,
+            revision_ms: now_ms,
             step_started_ms: now_ms,
-            step_baseline: Snapshot::default(),
+            step_baseline: None,
             approved: false,
             reason: "started".into(),
             evidence: Evidence::default(),
-            analysis: AnalysisState::default(),
-            analysed_at: Snapshot::default(),
+            analysis,
+            analysed_at: None,
+            metrics_lost_since_ms: None,
         }
     }
 
@@ -108,19 +115,12 @@ pub enum Decision {
     },
 }
 
-pub fn analyzer_for(method: Method) -> &'static dyn Analyzer {
-    match method {
-        Method::Sequential => &SequentialAnalyzer,
-        Method::Threshold => &ThresholdAnalyzer,
-    }
-}
-
-/// What the analysis concluded: the decision, its evidence, and the analysis
-/// state to keep for the next interval.
+/// What one look at a progressing rollout concluded: the decision, the
+/// evidence, and the rollout's next state with the decision applied.
 pub struct Outcome {
     pub decision: Decision,
     pub evidence: Evidence,
-    pub analysis: AnalysisState,
+    pub next: RolloutState,
 }
 
 impl Decision {
@@ -145,26 +145,125 @@ impl Decision {
     }
 }
 
-/// Decides what a progressing rollout does now, given its counts.
-pub fn decide(state: &RolloutState, now: &Snapshot, now_ms: u64) -> Outcome {
-    let mut analysis = state.analysis.clone();
-    let (decision, evidence) = decide_with(state, now, now_ms, &mut analysis);
+/// What the runner saw when it looked: the cumulative counts, or why there
+/// are none.
+#[derive(Debug, Clone, Copy)]
+pub enum Observation<'a> {
+    Counts(&'a Snapshot),
+    Lost(&'a str),
+}
+
+/// One look at a progressing rollout. `lagging` names the live proxies that
+/// have not applied its current weights: a step up waits for them, so the
+/// next step is judged on the traffic it was meant to have; an abort never
+/// waits.
+pub fn advance(
+    state: &RolloutState,
+    seen: Observation<'_>,
+    now_ms: u64,
+    lagging: Option<String>,
+) -> Outcome {
+    let mut next = state.clone();
+    let snap = match seen {
+        Observation::Lost(why) => {
+            let since = *next.metrics_lost_since_ms.get_or_insert(now_ms);
+            let decision = metrics_lost(state, why, now_ms.saturating_sub(since));
+            apply(&mut next, &decision, None, now_ms);
+            return Outcome {
+                decision,
+                evidence: state.evidence.clone(),
+                next,
+            };
+        }
+        Observation::Counts(snap) => snap,
+    };
+    next.metrics_lost_since_ms = None;
+    let Some(baseline) = &state.step_baseline else {
+        // No counts from when the step began: these are its baseline, and
+        // only what comes after them is the step's data.
+        next.step_baseline = Some(snap.clone());
+        next.analysed_at = Some(snap.clone());
+        let decision = Decision::Hold {
+            reason: format!(
+                "step baseline taken at {}%; judging the traffic from now on",
+                state.weight_bp as f64 / 100.0
+            ),
+        };
+        next.reason = decision.reason().to_owned();
+        return Outcome {
+            decision,
+            evidence: Evidence::default(),
+            next,
+        };
+    };
+    let analysed_at = state.analysed_at.as_ref().unwrap_or(baseline);
+    let (mut decision, evidence) = decide(
+        state,
+        snap,
+        baseline,
+        analysed_at,
+        now_ms,
+        &mut next.analysis,
+    );
+    if let Some(lagging) = lagging {
+        if matches!(
+            decision,
+            Decision::StepUp { .. } | Decision::Complete { .. }
+        ) {
+            decision = Decision::Hold {
+                reason: format!("healthy; {lagging}"),
+            };
+        }
+    }
+    next.evidence = evidence.clone();
+    next.analysed_at = Some(snap.clone());
+    apply(&mut next, &decision, Some(snap), now_ms);
     Outcome {
         decision,
         evidence,
-        analysis,
+        next,
     }
 }
 
-fn decide_with(
+fn metrics_lost(state: &RolloutState, why: &str, for_ms: u64) -> Decision {
+    let lost = humantime::format_duration(std::time::Duration::from_secs(for_ms / 1000));
+    match state.spec.analysis.metrics_loss.policy {
+        MetricsLossPolicy::Hold => Decision::Hold {
+            reason: format!("holding: no metrics for {lost} (metrics_loss: hold): {why}"),
+        },
+        MetricsLossPolicy::Abort => {
+            let after = state.spec.analysis.metrics_loss.after;
+            if for_ms >= after.as_millis() as u64 {
+                Decision::Abort {
+                    reason: format!(
+                        "no metrics for {lost}, the limit of metrics_loss (abort after {}): {why}",
+                        humantime::format_duration(after)
+                    ),
+                }
+            } else {
+                Decision::Hold {
+                    reason: format!(
+                        "holding: no metrics for {lost} (metrics_loss: abort after {}): {why}",
+                        humantime::format_duration(after)
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// The verdict on the step's data and what it means for the steps.
+fn decide(
     state: &RolloutState,
     now: &Snapshot,
+    baseline: &Snapshot,
+    analysed_at: &Snapshot,
     now_ms: u64,
     analysis: &mut AnalysisState,
 ) -> (Decision, Evidence) {
     let spec = &state.spec;
-    let since = now.since(&state.step_baseline);
-    let fresh = now.since(&state.analysed_at);
+    let since = now.since(baseline);
+    let fresh = now.since(analysed_at);
     let with_baseline = state.weight_bp < 10_000;
     let (canary, stable) = (since.version(&spec.canary), since.version(&spec.stable));
     let (i_canary, i_stable) = (fresh.version(&spec.canary), fresh.version(&spec.stable));
@@ -182,6 +281,7 @@ fn decide_with(
         weight: f64::from(state.weight_bp) / 10_000.0,
         now_ms,
     };
+    analysis.feed(&input);
     let verdict = analyzer_for(spec.analysis.method).judge(&input, analysis);
     let evidence = verdict.evidence().clone();
     let hold = |reason: String| (Decision::Hold { reason }, evidence.clone());
@@ -246,13 +346,18 @@ pub fn next_step(state: &RolloutState, why: &str) -> Option<Decision> {
     })
 }
 
-/// Applies a decision to the state; `now` is the snapshot to judge the next
-/// step against. Returns whether the canary's weight changed.
-pub fn apply(state: &mut RolloutState, decision: &Decision, now: &Snapshot, now_ms: u64) -> bool {
+/// Applies a decision to the state. A step up takes `now` as the new step's
+/// baseline: the counts the decision was made on, taken before the new
+/// weights were served. Without them (a person's command) the new step has
+/// no baseline until the runner's next look. Returns whether the canary's
+/// weight changed.
+pub fn apply(
+    state: &mut RolloutState,
+    decision: &Decision,
+    now: Option<&Snapshot>,
+    now_ms: u64,
+) -> bool {
     let before = state.weight_bp;
-    if !now.versions.is_empty() {
-        state.analysed_at = now.clone();
-    }
     match decision {
         Decision::StepUp {
             step,
@@ -262,7 +367,8 @@ pub fn apply(state: &mut RolloutState, decision: &Decision, now: &Snapshot, now_
             state.step = *step;
             state.weight_bp = *weight_bp;
             state.step_started_ms = now_ms;
-            state.step_baseline = now.clone();
+            state.step_baseline = now.cloned();
+            state.analysed_at = now.cloned();
             state.approved = false;
             state.reason = reason.clone();
         }
@@ -307,12 +413,27 @@ mod tests {
         }
     }
 
+    fn counts(s: &RolloutState, snap: &Snapshot, now_ms: u64) -> Outcome {
+        advance(s, Observation::Counts(snap), now_ms, None)
+    }
+
+    /// A state whose current step has `baseline` as its baseline.
+    fn started(baseline: &Snapshot) -> RolloutState {
+        let s = RolloutState::new(spec(), 0);
+        let o = counts(&s, baseline, 0);
+        assert!(
+            matches!(o.decision, Decision::Hold { ref reason } if reason.contains("baseline taken"))
+        );
+        o.next
+    }
+
     #[test]
     fn walks_the_steps_with_pauses_and_a_gate() {
-        let mut s = RolloutState::new(spec(), 0);
+        let zero = snap((0.0, 0.0), (0.0, 0.0));
+        let mut s = started(&zero);
         assert_eq!(s.weight_bp, 100);
         let few = snap((5000.0, 0.0), (50.0, 0.0));
-        let d = decide(&s, &few, 60_000).decision;
+        let d = counts(&s, &few, 60_000).decision;
         assert_eq!(
             d,
             Decision::Hold {
@@ -321,69 +442,201 @@ mod tests {
         );
 
         let enough = snap((10_000.0, 0.0), (150.0, 0.0));
-        let d = decide(&s, &enough, 5_000).decision;
+        let d = counts(&s, &enough, 5_000).decision;
         assert!(
             matches!(d, Decision::Hold { ref reason } if reason.contains("pausing 5s of 10s")),
             "{d:?}"
         );
-        let d = decide(&s, &enough, 10_000).decision;
+        let o = counts(&s, &enough, 10_000);
         assert!(
             matches!(
-                d,
+                o.decision,
                 Decision::StepUp {
                     step: 1,
                     weight_bp: 5000,
                     ..
                 }
             ),
-            "{d:?}"
+            "{:?}",
+            o.decision
         );
-        assert!(apply(&mut s, &d, &enough, 10_000));
+        s = o.next;
+        assert_eq!(s.weight_bp, 5000);
 
         // The next step judges only what came after it began.
-        let d = decide(&s, &enough, 20_000).decision;
+        let d = counts(&s, &enough, 20_000).decision;
         assert!(
             matches!(d, Decision::Hold { ref reason } if reason.contains("canary has 0 of 100")),
             "{d:?}"
         );
         let more = snap((20_000.0, 0.0), (5000.0, 0.0));
-        let d = decide(&s, &more, 20_000).decision;
+        let d = counts(&s, &more, 20_000).decision;
         assert!(
             matches!(d, Decision::Hold { ref reason } if reason.contains("approval")),
             "{d:?}"
         );
         s.approved = true;
-        let d = decide(&s, &more, 20_000).decision;
-        assert!(apply(&mut s, &d, &more, 20_000));
+        s = counts(&s, &more, 20_000).next;
         assert_eq!(s.weight_bp, 10_000);
         let all = snap((20_000.0, 0.0), (9000.0, 0.0));
-        let d = decide(&s, &all, 30_000).decision;
-        assert!(matches!(d, Decision::Complete { .. }), "{d:?}");
-        apply(&mut s, &d, &all, 30_000);
-        assert_eq!((s.phase, s.weight_bp), (Phase::Completed, 10_000));
+        let o = counts(&s, &all, 30_000);
+        assert!(
+            matches!(o.decision, Decision::Complete { .. }),
+            "{:?}",
+            o.decision
+        );
+        assert_eq!((o.next.phase, o.next.weight_bp), (Phase::Completed, 10_000));
     }
 
     #[test]
     fn aborts_to_zero_with_evidence() {
-        let mut s = RolloutState::new(spec(), 0);
+        let s = started(&snap((0.0, 0.0), (0.0, 0.0)));
         let bad = snap((10_000.0, 5.0), (900.0, 100.0));
-        let Outcome {
-            decision: d,
-            evidence: ev,
-            ..
-        } = decide(&s, &bad, 1000);
-        assert!(matches!(d, Decision::Abort { .. }), "{d:?}");
-        assert_eq!(ev.canary_errors, 100.0);
-        assert!(apply(&mut s, &d, &bad, 1000));
-        assert_eq!((s.phase, s.weight_bp), (Phase::Aborted, 0));
+        let o = counts(&s, &bad, 1000);
+        assert!(
+            matches!(o.decision, Decision::Abort { .. }),
+            "{:?}",
+            o.decision
+        );
+        assert_eq!(o.evidence.canary_errors, 100.0);
+        assert_eq!((o.next.phase, o.next.weight_bp), (Phase::Aborted, 0));
     }
 
     #[test]
     fn never_promotes_on_no_data() {
-        let s = RolloutState::new(spec(), 0);
+        let s = started(&Snapshot::default());
         for t in [0, 60_000, 3_600_000] {
-            let d = decide(&s, &Snapshot::default(), t).decision;
+            let d = counts(&s, &Snapshot::default(), t).decision;
+            assert!(matches!(d, Decision::Hold { .. }), "{d:?}");
+            let d = advance(&s, Observation::Lost("refused"), t, None).decision;
             assert!(matches!(d, Decision::Hold { .. }), "{d:?}");
         }
+    }
+
+    #[test]
+    fn the_first_look_after_apply_ignores_what_envoy_counted_before() {
+        // An earlier rollout of the same name left bad counts in Envoy.
+        let old = snap((10_000.0, 5.0), (900.0, 100.0));
+        let s = RolloutState::new(spec(), 0);
+        let o = counts(&s, &old, 1000);
+        assert!(
+            matches!(o.decision, Decision::Hold { .. }),
+            "{:?}",
+            o.decision
+        );
+        assert_eq!(o.next.phase, Phase::Progressing);
+        // Healthy traffic from then on is judged on its own.
+        let later = snap((20_000.0, 5.0), (1100.0, 100.0));
+        let o = counts(&o.next, &later, 20_000);
+        assert!(
+            matches!(o.decision, Decision::StepUp { .. }),
+            "{:?}",
+            o.decision
+        );
+    }
+
+    #[test]
+    fn a_step_entered_without_counts_is_not_left_on_old_data() {
+        // A person promotes to the last step while metrics are down.
+        let s = started(&snap((0.0, 0.0), (0.0, 0.0)));
+        let mut s = advance(&s, Observation::Lost("refused"), 1000, None).next;
+        let d = next_step(&s, "promoted by alice: ok").unwrap();
+        apply(&mut s, &d, None, 2000);
+        let d = next_step(&s, "promoted by alice: ok").unwrap();
+        apply(&mut s, &d, None, 2000);
+        assert_eq!((s.step, s.weight_bp), (2, 10_000));
+        // Metrics come back with everything Envoy ever counted: a baseline,
+        // not the last step's data.
+        let back = snap((50_000.0, 0.0), (5000.0, 0.0));
+        let o = counts(&s, &back, 60_000);
+        assert!(
+            matches!(o.decision, Decision::Hold { ref reason } if reason.contains("baseline")),
+            "{:?}",
+            o.decision
+        );
+        let d = counts(&o.next, &back, 70_000).decision;
+        assert!(
+            matches!(d, Decision::Hold { ref reason } if reason.contains("canary has 0")),
+            "{d:?}"
+        );
+        let done = snap((50_000.0, 0.0), (5200.0, 0.0));
+        let d = counts(&o.next, &done, 80_000).decision;
+        assert!(matches!(d, Decision::Complete { .. }), "{d:?}");
+    }
+
+    #[test]
+    fn losing_metrics_holds_or_aborts_as_the_spec_says() {
+        let s = started(&Snapshot::default());
+        let o = advance(&s, Observation::Lost("timed out"), 10_000, None);
+        let o = advance(&o.next, Observation::Lost("timed out"), 3_600_000, None);
+        assert!(
+            matches!(o.decision, Decision::Hold { ref reason } if reason.contains("metrics_loss: hold")),
+            "{:?}",
+            o.decision
+        );
+        let mut spec = spec();
+        spec.analysis.metrics_loss = crate::spec::MetricsLoss {
+            policy: MetricsLossPolicy::Abort,
+            after: std::time::Duration::from_secs(60),
+        };
+        let s = RolloutState::new(spec, 0);
+        let o = advance(&s, Observation::Lost("timed out"), 10_000, None);
+        assert!(
+            matches!(o.decision, Decision::Hold { ref reason } if reason.contains("abort after 1m")),
+            "{:?}",
+            o.decision
+        );
+        let o = advance(&o.next, Observation::Lost("timed out"), 69_000, None);
+        assert!(
+            matches!(o.decision, Decision::Hold { .. }),
+            "{:?}",
+            o.decision
+        );
+        let o = advance(&o.next, Observation::Lost("timed out"), 70_000, None);
+        assert!(
+            matches!(o.decision, Decision::Abort { .. }),
+            "{:?}",
+            o.decision
+        );
+        assert_eq!(o.next.weight_bp, 0);
+        // Counts that come back in time reset the clock.
+        let s = RolloutState::new(o.next.spec.clone(), 0);
+        let o = advance(&s, Observation::Lost("x"), 10_000, None);
+        let o = counts(&o.next, &Snapshot::default(), 20_000);
+        let o = advance(&o.next, Observation::Lost("x"), 75_000, None);
+        assert!(
+            matches!(o.decision, Decision::Hold { .. }),
+            "{:?}",
+            o.decision
+        );
+    }
+
+    #[test]
+    fn a_step_up_waits_for_lagging_proxies_but_an_abort_does_not() {
+        let s = started(&snap((0.0, 0.0), (0.0, 0.0)));
+        let ok = snap((10_000.0, 0.0), (150.0, 0.0));
+        let o = advance(
+            &s,
+            Observation::Counts(&ok),
+            20_000,
+            Some("waiting for edge-2".into()),
+        );
+        assert!(
+            matches!(o.decision, Decision::Hold { ref reason } if reason.contains("edge-2")),
+            "{:?}",
+            o.decision
+        );
+        let bad = snap((10_000.0, 5.0), (900.0, 100.0));
+        let o = advance(
+            &s,
+            Observation::Counts(&bad),
+            20_000,
+            Some("waiting for edge-2".into()),
+        );
+        assert!(
+            matches!(o.decision, Decision::Abort { .. }),
+            "{:?}",
+            o.decision
+        );
     }
 }

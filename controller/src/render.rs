@@ -4,7 +4,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::analysis::Evidence;
 use crate::audit::AuditRecord;
-use crate::service::StatusView;
+use crate::service::{Applied, StatusView};
 
 pub fn steps_line(v: &StatusView) -> String {
     v.steps
@@ -27,15 +27,32 @@ pub fn steps_line(v: &StatusView) -> String {
 }
 
 pub fn text(v: &StatusView) -> String {
+    let applied = match v.applied {
+        Some(Applied::Unchanged) => {
+            "  apply: unchanged spec, nothing changed (use --restart to run it again)\n"
+        }
+        Some(Applied::Changed) => "  apply: spec changed, restarted at the first step\n",
+        Some(Applied::Restarted) => "  apply: restarted at the first step, as asked\n",
+        Some(Applied::Created) | None => "",
+    };
+    let stale = if v.proxies_stale.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n  stale proxies (behind for over {}s, not waited for): {}",
+            v.proxy_stale_after_ms / 1000,
+            v.proxies_stale.join(", ")
+        )
+    };
     format!(
-        "{name}: {label}, {stable} → {canary}\n  canary {pct:.2}% of users; steps {steps}\n  proxies: {applied} of {live} live have applied revision {rev}{lag}\n  reason: {reason}\n  numbers: {ev}\n",
+        "{applied}{name}: {label}, {stable} → {canary}\n  canary {pct:.2}% of users; steps {steps}\n  proxies: {applied_n} of {live} live have applied revision {rev}{lag}{stale}\n  reason: {reason}\n  numbers: {ev}\n  audit head: record {seq} {hash}\n",
         name = v.name,
         label = v.label,
         stable = v.stable,
         canary = v.canary,
         pct = v.weight_bp as f64 / 100.0,
         steps = steps_line(v),
-        applied = v.proxies_applied,
+        applied_n = v.proxies_applied,
         live = v.proxies_live,
         rev = v.revision,
         lag = if v.proxies_lagging.is_empty() {
@@ -45,6 +62,8 @@ pub fn text(v: &StatusView) -> String {
         },
         reason = v.reason,
         ev = v.evidence_summary,
+        seq = v.audit_head.seq,
+        hash = v.audit_head.hash.get(..16).unwrap_or(&v.audit_head.hash),
     )
 }
 

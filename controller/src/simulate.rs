@@ -9,9 +9,8 @@ use rand::SeedableRng;
 use rand_distr::{Binomial, Distribution, Gamma, Poisson};
 use serde::Serialize;
 
-use crate::analysis::{Analyzer, Counts, Input, Verdict};
+use crate::analysis::{AnalysisState, Analyzer, Counts, Input, SequentialAnalyzer, Verdict};
 use crate::metrics::VersionCounts;
-use crate::sequential::{AnalysisState, SequentialAnalyzer};
 use crate::spec::Analysis;
 
 #[derive(Debug, Clone)]
@@ -61,7 +60,7 @@ fn one_run(s: &Scenario, run: usize) -> Run {
     let burst = s.burst_shape.and_then(|k| Gamma::new(k, 1.0 / k).ok());
     let mut canary = VersionCounts::default();
     let mut base = VersionCounts::default();
-    let mut state = AnalysisState::default();
+    let mut state = AnalysisState::for_spec(&s.analysis);
     let (mut dimmer, mut argo) = (None, None);
     let (mut dimmer_bad, mut argo_bad) = (0.0, 0.0);
     let (mut win_n, mut win_e, mut win_start, mut failures) = (0.0, 0.0, 0.0, 0);
@@ -95,7 +94,8 @@ fn one_run(s: &Scenario, run: usize) -> Run {
                 weight: s.split,
                 now_ms: (t * 1000.0) as u64,
             };
-            if let Verdict::Fail(..) = SequentialAnalyzer.judge(&input, &mut state) {
+            state.feed(&input);
+            if let Verdict::Fail(..) = SequentialAnalyzer.judge(&input, &state) {
                 dimmer = Some(t);
             }
         }

@@ -25,6 +25,33 @@ pub enum SpecError {
     },
 }
 
+pub const MAX_STEPS: usize = 100;
+pub const MAX_WEBHOOKS: usize = 16;
+const MAX_PAUSE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// `x` in `[lo, hi]`, written so that NaN is refused too.
+fn in_range(x: f64, lo: f64, hi: f64, field: &str, what: &str) -> Result<(), SpecError> {
+    if x >= lo && x <= hi {
+        Ok(())
+    } else {
+        Err(invalid(field, format!("must be {what}, not {x}")))
+    }
+}
+
+/// A rollout's name is a URL path segment and a stats tag: letters, digits,
+/// `-`, `_` and `.`, starting with a letter or digit, so that it can never
+/// be `.` or `..` or need escaping to mean itself.
+pub fn check_name(name: &str) -> Result<(), SpecError> {
+    if dimmer_core::validate::is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(invalid(
+            "name",
+            "must be 1 to 63 letters, digits, '-', '_' or '.', starting with a letter or digit",
+        ))
+    }
+}
+
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
     SpecError::Invalid {
         field: field.into(),
@@ -106,6 +133,42 @@ pub struct Analysis {
     pub error_rate: ErrorRateCheck,
     #[serde(default)]
     pub latency: LatencyCheck,
+    /// What to do while no metrics can be read.
+    #[serde(default)]
+    pub metrics_loss: MetricsLoss,
+}
+
+/// Losing metrics is not a pass: the rollout holds (the default), or aborts
+/// once they have been missing for `after`, like Argo's consecutive error
+/// limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsLoss {
+    #[serde(default)]
+    pub policy: MetricsLossPolicy,
+    #[serde(default = "default_loss_after", with = "duration::after")]
+    pub after: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsLossPolicy {
+    #[default]
+    Hold,
+    Abort,
+}
+
+fn default_loss_after() -> Duration {
+    Duration::from_secs(120)
+}
+
+impl Default for MetricsLoss {
+    fn default() -> Self {
+        MetricsLoss {
+            policy: MetricsLossPolicy::default(),
+            after: default_loss_after(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +203,7 @@ impl Default for Analysis {
             min_requests: default_min_requests(),
             error_rate: ErrorRateCheck::default(),
             latency: LatencyCheck::default(),
+            metrics_loss: MetricsLoss::default(),
         }
     }
 }
@@ -281,11 +345,13 @@ mod duration {
 
     field!(pause);
     field!(interval);
+    field!(after);
 }
 
 impl RolloutSpec {
     /// Parses and validates a YAML spec.
     pub fn from_yaml(text: &str) -> Result<RolloutSpec, SpecError> {
+        crate::yaml_guard::check(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
         let spec: RolloutSpec =
             serde_norway::from_str(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
         spec.validate().map_err(|e| match e {
@@ -307,70 +373,167 @@ impl RolloutSpec {
     }
 
     pub fn validate(&self) -> Result<(), SpecError> {
+        check_name(&self.name)?;
         if self.stable == self.canary {
             return Err(invalid("canary", "must differ from stable"));
         }
         if self.steps.is_empty() {
             return Err(invalid("steps", "must not be empty"));
         }
-        let mut last = 0.0;
+        if self.steps.len() > MAX_STEPS {
+            return Err(invalid("steps", format!("at most {MAX_STEPS} steps")));
+        }
+        let mut last = 0;
         for (i, s) in self.steps.iter().enumerate() {
-            if !(s.percent > 0.0 && s.percent <= 100.0) {
+            let at = |f: &str| format!("steps[{i}].{f}");
+            // Weights are basis points: a share below 0.01% would be a 0% step.
+            in_range(
+                s.percent,
+                0.01,
+                100.0,
+                &at("percent"),
+                "from 0.01 (one basis point) to 100",
+            )?;
+            if s.weight_bp() < last {
                 return Err(invalid(
-                    format!("steps[{i}].percent"),
-                    "must be above 0 and at most 100",
-                ));
-            }
-            if s.percent < last {
-                return Err(invalid(
-                    format!("steps[{i}].percent"),
+                    at("percent"),
                     "steps must not go down: a step down would move users back to stable",
                 ));
             }
-            last = s.percent;
+            last = s.weight_bp();
+            if s.pause > MAX_PAUSE {
+                return Err(invalid(at("pause"), "must be at most 30 days"));
+            }
         }
         let a = &self.analysis;
         if a.interval < Duration::from_millis(200) || a.interval > Duration::from_secs(3600) {
             return Err(invalid("analysis.interval", "must be between 200ms and 1h"));
         }
-        if a.min_requests == 0 {
+        if a.min_requests == 0 || a.min_requests > 1_000_000_000 {
             return Err(invalid(
                 "analysis.min_requests",
-                "must be at least 1: never promote on no data",
+                "must be from 1 (never promote on no data) to 1e9",
             ));
         }
-        if !(a.latency.percentile > 0.0 && a.latency.percentile < 100.0) {
+        in_range(
+            a.alpha,
+            1e-9,
+            0.5,
+            "analysis.alpha",
+            "above 0 and below 0.5",
+        )?;
+        if a.alpha >= 0.5 {
+            return Err(invalid("analysis.alpha", "must be above 0 and below 0.5"));
+        }
+        in_range(
+            a.max_rate_ratio,
+            1.0,
+            1000.0,
+            "analysis.max_rate_ratio",
+            "from 1 to 1000",
+        )?;
+        let e = &a.error_rate;
+        in_range(
+            e.max_increase_pp,
+            0.0,
+            100.0,
+            "analysis.error_rate.max_increase_pp",
+            "from 0 to 100",
+        )?;
+        in_range(
+            e.max_ratio,
+            1.0,
+            1e6,
+            "analysis.error_rate.max_ratio",
+            "at least 1",
+        )?;
+        // A ceiling of 0% would abort on the first error; 100% never.
+        in_range(
+            e.max_percent,
+            0.001,
+            100.0,
+            "analysis.error_rate.max_percent",
+            "above 0 and at most 100",
+        )?;
+        let l = &a.latency;
+        in_range(
+            l.percentile,
+            0.1,
+            99.99,
+            "analysis.latency.percentile",
+            "between 0 and 100 (0.1 to 99.99)",
+        )?;
+        in_range(
+            l.max_ratio,
+            1.0,
+            1e6,
+            "analysis.latency.max_ratio",
+            "at least 1",
+        )?;
+        in_range(
+            l.min_increase_ms,
+            0.0,
+            3.6e6,
+            "analysis.latency.min_increase_ms",
+            "from 0 to 3600000",
+        )?;
+        if let Some(max) = l.max_ms {
+            in_range(
+                max,
+                0.001,
+                3.6e6,
+                "analysis.latency.max_ms",
+                "above 0 and at most 3600000",
+            )?;
+        }
+        if l.bounds_ms.len() > 16 {
+            return Err(invalid("analysis.latency.bounds_ms", "at most 16 bounds"));
+        }
+        for (i, b) in l.bounds_ms.iter().enumerate() {
+            in_range(
+                *b,
+                0.001,
+                3.6e6,
+                &format!("analysis.latency.bounds_ms[{i}]"),
+                "positive milliseconds, at most 3600000",
+            )?;
+        }
+        if a.metrics_loss.after < a.interval || a.metrics_loss.after > MAX_PAUSE {
             return Err(invalid(
-                "analysis.latency.percentile",
-                "must be between 0 and 100",
+                "analysis.metrics_loss.after",
+                "must be at least analysis.interval and at most 30 days",
             ));
-        }
-        if !(a.alpha > 0.0 && a.alpha < 0.5) {
-            return Err(invalid("analysis.alpha", "must be between 0 and 0.5"));
-        }
-        // Written so that NaN is refused too.
-        if a.max_rate_ratio.is_nan() || a.max_rate_ratio < 1.0 {
-            return Err(invalid("analysis.max_rate_ratio", "must be at least 1"));
-        }
-        if a.latency.bounds_ms.iter().any(|b| b.is_nan() || *b <= 0.0) {
-            return Err(invalid(
-                "analysis.latency.bounds_ms",
-                "bounds must be positive milliseconds",
-            ));
-        }
-        if a.error_rate.max_ratio < 1.0 || a.latency.max_ratio < 1.0 {
-            return Err(invalid("analysis", "max_ratio must be at least 1"));
         }
         if let Some(slo) = &self.slo {
-            if !(slo.objective_percent > 0.0 && slo.objective_percent < 100.0) {
+            in_range(
+                slo.objective_percent,
+                0.001,
+                99.9999,
+                "slo.objective_percent",
+                "between 0 and 100",
+            )?;
+            if slo.objective_percent >= 100.0 {
                 return Err(invalid(
                     "slo.objective_percent",
                     "must be between 0 and 100",
                 ));
             }
+            in_range(
+                slo.max_burn_rate,
+                0.001,
+                1e6,
+                "slo.max_burn_rate",
+                "above 0",
+            )?;
+        }
+        if self.webhooks.len() > MAX_WEBHOOKS {
+            return Err(invalid("webhooks", format!("at most {MAX_WEBHOOKS} URLs")));
         }
         for (i, url) in self.webhooks.iter().enumerate() {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && url.len() <= 2048
+                && reqwest::Url::parse(url).is_ok();
+            if !ok {
                 return Err(invalid(format!("webhooks[{i}]"), "must be an http(s) URL"));
             }
         }

@@ -3,12 +3,12 @@
 //! state and its audit record together, so a SIGKILL at any moment leaves
 //! either both or neither.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::audit::{AuditRecord, GENESIS};
+use crate::audit::{self, AuditKey, AuditRecord, ChainError, Head, GENESIS};
 use crate::engine::RolloutState;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,10 +20,28 @@ pub enum StoreError {
         name: String,
         source: serde_json::Error,
     },
+    #[error("audit head file {path}: {reason}")]
+    HeadFile { path: String, reason: String },
 }
 
 pub struct Store {
     conn: Mutex<Connection>,
+    key: AuditKey,
+    head_path: PathBuf,
+}
+
+/// Where the head checkpoint of the audit log in `db` is kept.
+pub fn head_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".head");
+    PathBuf::from(p)
+}
+
+/// Where the audit key of `db` is kept unless told otherwise.
+pub fn default_key_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".key");
+    PathBuf::from(p)
 }
 
 /// What an audit record says, before it is chained.
@@ -38,7 +56,7 @@ pub struct Entry<'a> {
 }
 
 impl Store {
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path, key: AuditKey) -> Result<Store, StoreError> {
         let conn = Connection::open(path)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -49,12 +67,56 @@ impl Store {
                  seq INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, actor TEXT NOT NULL,
                  rollout TEXT NOT NULL, action TEXT NOT NULL, from_state TEXT NOT NULL,
                  to_state TEXT NOT NULL, reason TEXT NOT NULL, evidence TEXT NOT NULL,
-                 prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+                 prev_hash TEXT NOT NULL, hash TEXT NOT NULL, mac TEXT NOT NULL DEFAULT '');
              CREATE INDEX IF NOT EXISTS audit_rollout ON audit (rollout, seq);",
         )?;
         Ok(Store {
             conn: Mutex::new(conn),
+            key,
+            head_path: head_path(path),
         })
+    }
+
+    /// The audit log's head now, from the log itself.
+    pub fn head(&self) -> Result<Head, StoreError> {
+        let last: Option<(i64, String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT seq, hash, mac FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok(last.map_or(
+            Head {
+                seq: 0,
+                hash: GENESIS.to_owned(),
+                mac: String::new(),
+            },
+            |(seq, hash, mac)| Head { seq, hash, mac },
+        ))
+    }
+
+    /// The head checkpoint file, `None` if it does not exist.
+    pub fn head_file(&self) -> Result<Option<Head>, StoreError> {
+        read_head(&self.head_path)
+    }
+
+    /// Verifies the whole log: the chain, each record's keyed checkpoint,
+    /// and the head checkpoint file.
+    pub fn verify(&self) -> Result<Result<usize, ChainError>, StoreError> {
+        let records = self.audit(None)?;
+        let head = self.head_file()?;
+        Ok(audit::verify_keyed(&records, &self.key, head.as_ref()))
+    }
+
+    fn write_head(&self, head: &Head) -> Result<(), StoreError> {
+        let bad = |reason: String| StoreError::HeadFile {
+            path: self.head_path.display().to_string(),
+            reason,
+        };
+        let json = serde_json::to_vec(head).map_err(|e| bad(e.to_string()))?;
+        audit::write_private(&self.head_path, &json).map_err(|e| bad(e.to_string()))
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -116,6 +178,7 @@ impl Store {
             Some(state) => {
                 if bump {
                     state.revision = revision as u64;
+                    state.revision_ms = now_ms;
                 }
                 let json =
                     serde_json::to_string(&*state).map_err(|source| StoreError::Corrupt {
@@ -132,8 +195,11 @@ impl Store {
                 tx.execute("DELETE FROM rollouts WHERE name = ?1", params![name])?;
             }
         }
-        append_audit(&tx, entry, now_ms)?;
+        let head = append_audit(&tx, entry, now_ms, &self.key)?;
         tx.commit()?;
+        // After the commit: a crash between the two leaves the file one
+        // record behind, which verification allows; never ahead.
+        self.write_head(&head)?;
         Ok(revision as u64)
     }
 
@@ -153,7 +219,7 @@ impl Store {
 
     pub fn audit(&self, rollout: Option<&str>) -> Result<Vec<AuditRecord>, StoreError> {
         let conn = self.conn();
-        let sql = "SELECT seq, at_ms, actor, rollout, action, from_state, to_state, reason, evidence, prev_hash, hash
+        let sql = "SELECT seq, at_ms, actor, rollout, action, from_state, to_state, reason, evidence, prev_hash, hash, mac
                    FROM audit WHERE (?1 IS NULL OR rollout = ?1) ORDER BY seq";
         let mut stmt = conn.prepare(sql)?;
         let rows = stmt.query_map(params![rollout], |r| {
@@ -171,9 +237,25 @@ impl Store {
                     .unwrap_or(serde_json::Value::String(evidence)),
                 prev_hash: r.get(9)?,
                 hash: r.get(10)?,
+                mac: r.get(11)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Reads a head checkpoint file; `None` if it does not exist.
+pub fn read_head(path: &Path) -> Result<Option<Head>, StoreError> {
+    let bad = |reason: String| StoreError::HeadFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| bad(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(bad(e.to_string())),
     }
 }
 
@@ -181,7 +263,8 @@ fn append_audit(
     tx: &rusqlite::Transaction<'_>,
     e: Entry<'_>,
     now_ms: u64,
-) -> Result<(), StoreError> {
+    key: &AuditKey,
+) -> Result<Head, StoreError> {
     let last: Option<(i64, String)> = tx
         .query_row(
             "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
@@ -202,11 +285,13 @@ fn append_audit(
         evidence: e.evidence,
         prev_hash,
         hash: String::new(),
+        mac: String::new(),
     };
     rec.hash = rec.compute_hash();
+    rec.mac = key.mac(rec.seq, &rec.hash);
     tx.execute(
-        "INSERT INTO audit (seq, at_ms, actor, rollout, action, from_state, to_state, reason, evidence, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO audit (seq, at_ms, actor, rollout, action, from_state, to_state, reason, evidence, prev_hash, hash, mac)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             rec.seq,
             rec.at_ms,
@@ -218,8 +303,9 @@ fn append_audit(
             rec.reason,
             rec.evidence.to_string(),
             rec.prev_hash,
-            rec.hash
+            rec.hash,
+            rec.mac
         ],
     )?;
-    Ok(())
+    Ok(Head::of(std::slice::from_ref(&rec)))
 }

@@ -55,7 +55,7 @@ impl fmt::Display for Problem {
         match self {
             Problem::Empty => f.write_str("must not be empty"),
             Problem::BadName => {
-                f.write_str("must be 1 to 63 characters of letters, digits, '.', '_' or '-'")
+                f.write_str("must be 1 to 63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit")
             }
             Problem::BadHeaderName => {
                 f.write_str("must be a lowercase HTTP header name (letters, digits, '-', '_')")

@@ -188,8 +188,11 @@ fn in_range(v: u64, min: u64, max: u64, field: &str) -> Result {
 }
 
 /// Rollout and version names end up in stat tags, route headers and URLs.
+/// Letters, digits, `.`, `_` and `-`, starting with a letter or digit: a
+/// name is a stats tag and a URL path segment, and must never be `.` or `..`.
 pub fn is_valid_name(s: &str) -> bool {
     (1..=63).contains(&s.len())
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }

@@ -1,6 +1,8 @@
 //! The cohort function: published vectors, uniformity, independence of salts
 //! and the monotonicity that makes a rollout safe to turn up.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use dimmer_core::cohort::{bucket, fmix64, fnv1a64, BUCKETS};
 use dimmer_core::compiled::Compiled;
 use dimmer_core::config::{Rollout, Version};

@@ -1,6 +1,8 @@
 //! Validation names the field at fault; the parsers take any bytes without
 //! panicking.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use dimmer_core::validate::{parse_config_doc, parse_plugin_config};
 use dimmer_core::ConfigError;
 use proptest::prelude::*;

@@ -1,5 +1,7 @@
 //! The routing decision against a plain map of headers: the mock host.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::collections::HashMap;
 
 use dimmer_core::cohort::bucket;

@@ -72,7 +72,7 @@ impl Controller {
                 "tokens:\n- {{name: alice, role: admin, token: {ADMIN_TOKEN}}}\n\
                  - {{name: deploy-bot, role: operator, token: {OPERATOR_TOKEN}}}\n\
                  - {{name: dashboard, role: viewer, token: {VIEWER_TOKEN}}}\n\
-                 - {{name: envoy, role: viewer, token: {ENVOY_TOKEN}}}\n"
+                 - {{name: envoy, role: proxy, token: {ENVOY_TOKEN}}}\n"
             ),
         )?;
         let mut c = Controller {

@@ -1,6 +1,8 @@
 //! The controller end to end: a real Envoy with the filter, real upstreams,
 //! the real `dimmer` binary, load from many users.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! The shipped Envoy configs carry the tag regexes the filter's stat names
 //! are built for (`dimmer_core::stats::STATS_TAGS`, the one source).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use dimmer_core::stats::STATS_TAGS;
 use dimmer_e2e::paths::workspace_root;
 

@@ -1,6 +1,8 @@
 //! Hostile input never panics the filter: a panic would kill the VM of a
 //! worker, failing every later request on it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use dimmer_core::cohort::bucket;
 use dimmer_e2e::fixtures::{rollout, static_config, Lab};
 use dimmer_e2e::Client;

@@ -1,6 +1,8 @@
 //! The filter's stats reach `/stats/prometheus` with rollout, version and
 //! class labels, and agree with the requests sent.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::time::Duration;
 
 use dimmer_e2e::fixtures::{rollout, static_config, users, Lab};

@@ -1,5 +1,7 @@
 //! Many Envoys, one controller, metrics through a real Prometheus.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::time::Duration;
 
 use dimmer_e2e::controller::{Controller, MetricsFrom, ENVOY_TOKEN, VIEWER_TOKEN};

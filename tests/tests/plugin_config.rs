@@ -1,5 +1,7 @@
 //! A bad plugin configuration makes Envoy refuse the filter, naming the field.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use dimmer_e2e::fixtures::{rollout, static_config, Lab};
 use serde_json::json;
 

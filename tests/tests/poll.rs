@@ -1,6 +1,8 @@
 //! The filter and its controller: one poller per Envoy, ETags, new weights
 //! reaching every worker, bad configs refused, and fail-static routing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::time::{Duration, Instant};
 
 use dimmer_e2e::fixtures::{rollout, users, Lab};

@@ -1,6 +1,8 @@
 //! Routing rules seen from outside: the route header, overrides, identity
 //! sources, anonymous modes and rollout matching.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::collections::HashSet;
 
 use dimmer_core::cohort::bucket;

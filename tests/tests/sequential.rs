@@ -2,6 +2,8 @@
 //! aborted within a minute at modest load; a healthy one with the same load
 //! is promoted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 

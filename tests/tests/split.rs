@@ -1,5 +1,7 @@
 //! The observed split, stickiness across Envoys, and monotone growth.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use dimmer_core::compiled::Compiled;
 use dimmer_core::config::Rollout;
 use dimmer_e2e::fixtures::{rollout, static_config, users, Lab};

@@ -1,161 +1,10 @@
-//! Judging canary against baseline. The engine asks an [`Analyzer`] for a
-//! verdict each interval; this module holds the simple, fixed-threshold one.
-//! A sequential analyzer can take its place behind the same trait.
+//! The threshold method: fixed limits on each step's counts — error rate and
+//! a latency percentile against the baseline, absolute ceilings, and the
+//! SLO's burn rate — plus the sample-ratio hold every method shares.
 
-use std::fmt::Write;
-
-use serde::{Deserialize, Serialize};
-
+use super::{enough_data, sample_ratio, AnalysisState, Analyzer, Evidence, Input, Verdict};
 use crate::metrics::VersionCounts;
 use crate::spec::{Analysis, Slo};
-
-/// The numbers behind a verdict, kept with it in the audit log.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Evidence {
-    pub canary_requests: f64,
-    pub canary_errors: f64,
-    pub baseline_requests: f64,
-    pub baseline_errors: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub canary_latency_ms: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub baseline_latency_ms: Option<f64>,
-    /// Which percentile the latencies are.
-    #[serde(default)]
-    pub percentile: f64,
-    /// Sequential analysis: the e-values of the error-rate and latency tests,
-    /// the sample-ratio test, and the value at which a test decides (1/α).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub e_errors: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub e_latency: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub e_share: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub e_threshold: Option<f64>,
-}
-
-impl Evidence {
-    fn rate(errors: f64, n: f64) -> f64 {
-        if n > 0.0 {
-            errors / n
-        } else {
-            0.0
-        }
-    }
-
-    pub fn canary_rate(&self) -> f64 {
-        Self::rate(self.canary_errors, self.canary_requests)
-    }
-
-    pub fn baseline_rate(&self) -> f64 {
-        Self::rate(self.baseline_errors, self.baseline_requests)
-    }
-
-    /// One line for people: "canary 5xx 2.10% of 1000 vs baseline 0.10% of 9000; p99 …".
-    pub fn summary(&self) -> String {
-        let mut s = format!(
-            "canary errors {:.2}% of {:.0}",
-            100.0 * self.canary_rate(),
-            self.canary_requests
-        );
-        if self.baseline_requests > 0.0 {
-            let _ = write!(
-                s,
-                " vs baseline {:.2}% of {:.0}",
-                100.0 * self.baseline_rate(),
-                self.baseline_requests
-            );
-        }
-        if let (Some(e), Some(th)) = (self.e_errors, self.e_threshold) {
-            let _ = write!(s, "; e-values: errors {}", fmt_e(e));
-            if let Some(l) = self.e_latency {
-                let _ = write!(s, ", latency {}", fmt_e(l));
-            }
-            let _ = write!(s, " (abort at {th:.0})");
-        }
-        if let Some(c) = self.canary_latency_ms {
-            let _ = write!(s, "; p{} {:.1} ms", self.percentile, c);
-            if let Some(b) = self.baseline_latency_ms {
-                let _ = write!(s, " vs {b:.1} ms");
-            }
-        }
-        s
-    }
-}
-
-/// E-values span many orders of magnitude: 0.003, 12.4, 2.1e5.
-pub fn fmt_e(e: f64) -> String {
-    if e >= 1e5 || (e > 0.0 && e < 1e-2) {
-        format!("{e:.1e}")
-    } else if e >= 100.0 {
-        format!("{e:.0}")
-    } else {
-        format!("{e:.2}")
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    /// The canary is no worse than allowed.
-    Pass(Evidence),
-    /// Not enough data to say either way: never a pass.
-    Insufficient(String, Evidence),
-    /// The canary is worse than allowed: abort.
-    Fail(String, Evidence),
-}
-
-impl Verdict {
-    pub fn evidence(&self) -> &Evidence {
-        match self {
-            Verdict::Pass(e) | Verdict::Insufficient(_, e) | Verdict::Fail(_, e) => e,
-        }
-    }
-}
-
-/// Counts of the canary and of the baseline (none when the canary has all
-/// traffic) over some span.
-#[derive(Debug, Clone, Copy)]
-pub struct Counts<'a> {
-    pub canary: &'a VersionCounts,
-    pub baseline: Option<&'a VersionCounts>,
-}
-
-/// What the engine needs of an analysis: the counts of the current step and
-/// of the interval since the last look, the configured canary share, and a
-/// state of the analysis' own that lives (and is persisted) with the rollout.
-pub trait Analyzer: Send + Sync {
-    fn judge(&self, input: &Input<'_>, state: &mut crate::sequential::AnalysisState) -> Verdict;
-}
-
-pub struct Input<'a> {
-    pub analysis: &'a Analysis,
-    pub slo: Option<&'a Slo>,
-    pub step: Counts<'a>,
-    pub interval: Counts<'a>,
-    /// The canary's configured share of users, 0 to 1.
-    pub weight: f64,
-    pub now_ms: u64,
-}
-
-/// The check every method shares, on a step's counts: enough requests in
-/// each arm, or hold and say how many are missing. `None`: enough.
-pub fn enough_data(a: &Analysis, ev: &Evidence, with_baseline: bool) -> Option<Verdict> {
-    let need = a.min_requests as f64;
-    let missing = |arm: &str, have: f64| {
-        Verdict::Insufficient(
-            format!("{arm} has {have:.0} of {} requests needed", a.min_requests),
-            ev.clone(),
-        )
-    };
-    if ev.canary_requests < need {
-        return Some(missing("canary", ev.canary_requests));
-    }
-    if with_baseline && ev.baseline_requests < need {
-        return Some(missing("baseline", ev.baseline_requests));
-    }
-    None
-}
 
 /// Fixed thresholds over the counts of the current step: error rate and a
 /// latency percentile against the baseline, absolute ceilings, and the SLO's
@@ -163,13 +12,12 @@ pub fn enough_data(a: &Analysis, ev: &Evidence, with_baseline: bool) -> Option<V
 pub struct ThresholdAnalyzer;
 
 impl Analyzer for ThresholdAnalyzer {
-    fn judge(&self, input: &Input<'_>, _state: &mut crate::sequential::AnalysisState) -> Verdict {
-        self.judge_counts(
-            input.analysis,
-            input.slo,
-            input.step.canary,
-            input.step.baseline,
-        )
+    fn judge(&self, input: &Input<'_>, state: &AnalysisState) -> Verdict {
+        let a = input.analysis;
+        match self.judge_counts(a, input.slo, input.step.canary, input.step.baseline) {
+            Verdict::Pass(ev) => sample_ratio(a, input, state, &ev).unwrap_or(Verdict::Pass(ev)),
+            other => other,
+        }
     }
 }
 

@@ -1,11 +1,21 @@
 //! Per-version counts of one rollout, read from the filter's own stats
 //! (never Envoy's cluster stats, so they cover exactly the cohorts the filter
-//! assigned): from one Envoy's admin, or from Prometheus for every proxy.
+//! assigned): from one Envoy's admin, or from Prometheus for every proxy,
+//! behind [`MetricsSource`].
+
+pub mod envoy_admin;
+pub mod exposition;
+pub mod fake;
+mod http;
+pub mod prometheus;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
+
+pub use exposition::parse_exposition;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -15,6 +25,8 @@ pub enum MetricsError {
     Status { url: String, status: u16 },
     #[error("cannot read the answer of {url}: {reason}")]
     Malformed { url: String, reason: String },
+    #[error("{what} did not answer within {secs} s")]
+    TimedOut { what: String, secs: u64 },
 }
 
 /// The `+Inf` bucket's bound. JSON has no infinity, and the state is JSON.
@@ -136,183 +148,21 @@ impl Snapshot {
     }
 }
 
-/// Where counts come from.
-#[derive(Debug, Clone)]
-pub enum Source {
-    /// One Envoy's admin endpoint (`http://127.0.0.1:9901`).
-    EnvoyAdmin(String),
-    /// A Prometheus server that scrapes every proxy.
-    Prometheus(String),
-}
+/// Cumulative counts of several rollouts, by name.
+pub type Batch = BTreeMap<String, Snapshot>;
 
-impl Source {
-    pub async fn snapshot(
-        &self,
-        http: &reqwest::Client,
-        rollout: &str,
-    ) -> Result<Snapshot, MetricsError> {
-        match self {
-            Source::EnvoyAdmin(base) => {
-                let url = format!("{}/stats/prometheus", base.trim_end_matches('/'));
-                let text = get_text(http, &url, &[("filter", "dimmer")]).await?;
-                Ok(parse_exposition(&text, rollout))
-            }
-            Source::Prometheus(base) => {
-                let url = format!("{}/api/v1/query", base.trim_end_matches('/'));
-                let sel = format!("{{rollout=\"{rollout}\"}}");
-                let req = format!("sum by (version, class) (dimmer_requests{sel})");
-                let lat = format!("sum by (version, le) (dimmer_latency_ms_bucket{sel})");
-                let mut snap = Snapshot::default();
-                for row in prom_query(http, &url, &req).await? {
-                    let (Some(v), Some(c)) = (row.label("version"), row.label("class")) else {
-                        continue;
-                    };
-                    let counts = snap.versions.entry(v.to_owned()).or_default();
-                    counts.by_class.insert(c.to_owned(), row.value);
-                }
-                for row in prom_query(http, &url, &lat).await? {
-                    let (Some(v), Some(le)) = (row.label("version"), row.label("le")) else {
-                        continue;
-                    };
-                    let Ok(le) = parse_le(le) else { continue };
-                    snap.versions
-                        .entry(v.to_owned())
-                        .or_default()
-                        .latency
-                        .push((le, row.value));
-                }
-                for counts in snap.versions.values_mut() {
-                    counts.latency.sort_by(|a, b| a.0.total_cmp(&b.0));
-                }
-                Ok(snap)
-            }
-        }
-    }
-}
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-async fn get_text(
-    http: &reqwest::Client,
-    url: &str,
-    query: &[(&str, &str)],
-) -> Result<String, MetricsError> {
-    let resp = http
-        .get(url)
-        .query(query)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .map_err(|source| MetricsError::Unreachable {
-            url: url.to_owned(),
-            source,
-        })?;
-    if !resp.status().is_success() {
-        return Err(MetricsError::Status {
-            url: url.to_owned(),
-            status: resp.status().as_u16(),
-        });
-    }
-    resp.text().await.map_err(|e| MetricsError::Malformed {
-        url: url.to_owned(),
-        reason: e.to_string(),
-    })
-}
-
-struct PromRow {
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-impl PromRow {
-    fn label(&self, name: &str) -> Option<&str> {
-        self.labels.get(name).map(String::as_str)
-    }
-}
-
-async fn prom_query(
-    http: &reqwest::Client,
-    url: &str,
-    query: &str,
-) -> Result<Vec<PromRow>, MetricsError> {
-    let text = get_text(http, url, &[("query", query)]).await?;
-    let malformed = |reason: &str| MetricsError::Malformed {
-        url: url.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let body: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| malformed(&e.to_string()))?;
-    if body["status"] != "success" {
-        return Err(malformed(&format!("status {}", body["status"])));
-    }
-    let rows = body["data"]["result"]
-        .as_array()
-        .ok_or_else(|| malformed("no data.result"))?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| {
-            let labels = r["metric"]
-                .as_object()?
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect();
-            let value = r["value"].get(1)?.as_str()?.parse().ok()?;
-            Some(PromRow { labels, value })
-        })
-        .collect())
-}
-
-fn parse_le(text: &str) -> Result<f64, std::num::ParseFloatError> {
-    match text {
-        "+Inf" | "Inf" => Ok(INF_BOUND),
-        other => other.parse(),
-    }
-}
-
-/// Reads `dimmer_requests` and `dimmer_latency_ms_bucket` of `rollout` from
-/// Prometheus text exposition (Envoy's `/stats/prometheus`).
-pub fn parse_exposition(text: &str, rollout: &str) -> Snapshot {
-    let mut snap = Snapshot::default();
-    for line in text.lines().filter(|l| l.starts_with("dimmer_")) {
-        let Some((name, rest)) = line.split_once('{') else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once('}') else {
-            continue;
-        };
-        let Ok(value) = value.trim().parse::<f64>() else {
-            continue;
-        };
-        let labels: BTreeMap<&str, &str> = labels
-            .split(',')
-            .filter_map(|kv| {
-                let (k, v) = kv.split_once('=')?;
-                Some((k, v.trim_matches('"')))
-            })
-            .collect();
-        if labels.get("rollout") != Some(&rollout) {
-            continue;
-        }
-        let Some(version) = labels.get("version") else {
-            continue;
-        };
-        let counts = snap.versions.entry((*version).to_owned()).or_default();
-        match name {
-            "dimmer_requests" => {
-                if let Some(class) = labels.get("class") {
-                    *counts.by_class.entry((*class).to_owned()).or_default() += value;
-                }
-            }
-            "dimmer_latency_ms_bucket" => {
-                if let Some(Ok(le)) = labels.get("le").map(|l| parse_le(l)) {
-                    counts.latency.push((le, value));
-                }
-            }
-            _ => {}
-        }
-    }
-    for counts in snap.versions.values_mut() {
-        counts.latency.sort_by(|a, b| a.0.total_cmp(&b.0));
-    }
-    snap
+/// Where counts come from: one module per back-end, and a fake for tests.
+/// The runner calls it without holding any lock, under a timeout of its own.
+pub trait MetricsSource: Send + Sync {
+    /// The cumulative counts of each of `rollouts`, by version, in one call.
+    /// A rollout with no counts yet is absent or empty, not an error.
+    fn counts<'a>(&'a self, rollouts: &'a [String]) -> BoxFuture<'a, Result<Batch, MetricsError>>;
+    /// Whether the back-end answers at all.
+    fn health(&self) -> BoxFuture<'_, Result<(), MetricsError>>;
+    /// For logs and status: `envoy admin http://…`.
+    fn describe(&self) -> String;
 }
 
 #[cfg(test)]

@@ -1,0 +1,218 @@
+//! Judging canary against baseline. Every method sees the same tests: one
+//! constructor ([`AnalysisState::for_spec`]) builds all of a rollout's tests
+//! from its spec and one call ([`AnalysisState::feed`]) feeds them all each
+//! interval, so no guard can be declared and never fed. A method
+//! ([`Analyzer`]) only decides what the numbers mean:
+//!
+//! - [`sequential`]: anytime-valid e-processes (the default);
+//! - [`threshold`]: fixed limits on each step's counts.
+//!
+//! Guards, and where each method checks them:
+//!
+//! | guard | sequential | threshold |
+//! |---|---|---|
+//! | enough requests in each arm (`min_requests`) | hold | hold |
+//! | error rate against the baseline | e-process, abort | pp and ratio, abort |
+//! | latency against the baseline | e-process per bound, abort | percentile ratio, abort |
+//! | error-rate ceiling (`error_rate.max_percent`) | e-process, abort | abort |
+//! | latency ceiling (`latency.max_ms`) | e-process, abort | abort |
+//! | SLO burn rate (`slo`) | two windows, abort | the step, abort |
+//! | sample ratio (canary share against weight) | hold | hold |
+
+pub mod eprocess;
+pub mod sequential;
+pub mod state;
+pub mod threshold;
+
+#[cfg(test)]
+mod guard_tests;
+
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::VersionCounts;
+use crate::spec::{Analysis, Method, Slo};
+
+pub use sequential::SequentialAnalyzer;
+pub use state::AnalysisState;
+pub use threshold::ThresholdAnalyzer;
+
+pub fn analyzer_for(method: Method) -> &'static dyn Analyzer {
+    match method {
+        Method::Sequential => &SequentialAnalyzer,
+        Method::Threshold => &ThresholdAnalyzer,
+    }
+}
+
+/// The numbers behind a verdict, kept with it in the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub canary_requests: f64,
+    pub canary_errors: f64,
+    pub baseline_requests: f64,
+    pub baseline_errors: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_latency_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_latency_ms: Option<f64>,
+    /// Which percentile the latencies are.
+    #[serde(default)]
+    pub percentile: f64,
+    /// Sequential analysis: the e-values of the error-rate and latency tests,
+    /// the sample-ratio test, and the value at which a test decides (1/α).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_errors: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_latency: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_share: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_threshold: Option<f64>,
+}
+
+impl Evidence {
+    fn rate(errors: f64, n: f64) -> f64 {
+        if n > 0.0 {
+            errors / n
+        } else {
+            0.0
+        }
+    }
+
+    pub fn canary_rate(&self) -> f64 {
+        Self::rate(self.canary_errors, self.canary_requests)
+    }
+
+    pub fn baseline_rate(&self) -> f64 {
+        Self::rate(self.baseline_errors, self.baseline_requests)
+    }
+
+    /// One line for people: "canary 5xx 2.10% of 1000 vs baseline 0.10% of 9000; p99 …".
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "canary errors {:.2}% of {:.0}",
+            100.0 * self.canary_rate(),
+            self.canary_requests
+        );
+        if self.baseline_requests > 0.0 {
+            let _ = write!(
+                s,
+                " vs baseline {:.2}% of {:.0}",
+                100.0 * self.baseline_rate(),
+                self.baseline_requests
+            );
+        }
+        if let (Some(e), Some(th)) = (self.e_errors, self.e_threshold) {
+            let _ = write!(s, "; e-values: errors {}", fmt_e(e));
+            if let Some(l) = self.e_latency {
+                let _ = write!(s, ", latency {}", fmt_e(l));
+            }
+            let _ = write!(s, " (abort at {th:.0})");
+        }
+        if let Some(c) = self.canary_latency_ms {
+            let _ = write!(s, "; p{} {:.1} ms", self.percentile, c);
+            if let Some(b) = self.baseline_latency_ms {
+                let _ = write!(s, " vs {b:.1} ms");
+            }
+        }
+        s
+    }
+}
+
+/// E-values span many orders of magnitude: 0.003, 12.4, 2.1e5.
+pub fn fmt_e(e: f64) -> String {
+    if e >= 1e5 || (e > 0.0 && e < 1e-2) {
+        format!("{e:.1e}")
+    } else if e >= 100.0 {
+        format!("{e:.0}")
+    } else {
+        format!("{e:.2}")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// The canary is no worse than allowed.
+    Pass(Evidence),
+    /// Not enough data to say either way: never a pass.
+    Insufficient(String, Evidence),
+    /// The canary is worse than allowed: abort.
+    Fail(String, Evidence),
+}
+
+impl Verdict {
+    pub fn evidence(&self) -> &Evidence {
+        match self {
+            Verdict::Pass(e) | Verdict::Insufficient(_, e) | Verdict::Fail(_, e) => e,
+        }
+    }
+}
+
+/// Counts of the canary and of the baseline (none when the canary has all
+/// traffic) over some span.
+#[derive(Debug, Clone, Copy)]
+pub struct Counts<'a> {
+    pub canary: &'a VersionCounts,
+    pub baseline: Option<&'a VersionCounts>,
+}
+
+/// What an analysis method judges on: the counts of the current step and of
+/// the interval since the last look, the configured canary share, and the
+/// tests' running state that lives (and is persisted) with the rollout.
+pub trait Analyzer: Send + Sync {
+    /// `state` has already been fed this interval (see [`AnalysisState::feed`]).
+    fn judge(&self, input: &Input<'_>, state: &AnalysisState) -> Verdict;
+}
+
+pub struct Input<'a> {
+    pub analysis: &'a Analysis,
+    pub slo: Option<&'a Slo>,
+    pub step: Counts<'a>,
+    pub interval: Counts<'a>,
+    /// The canary's configured share of users, 0 to 1.
+    pub weight: f64,
+    pub now_ms: u64,
+}
+
+/// The check every method shares, on a step's counts: enough requests in
+/// each arm, or hold and say how many are missing. `None`: enough.
+pub fn enough_data(a: &Analysis, ev: &Evidence, with_baseline: bool) -> Option<Verdict> {
+    let need = a.min_requests as f64;
+    let missing = |arm: &str, have: f64| {
+        Verdict::Insufficient(
+            format!("{arm} has {have:.0} of {} requests needed", a.min_requests),
+            ev.clone(),
+        )
+    };
+    if ev.canary_requests < need {
+        return Some(missing("canary", ev.canary_requests));
+    }
+    if with_baseline && ev.baseline_requests < need {
+        return Some(missing("baseline", ev.baseline_requests));
+    }
+    None
+}
+
+/// The guard both methods share as a hold: the canary's share of requests
+/// against its weight, by the sample-ratio e-process. A mismatch may be a
+/// proxy on old weights rather than the canary, so it holds, never aborts.
+pub fn sample_ratio(
+    a: &Analysis,
+    input: &Input<'_>,
+    state: &AnalysisState,
+    ev: &Evidence,
+) -> Option<Verdict> {
+    let e_share = state.share.e_value();
+    (e_share >= 1.0 / a.alpha).then(|| {
+        Verdict::Insufficient(
+            format!(
+                "sample ratio mismatch: the canary had {:.2}% of requests against {:.2}% configured (e-value {}); holding — is every proxy on the current weights?",
+                100.0 * state.share.canary / state.share.total.max(1.0),
+                100.0 * input.weight,
+                fmt_e(e_share)
+            ),
+            ev.clone(),
+        )
+    })
+}

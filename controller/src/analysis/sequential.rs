@@ -1,0 +1,185 @@
+//! The sequential method: anytime-valid tests that may be looked at every
+//! interval without inflating false alarms (see [`super::eprocess`]).
+//!
+//! - errors (5xx and resets), canary against baseline: abort when the
+//!   e-value reaches 2/α;
+//! - latency: the requests slower than each bound in `latency.bounds_ms`,
+//!   fed to the same test, the bounds' e-processes averaged: abort at 2/α;
+//! - the error-rate and latency ceilings, each its own guardrail at 1/α;
+//! - the SLO's burn rate over two windows scaled to the canary's life (the
+//!   whole life and its last twelfth): abort when both burn too fast;
+//! - sample ratio and too little traffic: hold, never a pass.
+
+use super::{enough_data, fmt_e, sample_ratio, AnalysisState, Analyzer, Evidence, Input, Verdict};
+
+pub struct SequentialAnalyzer;
+
+impl SequentialAnalyzer {
+    fn burn(input: &Input<'_>, state: &AnalysisState) -> Option<String> {
+        let slo = input.slo?;
+        let budget = 1.0 - slo.objective_percent / 100.0;
+        let (start, now) = (state.canary_history.first()?.0, input.now_ms);
+        let short_from = now.saturating_sub(
+            (now.saturating_sub(start) / 12).max(input.analysis.interval.as_millis() as u64),
+        );
+        let window = |from: u64| {
+            let (n, e) = state
+                .canary_history
+                .iter()
+                .filter(|(t, _, _)| *t >= from)
+                .fold((0.0, 0.0), |(n, e), (_, rn, re)| (n + rn, e + re));
+            (n, if n > 0.0 { e / n / budget } else { 0.0 })
+        };
+        let (n_long, long) = window(start);
+        let (n_short, short) = window(short_from);
+        let need = input.analysis.min_requests as f64;
+        (n_long >= need && n_short > 0.0 && long > slo.max_burn_rate && short > slo.max_burn_rate).then(|| {
+            format!(
+                "canary burns the error budget of a {}% SLO {long:.1}× too fast over its life and {short:.1}× over the last {}s (limit {}×)",
+                slo.objective_percent,
+                now.saturating_sub(short_from) / 1000,
+                slo.max_burn_rate
+            )
+        })
+    }
+}
+
+impl Analyzer for SequentialAnalyzer {
+    fn judge(&self, input: &Input<'_>, state: &AnalysisState) -> Verdict {
+        let a = input.analysis;
+        let (c, b) = (input.step.canary, input.step.baseline);
+        let abort_at = 2.0 / a.alpha;
+        let guard_at = 1.0 / a.alpha;
+        let e_errors = state.errors.e_value();
+        let e_latency = state.e_latency();
+        let ev = Evidence {
+            canary_requests: c.requests(),
+            canary_errors: c.errors(),
+            baseline_requests: b.map_or(0.0, |b| b.requests()),
+            baseline_errors: b.map_or(0.0, |b| b.errors()),
+            e_errors: Some(e_errors),
+            e_latency: Some(e_latency),
+            e_share: Some(state.share.e_value()),
+            e_threshold: Some(abort_at),
+            ..Evidence::default()
+        };
+        if e_errors >= abort_at {
+            let (x, t) = (state.errors.canary_events, state.errors.total_events);
+            return Verdict::Fail(
+                format!(
+                    "canary error rate {:.2}% vs baseline {:.2}% this step ({x:.0} of {t:.0} errors since the start were the canary's), e-value {} ≥ {abort_at:.0} = 2/α",
+                    100.0 * ev.canary_rate(),
+                    100.0 * ev.baseline_rate(),
+                    fmt_e(e_errors)
+                ),
+                ev,
+            );
+        }
+        if e_latency >= abort_at {
+            let worst = state
+                .latency
+                .iter()
+                .max_by(|x, y| x.1.e_value().total_cmp(&y.1.e_value()))
+                .map(|(bound, t)| (*bound, t.canary_events, t.total_events));
+            let (bound, x, t) = worst.unwrap_or((0.0, 0.0, 0.0));
+            return Verdict::Fail(
+                format!(
+                    "canary too slow: {x:.0} of the {t:.0} requests slower than {bound} ms were the canary's, e-value {} ≥ {abort_at:.0} = 2/α",
+                    fmt_e(e_latency)
+                ),
+                ev,
+            );
+        }
+        if let Some(why) = Self::burn(input, state) {
+            return Verdict::Fail(why, ev);
+        }
+        // The ceilings are guardrails of their own, each at α: they do not
+        // share the relative tests' budget.
+        let e_ceiling = state.error_ceiling.e_value();
+        if e_ceiling >= guard_at {
+            return Verdict::Fail(
+                format!(
+                    "canary error rate {:.2}% is above the ceiling of {}% (e-value {} ≥ {guard_at:.0} = 1/α)",
+                    100.0 * ev.canary_rate(),
+                    a.error_rate.max_percent,
+                    fmt_e(e_ceiling),
+                ),
+                ev,
+            );
+        }
+        if let Some((max, test)) = &state.latency_ceiling {
+            let e = test.e_value();
+            if e >= guard_at {
+                return Verdict::Fail(
+                    format!(
+                        "canary p{} latency is above the ceiling of {max} ms: {:.0} of its {:.0} requests this step were slower (e-value {} ≥ {guard_at:.0} = 1/α)",
+                        a.latency.percentile,
+                        c.slower_than(*max),
+                        c.requests(),
+                        fmt_e(e),
+                    ),
+                    ev,
+                );
+            }
+        }
+        if let Some(v) = enough_data(a, &ev, b.is_some()) {
+            return v;
+        }
+        if let Some(v) = sample_ratio(a, input, state, &ev) {
+            return v;
+        }
+        Verdict::Pass(ev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::Counts;
+    use crate::metrics::VersionCounts;
+    use crate::spec::Analysis;
+
+    fn counts(ok: f64, errors: f64) -> VersionCounts {
+        let mut c = VersionCounts::default();
+        c.by_class.insert("2xx".into(), ok);
+        c.by_class.insert("5xx".into(), errors);
+        c
+    }
+
+    #[test]
+    fn an_abort_gives_the_e_value_and_its_threshold() {
+        let a = Analysis::default();
+        let mut state = AnalysisState::for_spec(&a);
+        let (c, b) = (counts(98.0, 2.0), counts(899.0, 1.0));
+        let (mut ct, mut bt) = (VersionCounts::default(), VersionCounts::default());
+        for i in 1..=100u64 {
+            for (k, v) in &c.by_class {
+                *ct.by_class.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &b.by_class {
+                *bt.by_class.entry(k.clone()).or_default() += v;
+            }
+            let input = Input {
+                analysis: &a,
+                slo: None,
+                step: Counts {
+                    canary: &ct,
+                    baseline: Some(&bt),
+                },
+                interval: Counts {
+                    canary: &c,
+                    baseline: Some(&b),
+                },
+                weight: 0.1,
+                now_ms: 5000 * i,
+            };
+            state.feed(&input);
+            if let Verdict::Fail(why, ev) = SequentialAnalyzer.judge(&input, &state) {
+                assert!(why.contains("e-value") && why.contains("2/α"), "{why}");
+                assert!(ev.e_errors.unwrap_or(0.0) >= 2.0 / a.alpha);
+                return;
+            }
+        }
+        panic!("never aborted");
+    }
+}

@@ -1,0 +1,102 @@
+//! Every test a rollout's analysis runs, built together from its spec and fed
+//! together each interval, whatever the method.
+
+use serde::{Deserialize, Serialize};
+
+use super::eprocess::{CeilingTest, RateRatioTest, ShareTest};
+use super::Input;
+use crate::spec::Analysis;
+
+/// Bounds the burn-rate history: one entry per interval, merged pairwise
+/// from the oldest when full, so a week-long rollout keeps its whole life at
+/// a coarser grain and the state stays small.
+pub const MAX_HISTORY: usize = 4096;
+
+/// What the tests carry from one interval to the next; persisted with the
+/// rollout, so a restart loses no evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisState {
+    /// Canary against baseline: errors (5xx and resets).
+    pub errors: RateRatioTest,
+    /// Canary against baseline: requests slower than each of `bounds_ms`.
+    pub latency: Vec<(f64, RateRatioTest)>,
+    /// The canary's share of requests against its weight.
+    pub share: ShareTest,
+    /// The canary's own error rate against `error_rate.max_percent`.
+    pub error_ceiling: CeilingTest,
+    /// The canary's requests slower than `latency.max_ms`, against the share
+    /// the percentile allows (1% for p99), when the spec sets a ceiling.
+    pub latency_ceiling: Option<(f64, CeilingTest)>,
+    /// `(at_ms, canary requests, canary errors)` per interval, for burn windows.
+    pub canary_history: Vec<(u64, f64, f64)>,
+}
+
+impl AnalysisState {
+    /// All of a rollout's tests, from its spec. The only constructor.
+    pub fn for_spec(a: &Analysis) -> AnalysisState {
+        AnalysisState {
+            errors: RateRatioTest::new(a.max_rate_ratio),
+            latency: a
+                .latency
+                .bounds_ms
+                .iter()
+                .map(|&b| (b, RateRatioTest::new(1.0)))
+                .collect(),
+            share: ShareTest::default(),
+            error_ceiling: CeilingTest::new(a.error_rate.max_percent / 100.0),
+            latency_ceiling: a
+                .latency
+                .max_ms
+                .map(|max| (max, CeilingTest::new(1.0 - a.latency.percentile / 100.0))),
+            canary_history: Vec::new(),
+        }
+    }
+
+    /// Feeds one interval's counts to every test.
+    pub fn feed(&mut self, input: &Input<'_>) {
+        let c = input.interval.canary;
+        let (nc, ec) = (c.requests(), c.errors());
+        self.canary_history.push((input.now_ms, nc, ec));
+        if self.canary_history.len() > MAX_HISTORY {
+            let merged: Vec<_> = self
+                .canary_history
+                .chunks(2)
+                .map(|w| {
+                    let last = w.last().map_or(0, |x| x.0);
+                    (
+                        last,
+                        w.iter().map(|x| x.1).sum(),
+                        w.iter().map(|x| x.2).sum(),
+                    )
+                })
+                .collect();
+            self.canary_history = merged;
+        }
+        self.error_ceiling.update(ec, nc);
+        if let Some((max, test)) = &mut self.latency_ceiling {
+            test.update(c.slower_than(*max), nc);
+        }
+        let Some(b) = input.interval.baseline else {
+            return;
+        };
+        let nb = b.requests();
+        if nc + nb <= 0.0 {
+            return;
+        }
+        let pi = nc / (nc + nb);
+        self.errors.update(ec, ec + b.errors(), pi);
+        for (bound, test) in &mut self.latency {
+            let (sc, sb) = (c.slower_than(*bound), b.slower_than(*bound));
+            test.update(sc, sc + sb, pi);
+        }
+        self.share.update(nc, nc + nb, input.weight);
+    }
+
+    /// The latency tests' e-value: the average over the bounds.
+    pub fn e_latency(&self) -> f64 {
+        if self.latency.is_empty() {
+            return 1.0;
+        }
+        self.latency.iter().map(|(_, t)| t.e_value()).sum::<f64>() / self.latency.len() as f64
+    }
+}

@@ -1,0 +1,121 @@
+//! `dimmer serve`: the controller.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use dimmer::api::{self, App};
+use dimmer::audit::AuditKey;
+use dimmer::auth::Auth;
+use dimmer::metrics::envoy_admin::EnvoyAdmin;
+use dimmer::metrics::prometheus::Prometheus;
+use dimmer::metrics::MetricsSource;
+use dimmer::service::{Limits, Service, Settings};
+use dimmer::store::{self, Store};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// SQLite state file: rollouts, revision, audit log.
+    #[arg(long, default_value = "dimmer.db")]
+    db: PathBuf,
+    /// Read metrics from this Envoy's admin (one proxy).
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:9901",
+        conflicts_with = "prometheus"
+    )]
+    envoy_admin: String,
+    /// Read metrics from Prometheus (every proxy).
+    #[arg(long)]
+    prometheus: Option<String>,
+    /// Tokens and roles (YAML); see docs/controller.md.
+    #[arg(long, required_unless_present = "no_auth")]
+    tokens: Option<PathBuf>,
+    /// Accept every request as admin: only for a controller bound to loopback.
+    #[arg(long)]
+    no_auth: bool,
+    /// POST every state change to this URL (repeatable).
+    #[arg(long)]
+    webhook: Vec<String>,
+    /// The key of the audit log's checkpoints (64 hex digits), created if
+    /// missing. Keep it away from the state file: default is the state
+    /// file's name + `.key`.
+    #[arg(long)]
+    audit_key: Option<PathBuf>,
+    /// Longest wait for one batch of metrics.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    metrics_timeout: Duration,
+    /// How long a live proxy that has not applied a rollout's revision holds
+    /// its step before it is reported stale instead.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    proxy_stale_after: Duration,
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let ServeArgs {
+        listen,
+        db,
+        envoy_admin,
+        prometheus,
+        tokens,
+        no_auth,
+        webhook: webhooks,
+        audit_key,
+        metrics_timeout,
+        proxy_stale_after,
+    } = args;
+    let auth = match (tokens, no_auth) {
+        (Some(path), _) => Auth::from_file(&path)?,
+        (None, true) => {
+            let addr: SocketAddr = listen
+                .parse()
+                .with_context(|| format!("--listen {listen}: not an IP address and port"))?;
+            if !addr.ip().is_loopback() {
+                bail!("--no-auth makes every caller an admin: it needs a loopback --listen, not {listen}");
+            }
+            Auth::Open
+        }
+        (None, false) => bail!("--tokens FILE is required (or --no-auth on loopback)"),
+    };
+    for (i, url) in webhooks.iter().enumerate() {
+        if reqwest::Url::parse(url).is_err() || !url.starts_with("http") {
+            bail!("--webhook #{}: {url:?} is not an http(s) URL", i + 1);
+        }
+    }
+    let source: Arc<dyn MetricsSource> = match prometheus {
+        Some(url) => Arc::new(Prometheus::new(&url, metrics_timeout)),
+        None => Arc::new(EnvoyAdmin::new(&envoy_admin, metrics_timeout)),
+    };
+    let key_path = audit_key.unwrap_or_else(|| store::default_key_path(&db));
+    let key = AuditKey::load_or_create(&key_path)?;
+    let store = Store::open(&db, key).with_context(|| format!("opening {}", db.display()))?;
+    let settings = Settings {
+        metrics_timeout,
+        webhooks,
+        proxies: Limits {
+            stale_ms: proxy_stale_after.as_millis() as u64,
+            ..Limits::default()
+        },
+        ..Settings::default()
+    };
+    let service = Service::new(store, source, settings)?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(%listen, db = %db.display(), "dimmer controller serving");
+    tokio::spawn(Arc::clone(&service).run());
+    let app = api::router(App {
+        service,
+        auth: Arc::new(auth),
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! A metrics source for tests: answers what it is told, fails or hangs on
+//! demand.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::{Batch, BoxFuture, MetricsError, MetricsSource, Snapshot};
+
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    Answer,
+    Fail,
+    /// Never answers (until the caller's timeout).
+    Hang,
+}
+
+pub struct FakeSource {
+    state: Mutex<(Batch, Behaviour)>,
+}
+
+impl Default for FakeSource {
+    fn default() -> Self {
+        FakeSource {
+            state: Mutex::new((Batch::new(), Behaviour::Answer)),
+        }
+    }
+}
+
+impl FakeSource {
+    pub fn set(&self, rollout: &str, snap: Snapshot) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0.insert(rollout.to_owned(), snap);
+    }
+
+    pub fn behave(&self, b: Behaviour) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = b;
+    }
+
+    fn now(&self) -> (Batch, Behaviour) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl MetricsSource for FakeSource {
+    fn counts<'a>(&'a self, rollouts: &'a [String]) -> BoxFuture<'a, Result<Batch, MetricsError>> {
+        Box::pin(async move {
+            let (batch, behaviour) = self.now();
+            match behaviour {
+                Behaviour::Answer => Ok(rollouts
+                    .iter()
+                    .map(|r| (r.clone(), batch.get(r).cloned().unwrap_or_default()))
+                    .collect()),
+                Behaviour::Fail => Err(MetricsError::Status {
+                    url: "fake".into(),
+                    status: 503,
+                }),
+                Behaviour::Hang => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Err(MetricsError::TimedOut {
+                        what: "fake".into(),
+                        secs: 3600,
+                    })
+                }
+            }
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), MetricsError>> {
+        Box::pin(async move { Ok(()) })
+    }
+
+    fn describe(&self) -> String {
+        "fake".into()
+    }
+}

@@ -1,0 +1,150 @@
+//! A Prometheus server that scrapes every proxy: the multi-proxy setup. Two
+//! queries answer for every rollout:
+//! `sum by (rollout, version, class) (dimmer_requests)` and
+//! `sum by (rollout, version, le) (dimmer_latency_ms_bucket)`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::exposition::parse_le;
+use super::http::{client, get_text};
+use super::{Batch, BoxFuture, MetricsError, MetricsSource};
+
+pub struct Prometheus {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Prometheus {
+    pub fn new(base: &str, timeout: Duration) -> Prometheus {
+        Prometheus {
+            base: base.trim_end_matches('/').to_owned(),
+            http: client(timeout),
+        }
+    }
+
+    async fn query(&self, query: &str) -> Result<Vec<PromRow>, MetricsError> {
+        let url = format!("{}/api/v1/query", self.base);
+        let text = get_text(&self.http, &url, &[("query", query)]).await?;
+        parse_vector(&url, &text)
+    }
+}
+
+impl MetricsSource for Prometheus {
+    fn counts<'a>(&'a self, rollouts: &'a [String]) -> BoxFuture<'a, Result<Batch, MetricsError>> {
+        Box::pin(async move {
+            let req = self
+                .query("sum by (rollout, version, class) (dimmer_requests)")
+                .await?;
+            let lat = self
+                .query("sum by (rollout, version, le) (dimmer_latency_ms_bucket)")
+                .await?;
+            let mut batch: Batch = rollouts
+                .iter()
+                .map(|r| (r.clone(), Default::default()))
+                .collect();
+            for row in req {
+                let (Some(r), Some(v), Some(c)) = (
+                    row.label("rollout"),
+                    row.label("version"),
+                    row.label("class"),
+                ) else {
+                    continue;
+                };
+                if let Some(snap) = batch.get_mut(r) {
+                    let counts = snap.versions.entry(v.to_owned()).or_default();
+                    counts.by_class.insert(c.to_owned(), row.value);
+                }
+            }
+            for row in lat {
+                let (Some(r), Some(v), Some(le)) =
+                    (row.label("rollout"), row.label("version"), row.label("le"))
+                else {
+                    continue;
+                };
+                let Ok(le) = parse_le(le) else { continue };
+                if let Some(snap) = batch.get_mut(r) {
+                    snap.versions
+                        .entry(v.to_owned())
+                        .or_default()
+                        .latency
+                        .push((le, row.value));
+                }
+            }
+            for snap in batch.values_mut() {
+                for counts in snap.versions.values_mut() {
+                    counts.latency.sort_by(|a, b| a.0.total_cmp(&b.0));
+                }
+            }
+            Ok(batch)
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), MetricsError>> {
+        Box::pin(async move {
+            get_text(&self.http, &format!("{}/-/ready", self.base), &[])
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("prometheus {}", self.base)
+    }
+}
+
+struct PromRow {
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+impl PromRow {
+    fn label(&self, name: &str) -> Option<&str> {
+        self.labels.get(name).map(String::as_str)
+    }
+}
+
+/// An instant vector from `/api/v1/query`.
+fn parse_vector(url: &str, text: &str) -> Result<Vec<PromRow>, MetricsError> {
+    let malformed = |reason: &str| MetricsError::Malformed {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let body: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| malformed(&e.to_string()))?;
+    if body["status"] != "success" {
+        return Err(malformed(&format!("status {}", body["status"])));
+    }
+    let rows = body["data"]["result"]
+        .as_array()
+        .ok_or_else(|| malformed("no data.result"))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let labels = r["metric"]
+                .as_object()?
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect();
+            let value = r["value"].get(1)?.as_str()?.parse().ok()?;
+            Some(PromRow { labels, value })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_an_instant_vector_and_refuses_errors() {
+        let ok = r#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"rollout":"a","version":"v1","class":"2xx"},"value":[1,"12"]}]}}"#;
+        let rows = parse_vector("u", ok).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].label("version"), Some("v1"));
+        assert_eq!(rows[0].value, 12.0);
+        assert!(parse_vector("u", r#"{"status":"error"}"#).is_err());
+        assert!(parse_vector("u", "<html>").is_err());
+    }
+}

@@ -1,0 +1,369 @@
+//! The controller's state and every change to it, shared by the API and the
+//! analysis runner. Every change goes through [`Service::transition`]: the
+//! store (state + audit, one transaction), then memory and the config the
+//! proxies poll, then webhooks.
+//!
+//! No network I/O ever happens under the state lock: metrics are read by
+//! the runner before it takes the lock, webhooks leave through a queue, and
+//! config polls read a copy that is swapped whole after each change, so a
+//! hanging metrics source or receiver cannot delay a poll or an abort.
+
+mod commands;
+pub mod registry;
+mod runner;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dimmer_core::config::ConfigDoc;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::analysis::Evidence;
+use crate::audit::{AuditRecord, Head};
+use crate::engine::{Phase, RolloutState};
+use crate::metrics::MetricsSource;
+use crate::store::{Entry, Store, StoreError};
+use crate::webhook::{self, Notifier};
+
+pub use commands::{Applied, Command};
+pub use registry::{Limits, ProxySeen, Registry, RegistryError};
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("no rollout named {0:?}")]
+    NotFound(String),
+    #[error("rollout {name:?} is {phase:?}: cannot {action}")]
+    Conflict {
+        name: String,
+        phase: Phase,
+        action: &'static str,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What `dimmer status` shows of a rollout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub name: String,
+    pub phase: Phase,
+    pub label: String,
+    pub stable: String,
+    pub canary: String,
+    pub step: usize,
+    pub steps: Vec<f64>,
+    pub weight_bp: u32,
+    pub reason: String,
+    pub evidence: Evidence,
+    pub evidence_summary: String,
+    pub revision: u64,
+    /// Live proxies that have applied this rollout's current weight, of all live.
+    pub proxies_applied: usize,
+    pub proxies_live: usize,
+    /// The live proxies that have not, and are waited for.
+    #[serde(default)]
+    pub proxies_lagging: Vec<String>,
+    /// The live proxies that have not for longer than the limit: reported,
+    /// no longer waited for.
+    #[serde(default)]
+    pub proxies_stale: Vec<String>,
+    /// How long a lagging proxy may hold a step before it counts as stale.
+    #[serde(default)]
+    pub proxy_stale_after_ms: u64,
+    pub step_started_ms: u64,
+    /// Since when no metrics could be read, if they cannot now.
+    #[serde(default)]
+    pub metrics_lost_since_ms: Option<u64>,
+    /// The audit log's head, to pin elsewhere.
+    #[serde(default)]
+    pub audit_head: Head,
+    /// For `apply`: what the apply did (created, changed, unchanged, restarted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Applied>,
+}
+
+struct Rollouts {
+    rollouts: BTreeMap<String, RolloutState>,
+    revision: u64,
+    /// When each progressing rollout was last analysed.
+    last_analysis: HashMap<String, u64>,
+}
+
+/// How the service reaches the outside.
+pub struct Settings {
+    /// Longest wait for one batch of metrics.
+    pub metrics_timeout: Duration,
+    /// URLs that hear every change of every rollout.
+    pub webhooks: Vec<String>,
+    pub webhook_policy: webhook::Policy,
+    pub proxies: Limits,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            metrics_timeout: Duration::from_secs(3),
+            webhooks: Vec::new(),
+            webhook_policy: webhook::Policy::default(),
+            proxies: Limits::default(),
+        }
+    }
+}
+
+/// The last look at the metrics source, for `/metrics` and `/v1/health`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceHealth {
+    pub source: String,
+    pub last_ok_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub failures: u64,
+}
+
+pub struct Service {
+    store: Store,
+    state: Mutex<Rollouts>,
+    config: RwLock<Arc<ConfigDoc>>,
+    head: RwLock<Head>,
+    registry: Registry,
+    source: Arc<dyn MetricsSource>,
+    source_health: std::sync::Mutex<SourceHealth>,
+    notifier: Notifier,
+    settings: Settings,
+}
+
+impl Service {
+    /// Must be called inside a Tokio runtime: it starts the webhook task.
+    pub fn new(
+        store: Store,
+        source: Arc<dyn MetricsSource>,
+        settings: Settings,
+    ) -> Result<Arc<Service>, ServiceError> {
+        let rollouts = store
+            .rollouts()?
+            .into_iter()
+            .map(|r| (r.spec.name.clone(), r))
+            .collect();
+        let revision = store.revision()?;
+        let head = store.head()?;
+        let state = Rollouts {
+            rollouts,
+            revision,
+            last_analysis: HashMap::new(),
+        };
+        let config = RwLock::new(Arc::new(config_of(&state)));
+        Ok(Arc::new(Service {
+            store,
+            config,
+            state: Mutex::new(state),
+            head: RwLock::new(head),
+            registry: Registry::new(settings.proxies),
+            source_health: std::sync::Mutex::new(SourceHealth {
+                source: source.describe(),
+                ..SourceHealth::default()
+            }),
+            source,
+            notifier: Notifier::start(settings.webhook_policy),
+            settings,
+        }))
+    }
+
+    /// The `GET /v1/config` document at the current revision: a copy,
+    /// without the state lock.
+    pub fn config_doc(&self) -> Arc<ConfigDoc> {
+        Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn record_poll(&self, proxy_id: &str, revision: u64) -> Result<(), RegistryError> {
+        self.registry.record(proxy_id, revision, now_ms())
+    }
+
+    pub fn proxies(&self) -> Vec<ProxySeen> {
+        self.registry.all(now_ms())
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn audit_head(&self) -> Head {
+        self.head.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn webhook_stats(&self) -> BTreeMap<String, webhook::HookStats> {
+        self.notifier.stats()
+    }
+
+    pub fn source_health(&self) -> SourceHealth {
+        self.source_health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Asks the metrics source whether it answers, within the metrics timeout.
+    pub async fn check_source(&self) -> Result<(), String> {
+        match tokio::time::timeout(self.settings.metrics_timeout, self.source.health()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "{} did not answer within {:?}",
+                self.source.describe(),
+                self.settings.metrics_timeout
+            )),
+        }
+    }
+
+    fn view(&self, s: &RolloutState, now: u64) -> StatusView {
+        let standing = self.registry.standing(s.revision, s.revision_ms, now);
+        StatusView {
+            name: s.spec.name.clone(),
+            phase: s.phase,
+            label: s.label(),
+            stable: s.spec.stable.clone(),
+            canary: s.spec.canary.clone(),
+            step: s.step,
+            steps: s.spec.steps.iter().map(|st| st.percent).collect(),
+            weight_bp: s.weight_bp,
+            reason: s.reason.clone(),
+            evidence_summary: s.evidence.summary(),
+            evidence: s.evidence.clone(),
+            revision: s.revision,
+            proxies_applied: standing.applied,
+            proxies_live: standing.live,
+            proxies_lagging: standing.lagging,
+            proxies_stale: standing.stale,
+            proxy_stale_after_ms: self.registry.limits().stale_ms,
+            step_started_ms: s.step_started_ms,
+            metrics_lost_since_ms: s.metrics_lost_since_ms,
+            audit_head: self.audit_head(),
+            applied: None,
+        }
+    }
+
+    pub async fn status(&self, name: Option<&str>) -> Result<Vec<StatusView>, ServiceError> {
+        let now = now_ms();
+        let state = self.state.lock().await;
+        match name {
+            Some(n) => {
+                let s = state
+                    .rollouts
+                    .get(n)
+                    .ok_or_else(|| ServiceError::NotFound(n.to_owned()))?;
+                Ok(vec![self.view(s, now)])
+            }
+            None => Ok(state.rollouts.values().map(|s| self.view(s, now)).collect()),
+        }
+    }
+
+    /// Every audit record of `name`; a rollout that never existed is not
+    /// found, one that was deleted still has its history.
+    pub fn history(&self, name: &str) -> Result<Vec<AuditRecord>, ServiceError> {
+        let records = self.store.audit(Some(name))?;
+        if records.is_empty() {
+            return Err(ServiceError::NotFound(name.to_owned()));
+        }
+        Ok(records)
+    }
+
+    pub fn verify_audit(&self) -> Result<Result<usize, crate::audit::ChainError>, ServiceError> {
+        Ok(self.store.verify()?)
+    }
+
+    /// Writes a transition: store first (state + audit in one transaction),
+    /// then memory and the served config, then webhooks. A store failure
+    /// changes nothing. Every webhook of the rollout before and after the
+    /// change hears it, so a delete reaches the receivers the spec named.
+    #[allow(clippy::too_many_arguments)]
+    fn transition(
+        &self,
+        state: &mut Rollouts,
+        name: &str,
+        mut next: Option<RolloutState>,
+        bump: bool,
+        actor: &str,
+        action: &str,
+        reason: &str,
+        evidence: &Evidence,
+    ) -> Result<(), ServiceError> {
+        let before = state.rollouts.get(name);
+        let from = before.map_or("none".into(), RolloutState::label);
+        let to = next.as_ref().map_or("deleted".into(), RolloutState::label);
+        let evidence_json = serde_json::to_value(evidence).unwrap_or_default();
+        let mut hooks: Vec<String> = self.settings.webhooks.clone();
+        for s in before.into_iter().chain(next.as_ref()) {
+            for h in &s.spec.webhooks {
+                if !hooks.contains(h) {
+                    hooks.push(h.clone());
+                }
+            }
+        }
+        let entry = Entry {
+            actor,
+            rollout: name,
+            action,
+            from: from.clone(),
+            to: to.clone(),
+            reason,
+            evidence: evidence_json.clone(),
+        };
+        let now = now_ms();
+        let revision = self
+            .store
+            .transition(name, next.as_mut(), bump, entry, now)?;
+        state.revision = revision;
+        match next {
+            Some(s) => {
+                state.rollouts.insert(name.to_owned(), s);
+            }
+            None => {
+                state.rollouts.remove(name);
+                state.last_analysis.remove(name);
+            }
+        }
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config_of(state));
+        let head = self.store.head()?;
+        *self.head.write().unwrap_or_else(|e| e.into_inner()) = head.clone();
+        tracing::info!(rollout = name, actor, action, %from, %to, reason, "transition");
+        self.notifier.notify(
+            &hooks,
+            &serde_json::json!({
+                "rollout": name, "action": action, "actor": actor, "from": from, "to": to,
+                "reason": reason, "evidence": evidence_json, "at_ms": now, "revision": revision,
+                "audit_head": {"seq": head.seq, "hash": head.hash},
+            }),
+        );
+        Ok(())
+    }
+
+    /// Runs the analysis loop until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            self.tick().await;
+        }
+    }
+}
+
+fn config_of(state: &Rollouts) -> ConfigDoc {
+    ConfigDoc {
+        revision: state.revision,
+        rollouts: state
+            .rollouts
+            .values()
+            .map(|s| s.spec.rollout_at(s.weight_bp))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,206 @@
+//! The proxies that poll for config, and the revision each has applied.
+//! Bounded: ids are short, entries are capped, and a proxy not seen for a
+//! while is forgotten. A proxy that stops advancing holds a step only for a
+//! while, then is reported stale instead of blocking.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxySeen {
+    pub id: String,
+    pub revision: u64,
+    pub last_seen_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest proxy id accepted, in bytes.
+    pub max_id_len: usize,
+    /// Most proxies remembered; past it the least recently seen is dropped.
+    pub max_proxies: usize,
+    /// A proxy is live if it polled within this long.
+    pub live_ms: u64,
+    /// A proxy not seen for this long is forgotten.
+    pub forget_ms: u64,
+    /// A live proxy still behind a revision this long after it was issued is
+    /// stale: reported, no longer waited for.
+    pub stale_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_id_len: 256,
+            max_proxies: 4096,
+            live_ms: 10_000,
+            forget_ms: 600_000,
+            stale_ms: 60_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegistryError {
+    #[error("x-dimmer-proxy-id: at most {0} bytes")]
+    IdTooLong(usize),
+}
+
+/// Where the live proxies stand against one rollout's revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Standing {
+    pub applied: usize,
+    pub live: usize,
+    /// Behind, and waited for.
+    pub lagging: Vec<String>,
+    /// Behind for longer than the limit: reported, not waited for.
+    pub stale: Vec<String>,
+}
+
+pub struct Registry {
+    limits: Limits,
+    seen: Mutex<HashMap<String, ProxySeen>>,
+}
+
+impl Registry {
+    pub fn new(limits: Limits) -> Registry {
+        Registry {
+            limits,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn record(&self, id: &str, revision: u64, now_ms: u64) -> Result<(), RegistryError> {
+        if id.is_empty() {
+            return Ok(());
+        }
+        if id.len() > self.limits.max_id_len {
+            return Err(RegistryError::IdTooLong(self.limits.max_id_len));
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if !seen.contains_key(id) && seen.len() >= self.limits.max_proxies {
+            let forget = self.limits.forget_ms;
+            seen.retain(|_, p| now_ms.saturating_sub(p.last_seen_ms) < forget);
+            if seen.len() >= self.limits.max_proxies {
+                let oldest = seen
+                    .values()
+                    .min_by_key(|p| p.last_seen_ms)
+                    .map(|p| p.id.clone());
+                if let Some(oldest) = oldest {
+                    seen.remove(&oldest);
+                }
+            }
+        }
+        seen.insert(
+            id.to_owned(),
+            ProxySeen {
+                id: id.to_owned(),
+                revision,
+                last_seen_ms: now_ms,
+            },
+        );
+        Ok(())
+    }
+
+    /// Every remembered proxy, by id; forgets the ones not seen for long.
+    pub fn all(&self, now_ms: u64) -> Vec<ProxySeen> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let forget = self.limits.forget_ms;
+        seen.retain(|_, p| now_ms.saturating_sub(p.last_seen_ms) < forget);
+        let mut v: Vec<_> = seen.values().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    pub fn live(&self, now_ms: u64) -> Vec<ProxySeen> {
+        let live = self.limits.live_ms;
+        self.all(now_ms)
+            .into_iter()
+            .filter(|p| now_ms.saturating_sub(p.last_seen_ms) < live)
+            .collect()
+    }
+
+    /// Where the live proxies stand against `revision`, issued at `issued_ms`.
+    pub fn standing(&self, revision: u64, issued_ms: u64, now_ms: u64) -> Standing {
+        let live = self.live(now_ms);
+        let stale = now_ms.saturating_sub(issued_ms) >= self.limits.stale_ms;
+        let behind: Vec<String> = live
+            .iter()
+            .filter(|p| p.revision < revision)
+            .map(|p| p.id.clone())
+            .collect();
+        Standing {
+            applied: live.len() - behind.len(),
+            live: live.len(),
+            lagging: if stale { Vec::new() } else { behind.clone() },
+            stale: if stale { behind } else { Vec::new() },
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> Registry {
+        Registry::new(Limits {
+            max_proxies: 3,
+            ..Limits::default()
+        })
+    }
+
+    #[test]
+    fn a_flood_of_ids_stays_bounded_and_long_ids_are_refused() {
+        let r = small();
+        for i in 0..300 {
+            r.record(&format!("made-up-{i}"), 0, 1000 + i).unwrap();
+        }
+        assert_eq!(r.len(), 3);
+        // The most recent survive.
+        let ids: Vec<_> = r.all(2000).into_iter().map(|p| p.id).collect();
+        assert_eq!(ids, ["made-up-297", "made-up-298", "made-up-299"]);
+        assert_eq!(
+            r.record(&"x".repeat(16 * 1024), 0, 2000),
+            Err(RegistryError::IdTooLong(256))
+        );
+    }
+
+    #[test]
+    fn proxies_not_seen_for_long_are_forgotten() {
+        let r = small();
+        r.record("edge-1", 5, 0).unwrap();
+        assert_eq!(r.all(599_999).len(), 1);
+        assert!(r.all(600_000).is_empty());
+    }
+
+    #[test]
+    fn a_proxy_behind_holds_until_the_limit_then_is_stale() {
+        let r = small();
+        r.record("edge-1", 7, 100_000).unwrap();
+        r.record("stuck", 0, 100_000).unwrap();
+        let s = r.standing(7, 50_000, 100_000);
+        assert_eq!((s.applied, s.live), (1, 2));
+        assert_eq!(s.lagging, ["stuck"]);
+        assert!(s.stale.is_empty());
+        let s = r.standing(7, 40_000, 100_000);
+        assert!(s.lagging.is_empty());
+        assert_eq!(s.stale, ["stuck"]);
+        // Not live: neither.
+        let s = r.standing(7, 95_000, 111_000);
+        assert_eq!(s.live, 0);
+    }
+}

@@ -1,0 +1,141 @@
+//! The analysis runner: every progressing rollout whose interval has come is
+//! measured and decided on. Metrics are read in one batch, under a timeout,
+//! before the state lock is taken; the lock is held only to decide and
+//! write.
+
+use super::{now_ms, Service, ServiceError};
+use crate::engine::{self, Observation, Phase};
+use crate::metrics::Batch;
+
+impl Service {
+    /// One pass of the analysis loop.
+    pub async fn tick(&self) {
+        let now = now_ms();
+        let due: Vec<(String, u64, usize)> = {
+            let mut state = self.state.lock().await;
+            let super::Rollouts {
+                rollouts,
+                last_analysis,
+                ..
+            } = &mut *state;
+            let due: Vec<(String, u64, usize)> = rollouts
+                .values()
+                .filter(|s| s.phase == Phase::Progressing)
+                .filter(|s| {
+                    let last = last_analysis.get(&s.spec.name).copied().unwrap_or(0);
+                    now.saturating_sub(last) >= s.spec.analysis.interval.as_millis() as u64
+                })
+                .map(|s| (s.spec.name.clone(), s.revision, s.step))
+                .collect();
+            for (name, _, _) in &due {
+                last_analysis.insert(name.clone(), now);
+            }
+            due
+        };
+        if due.is_empty() {
+            return;
+        }
+        let names: Vec<String> = due.iter().map(|d| d.0.clone()).collect();
+        let fetched = self.fetch(&names).await;
+        for (name, revision, step) in due {
+            let seen = match &fetched {
+                Ok(batch) => Ok(batch.get(&name).cloned().unwrap_or_default()),
+                Err(e) => Err(e.clone()),
+            };
+            if let Err(e) = self.look(&name, revision, step, seen).await {
+                tracing::error!(rollout = %name, error = %e, "cannot record a decision");
+            }
+        }
+    }
+
+    /// One batch of counts, or why there is none; never longer than the
+    /// metrics timeout.
+    async fn fetch(&self, names: &[String]) -> Result<Batch, String> {
+        let limit = self.settings.metrics_timeout;
+        let result = match tokio::time::timeout(limit, self.source.counts(names)).await {
+            Ok(Ok(batch)) => Ok(batch),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "{} did not answer within {:?}",
+                self.source.describe(),
+                limit
+            )),
+        };
+        let mut h = self.source_health.lock().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Ok(_) => {
+                h.last_ok_ms = Some(now_ms());
+                h.last_error = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no metrics");
+                h.failures += 1;
+                h.last_error = Some(e.clone());
+            }
+        }
+        result
+    }
+
+    async fn look(
+        &self,
+        name: &str,
+        revision: u64,
+        step: usize,
+        seen: Result<crate::metrics::Snapshot, String>,
+    ) -> Result<(), ServiceError> {
+        let mut state = self.state.lock().await;
+        let Some(current) = state.rollouts.get(name).cloned() else {
+            return Ok(());
+        };
+        // A person may have acted while the metrics were on their way.
+        if current.phase != Phase::Progressing
+            || current.revision != revision
+            || current.step != step
+        {
+            return Ok(());
+        }
+        let now = now_ms();
+        let standing = self
+            .registry
+            .standing(current.revision, current.revision_ms, now);
+        let lagging = (!standing.lagging.is_empty()).then(|| {
+            format!(
+                "waiting for {} of {} proxies to apply revision {}: {} (each is waited for up to {}s, then reported stale)",
+                standing.lagging.len(),
+                standing.live,
+                current.revision,
+                standing.lagging.join(", "),
+                self.registry.limits().stale_ms / 1000
+            )
+        });
+        let observation = match &seen {
+            Ok(snap) => Observation::Counts(snap),
+            Err(why) => Observation::Lost(why),
+        };
+        let engine::Outcome {
+            decision,
+            evidence,
+            next,
+        } = engine::advance(&current, observation, now, lagging);
+        match decision.action() {
+            None => {
+                self.store.save_quietly(&next)?;
+                state.rollouts.insert(name.to_owned(), next);
+                Ok(())
+            }
+            Some(action) => {
+                let bump = next.weight_bp != current.weight_bp;
+                self.transition(
+                    &mut state,
+                    name,
+                    Some(next),
+                    bump,
+                    "controller",
+                    action,
+                    decision.reason(),
+                    &evidence,
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The rollout service against a fake metrics source.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::audit::AuditKey;
+use crate::metrics::fake::{Behaviour, FakeSource};
+use crate::metrics::{Snapshot, VersionCounts};
+use crate::spec::RolloutSpec;
+
+fn spec(extra: &str) -> RolloutSpec {
+    RolloutSpec::from_yaml(&format!(
+        "name: checkout\nstable: v1\ncanary: v2\nidentity: [{{header: x-user-id}}]\n\
+         steps:\n- {{percent: 10, approval: true}}\n- {{percent: 100}}\n\
+         analysis: {{min_requests: 50, interval: 200ms}}\n{extra}"
+    ))
+    .unwrap()
+}
+
+fn snap(v1: f64, v2: f64) -> Snapshot {
+    let c = |n: f64| {
+        let mut c = VersionCounts::default();
+        c.by_class.insert("2xx".into(), n);
+        c
+    };
+    Snapshot {
+        versions: [("v1".to_string(), c(v1)), ("v2".to_string(), c(v2))].into(),
+    }
+}
+
+struct Fixture {
+    service: Arc<Service>,
+    source: Arc<FakeSource>,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(timeout: Duration) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db"), AuditKey::from_bytes([1; 32])).unwrap();
+    let source = Arc::new(FakeSource::default());
+    let service = Service::new(
+        store,
+        Arc::clone(&source) as Arc<dyn MetricsSource>,
+        Settings {
+            metrics_timeout: timeout,
+            ..Settings::default()
+        },
+    )
+    .unwrap();
+    Fixture {
+        service,
+        source,
+        _dir: dir,
+    }
+}
+
+/// Runs the analysis until `check` holds, at most 50 looks.
+async fn look_until(f: &Fixture, check: impl Fn(&StatusView) -> bool) -> StatusView {
+    for _ in 0..50 {
+        f.service.state.lock().await.last_analysis.clear();
+        f.service.tick().await;
+        let v = f.service.status(Some("checkout")).await.unwrap().remove(0);
+        if check(&v) {
+            return v;
+        }
+    }
+    panic!(
+        "never reached: {:?}",
+        f.service.status(Some("checkout")).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn polls_and_aborts_do_not_wait_for_a_hanging_source() {
+    let f = fixture(Duration::from_secs(30));
+    f.service.apply(spec(""), "alice", false).await.unwrap();
+    f.source.behave(Behaviour::Hang);
+    let runner = {
+        let s = Arc::clone(&f.service);
+        tokio::spawn(async move { s.tick().await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!runner.is_finished(), "the fetch should still hang");
+    let start = Instant::now();
+    let doc = f.service.config_doc();
+    let v = f
+        .service
+        .command("checkout", Command::Abort, "alice", "paging")
+        .await
+        .unwrap();
+    let v2 = f
+        .service
+        .apply(spec("slo: {objective_percent: 99}\n"), "alice", false)
+        .await;
+    let took = start.elapsed();
+    assert_eq!(v.weight_bp, 0);
+    assert!(v2.is_ok());
+    assert!(doc.revision >= 1);
+    assert!(took < Duration::from_millis(500), "waited {took:?}");
+    runner.abort();
+}
+
+#[tokio::test]
+async fn a_hanging_source_costs_one_timeout_and_holds_with_the_reason() {
+    let f = fixture(Duration::from_millis(100));
+    f.service.apply(spec(""), "alice", false).await.unwrap();
+    f.source.behave(Behaviour::Hang);
+    let start = Instant::now();
+    f.service.tick().await;
+    assert!(start.elapsed() < Duration::from_secs(2));
+    let v = f.service.status(Some("checkout")).await.unwrap().remove(0);
+    assert!(
+        v.reason.contains("no metrics") && v.reason.contains("did not answer"),
+        "{}",
+        v.reason
+    );
+    assert!(v.metrics_lost_since_ms.is_some());
+    assert_eq!(v.phase, Phase::Progressing);
+}
+
+#[tokio::test]
+async fn promoted_during_an_outage_the_last_step_is_judged_on_its_own_data() {
+    let f = fixture(Duration::from_secs(1));
+    f.source.set("checkout", snap(1000.0, 100.0));
+    f.service.apply(spec(""), "alice", false).await.unwrap();
+    look_until(&f, |v| v.reason.contains("baseline taken")).await;
+    f.source.set("checkout", snap(1900.0, 200.0));
+    look_until(&f, |v| v.reason.contains("waiting for approval")).await;
+    // Metrics go down; a person promotes to the last step.
+    f.source.behave(Behaviour::Fail);
+    f.service.tick().await;
+    let v = f
+        .service
+        .command("checkout", Command::Promote, "alice", "go")
+        .await
+        .unwrap();
+    assert_eq!((v.step, v.weight_bp), (1, 10_000));
+    // Metrics come back, with no traffic since: never completed on that.
+    f.source.set("checkout", snap(5000.0, 900.0));
+    f.source.behave(Behaviour::Answer);
+    for _ in 0..10 {
+        f.service.state.lock().await.last_analysis.clear();
+        f.service.tick().await;
+    }
+    let v = f.service.status(Some("checkout")).await.unwrap().remove(0);
+    assert_eq!(v.phase, Phase::Progressing, "{}", v.reason);
+    assert!(v.reason.contains("canary has 0 of 50"), "{}", v.reason);
+    // Traffic at 100% completes it.
+    f.source.set("checkout", snap(5000.0, 1000.0));
+    let v = look_until(&f, |v| v.phase == Phase::Completed).await;
+    assert!(v.reason.contains("last step"), "{}", v.reason);
+}
+
+#[tokio::test]
+async fn apply_is_idempotent_in_every_phase_and_restart_is_explicit() {
+    let f = fixture(Duration::from_secs(1));
+    let s = &f.service;
+    let first = s.apply(spec(""), "alice", false).await.unwrap();
+    assert_eq!(first.applied, Some(Applied::Created));
+    let again = s.apply(spec(""), "alice", false).await.unwrap();
+    assert_eq!(again.applied, Some(Applied::Unchanged));
+    assert_eq!(again.revision, first.revision);
+    s.command("checkout", Command::Pause, "alice", "x")
+        .await
+        .unwrap();
+    let v = s.apply(spec(""), "alice", false).await.unwrap();
+    assert_eq!(
+        (v.applied, v.phase),
+        (Some(Applied::Unchanged), Phase::Paused)
+    );
+    s.command("checkout", Command::Resume, "alice", "x")
+        .await
+        .unwrap();
+    s.command("checkout", Command::Promote, "alice", "x")
+        .await
+        .unwrap();
+    s.command("checkout", Command::Promote, "alice", "x")
+        .await
+        .unwrap();
+    let done = s.status(Some("checkout")).await.unwrap().remove(0);
+    assert_eq!(done.phase, Phase::Completed);
+    let v = s.apply(spec(""), "alice", false).await.unwrap();
+    assert_eq!(
+        (v.applied, v.phase, v.weight_bp),
+        (Some(Applied::Unchanged), Phase::Completed, 10_000)
+    );
+    // Aborted: re-applying does not send users back to the canary.
+    s.apply(spec("slo: {objective_percent: 99}\n"), "alice", false)
+        .await
+        .unwrap();
+    s.command("checkout", Command::Abort, "alice", "x")
+        .await
+        .unwrap();
+    let v = s
+        .apply(spec("slo: {objective_percent: 99}\n"), "alice", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (v.applied, v.phase, v.weight_bp),
+        (Some(Applied::Unchanged), Phase::Aborted, 0)
+    );
+    let v = s
+        .apply(spec("slo: {objective_percent: 99}\n"), "bob", true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (v.applied, v.phase, v.weight_bp),
+        (Some(Applied::Restarted), Phase::Progressing, 1000)
+    );
+    let history = s.history("checkout").unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(
+        (last.action.as_str(), last.actor.as_str()),
+        ("restart", "bob")
+    );
+}
+
+#[tokio::test]
+async fn every_receiver_hears_a_delete_and_the_head_moves() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let f = fixture(Duration::from_secs(1));
+    f.service
+        .apply(spec(&format!("webhooks: [{url}]\n")), "alice", false)
+        .await
+        .unwrap();
+    let head_before = f.service.audit_head();
+    f.service.delete("checkout", "alice", "done").await.unwrap();
+    let mut actions = Vec::new();
+    while actions.len() < 2 {
+        let v = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        actions.push(v["action"].as_str().unwrap_or_default().to_owned());
+        assert!(v["audit_head"]["seq"].as_i64().unwrap_or(0) >= 1, "{v}");
+    }
+    assert_eq!(actions, ["apply", "delete"]);
+    assert_eq!(f.service.audit_head().seq, head_before.seq + 1);
+    assert_eq!(f.service.verify_audit().unwrap(), Ok(2));
+    // History outlives the rollout; an unknown name has none.
+    assert_eq!(f.service.history("checkout").unwrap().len(), 2);
+    assert!(matches!(
+        f.service.history("nope"),
+        Err(ServiceError::NotFound(_))
+    ));
+}
