@@ -81,8 +81,16 @@ impl App {
     }
 }
 
-/// Reads at most `limit` bytes of `body`; call only after authorising.
-async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+/// Reads at most `limit` bytes of `body`; call only after authorising. A
+/// body announced larger than the limit is refused before a byte is read.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::TooLarge(limit));
+    }
     axum::body::to_bytes(body, limit)
         .await
         .map(|b| b.to_vec())
@@ -162,7 +170,7 @@ async fn apply(
     body: Body,
 ) -> Result<Response, ApiError> {
     let who = app.require(&headers, Role::Operator)?;
-    let bytes = read_body(body, yaml_guard::MAX_BYTES).await?;
+    let bytes = read_body(&headers, body, yaml_guard::MAX_BYTES).await?;
     let text = String::from_utf8(bytes).map_err(|_| ApiError::BadBody("not UTF-8".into()))?;
     let spec = RolloutSpec::from_yaml(&text)?;
     if q.dry_run {
@@ -177,8 +185,8 @@ struct ReasonBody {
     reason: String,
 }
 
-async fn reason_of(body: Body) -> Result<String, ApiError> {
-    let bytes = read_body(body, MAX_REASON_BODY).await?;
+async fn reason_of(headers: &HeaderMap, body: Body) -> Result<String, ApiError> {
+    let bytes = read_body(headers, body, MAX_REASON_BODY).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok("no reason given".into());
     }
@@ -203,7 +211,7 @@ async fn command(
         "abort" => Command::Abort,
         other => return Err(ApiError::UnknownAction(other.to_owned())),
     };
-    let reason = reason_of(body).await?;
+    let reason = reason_of(&headers, body).await?;
     Ok(Json(app.service.command(&name, cmd, &who.name, &reason).await?).into_response())
 }
 
@@ -214,7 +222,7 @@ async fn delete(
     body: Body,
 ) -> Result<Response, ApiError> {
     let who = app.require(&headers, Role::Admin)?;
-    let reason = reason_of(body).await?;
+    let reason = reason_of(&headers, body).await?;
     app.service.delete(&name, &who.name, &reason).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -38,10 +38,16 @@ pub fn text(v: &StatusView) -> String {
     let stale = if v.proxies_stale.is_empty() {
         String::new()
     } else {
+        let more = v.proxies_stale_count.saturating_sub(v.proxies_stale.len());
         format!(
-            "\n  stale proxies (behind for over {}s, not waited for): {}",
+            "\n  stale proxies (behind for over {}s, not waited for): {}{}",
             v.proxy_stale_after_ms / 1000,
-            v.proxies_stale.join(", ")
+            v.proxies_stale.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
         )
     };
     format!(

@@ -64,6 +64,8 @@ pub fn users(prefix: &str, n: usize) -> Vec<String> {
 pub struct Stack {
     pub lab: Lab,
     pub controller: crate::controller::Controller,
+    /// With [`Stack::start_gated`]: the gate the controller reads metrics through.
+    pub gate: Option<crate::faults::MetricsGate>,
 }
 
 impl Stack {
@@ -72,9 +74,25 @@ impl Stack {
     }
 
     pub async fn start_with(controller_args: &[&str]) -> anyhow::Result<Stack> {
+        Self::start_inner(controller_args, false).await
+    }
+
+    /// The controller reads Envoy's admin through a [`crate::faults::MetricsGate`]
+    /// the test can close, hang or make flap.
+    pub async fn start_gated(controller_args: &[&str]) -> anyhow::Result<Stack> {
+        Self::start_inner(controller_args, true).await
+    }
+
+    async fn start_inner(controller_args: &[&str], gated: bool) -> anyhow::Result<Stack> {
         let admin = crate::ports::free_port()?;
+        let gate = if gated {
+            Some(crate::faults::MetricsGate::start(admin).await?)
+        } else {
+            None
+        };
+        let metrics_port = gate.as_ref().map_or(admin, |g| g.port);
         let controller = crate::controller::Controller::start(
-            crate::controller::MetricsFrom::EnvoyAdmin(admin),
+            crate::controller::MetricsFrom::EnvoyAdmin(metrics_port),
             controller_args,
         )
         .await?;
@@ -95,7 +113,11 @@ impl Stack {
             },
         )
         .await?;
-        Ok(Stack { lab, controller })
+        Ok(Stack {
+            lab,
+            controller,
+            gate,
+        })
     }
 
     /// Writes `yaml` to a file and `dimmer apply`s it as the operator.

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod controller;
 pub mod envoy;
+pub mod faults;
 pub mod fixtures;
 pub mod load;
 pub mod paths;

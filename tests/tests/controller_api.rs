@@ -7,18 +7,22 @@ use std::sync::{Arc, Mutex};
 
 use axum::routing::post;
 use axum::Router;
-use dimmer_e2e::controller::{ADMIN_TOKEN, OPERATOR_TOKEN, VIEWER_TOKEN};
+use dimmer_e2e::controller::{ADMIN_TOKEN, ENVOY_TOKEN, OPERATOR_TOKEN, VIEWER_TOKEN};
 use dimmer_e2e::fixtures::{spec_yaml, Stack};
 use reqwest::{Method, StatusCode};
 
 /// Every endpoint, with the least role that may call it.
 fn endpoints() -> Vec<(Method, &'static str, Option<&'static str>, &'static str)> {
     vec![
-        (Method::GET, "/v1/config", None, "viewer"),
+        (Method::GET, "/v1/config", None, "proxy"),
         (Method::GET, "/v1/rollouts", None, "viewer"),
         (Method::GET, "/v1/rollouts/checkout", None, "viewer"),
         (Method::GET, "/v1/rollouts/checkout/history", None, "viewer"),
         (Method::GET, "/v1/proxies", None, "viewer"),
+        (Method::GET, "/v1/webhooks", None, "viewer"),
+        (Method::GET, "/v1/audit/head", None, "viewer"),
+        (Method::GET, "/v1/health", None, "viewer"),
+        (Method::GET, "/metrics", None, "viewer"),
         (
             Method::POST,
             "/v1/rollouts?dry_run=true",
@@ -62,9 +66,10 @@ fn endpoints() -> Vec<(Method, &'static str, Option<&'static str>, &'static str)
 
 fn rank(role: &str) -> u8 {
     match role {
-        "viewer" => 1,
-        "operator" => 2,
-        "admin" => 3,
+        "proxy" => 1,
+        "viewer" => 2,
+        "operator" => 3,
+        "admin" => 4,
         _ => 0,
     }
 }
@@ -77,6 +82,7 @@ async fn every_endpoint_times_every_role_and_no_token() -> anyhow::Result<()> {
     let roles = [
         ("none", None),
         ("bad", Some("not-a-token-at-all-000")),
+        ("proxy", Some(ENVOY_TOKEN)),
         ("viewer", Some(VIEWER_TOKEN)),
         ("operator", Some(OPERATOR_TOKEN)),
         ("admin", Some(ADMIN_TOKEN)),
@@ -273,25 +279,44 @@ async fn webhooks_hear_every_state_change() -> anyhow::Result<()> {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
+    // One receiver for every rollout, one named by the spec: both hear
+    // everything, the delete included.
     let stack = Stack::start_with(&["--webhook", &url]).await?;
-    stack.apply(&spec_yaml(&[(1.0, "1h"), (100.0, "1h")], 10))?;
+    let spec_url = url.replace("/hook", "/hook?from=spec");
+    stack.apply(&format!(
+        "{}webhooks: ['{spec_url}']\n",
+        spec_yaml(&[(1.0, "1h"), (100.0, "1h")], 10)
+    ))?;
     stack
         .controller
         .ok(&["promote", "checkout", "--reason", "ship it"])?;
     stack
         .controller
         .ok(&["abort", "checkout", "--reason", "changed my mind"])?;
+    stack.controller.cli(
+        Some(ADMIN_TOKEN),
+        &["delete", "checkout", "--reason", "cleaning up"],
+    )?;
     for _ in 0..50 {
-        if got.lock().unwrap_or_else(|e| e.into_inner()).len() >= 3 {
+        if got.lock().unwrap_or_else(|e| e.into_inner()).len() >= 8 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let got = got.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let actions: Vec<&str> = got.iter().filter_map(|v| v["action"].as_str()).collect();
-    assert_eq!(actions, ["apply", "promote", "abort"]);
-    assert_eq!(got[2]["reason"], "changed my mind");
-    assert_eq!(got[2]["actor"], "deploy-bot");
-    assert_eq!(got[2]["rollout"], "checkout");
+    let mut actions: Vec<&str> = got.iter().filter_map(|v| v["action"].as_str()).collect();
+    actions.sort();
+    assert_eq!(
+        actions,
+        ["abort", "abort", "apply", "apply", "delete", "delete", "promote", "promote"]
+    );
+    let abort = got.iter().find(|v| v["action"] == "abort").unwrap();
+    assert_eq!(abort["reason"], "changed my mind");
+    assert_eq!(abort["actor"], "deploy-bot");
+    assert_eq!(abort["rollout"], "checkout");
+    assert!(
+        abort["audit_head"]["seq"].as_i64().unwrap_or(0) >= 3,
+        "{abort}"
+    );
     Ok(())
 }

@@ -68,13 +68,15 @@ pub struct StatusView {
     /// Live proxies that have applied this rollout's current weight, of all live.
     pub proxies_applied: usize,
     pub proxies_live: usize,
-    /// The live proxies that have not, and are waited for.
+    /// The live proxies that have not, and are waited for (the first 20).
     #[serde(default)]
     pub proxies_lagging: Vec<String>,
     /// The live proxies that have not for longer than the limit: reported,
-    /// no longer waited for.
+    /// no longer waited for (the first 20, and how many in all).
     #[serde(default)]
     pub proxies_stale: Vec<String>,
+    #[serde(default)]
+    pub proxies_stale_count: usize,
     /// How long a lagging proxy may hold a step before it counts as stale.
     #[serde(default)]
     pub proxy_stale_after_ms: u64,
@@ -238,8 +240,9 @@ impl Service {
             revision: s.revision,
             proxies_applied: standing.applied,
             proxies_live: standing.live,
-            proxies_lagging: standing.lagging,
-            proxies_stale: standing.stale,
+            proxies_lagging: standing.lagging.into_iter().take(registry::NAMED).collect(),
+            proxies_stale_count: standing.stale.len(),
+            proxies_stale: standing.stale.into_iter().take(registry::NAMED).collect(),
             proxy_stale_after_ms: self.registry.limits().stale_ms,
             step_started_ms: s.step_started_ms,
             metrics_lost_since_ms: s.metrics_lost_since_ms,

@@ -59,6 +59,23 @@ pub struct Standing {
     pub stale: Vec<String>,
 }
 
+/// Most proxy ids named in a status or a reason; the counts say the rest.
+pub const NAMED: usize = 20;
+
+/// `ids` for people: the first [`NAMED`], then how many more.
+pub fn some_of(ids: &[String]) -> String {
+    let mut s = ids
+        .iter()
+        .take(NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ids.len() > NAMED {
+        s.push_str(&format!(" and {} more", ids.len() - NAMED));
+    }
+    s
+}
+
 pub struct Registry {
     limits: Limits,
     seen: Mutex<HashMap<String, ProxySeen>>,

@@ -104,7 +104,7 @@ impl Service {
                 standing.lagging.len(),
                 standing.live,
                 current.revision,
-                standing.lagging.join(", "),
+                super::registry::some_of(&standing.lagging),
                 self.registry.limits().stale_ms / 1000
             )
         });
