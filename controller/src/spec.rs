@@ -1,5 +1,5 @@
 //! The rollout spec: what an operator writes in YAML and `dimmer apply`s.
-//! It is the filter's rollout (DESIGN.md §2) minus the weights, plus the
+//! It is the filter's rollout (docs/filter.md, "Configuration") minus the weights, plus the
 //! canary, the steps, the analysis and an optional SLO.
 
 use std::time::Duration;

@@ -1,5 +1,6 @@
-//! The config schema of DESIGN.md §2, as serde types. Unknown fields are
-//! refused: a misspelt `wieght` must be an error, not a silent default.
+//! The config schema of docs/filter.md ("Configuration"), as serde types.
+//! Unknown fields are refused: a misspelt `wieght` must be an error, not a
+//! silent default.
 
 use alloc::string::String;
 use alloc::vec::Vec;

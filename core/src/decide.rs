@@ -1,5 +1,6 @@
-//! The routing decision of DESIGN.md §1, steps 1–4, as a pure function of the
-//! compiled config and a view of the request headers.
+//! The routing decision of docs/filter.md ("What it does with a request"),
+//! as a pure function of the compiled config and a view of the request
+//! headers.
 
 use alloc::string::String;
 use alloc::vec::Vec;

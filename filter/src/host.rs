@@ -1,11 +1,14 @@
-//! Host access: everything here is one proxy-wasm call, errors absorbed,
-//! because a filter must never fail a request over its own plumbing.
+//! Host access, all of it: every proxy-wasm call the filter makes goes
+//! through here, and none unwraps. The SDK's context helpers
+//! (`set_http_request_header`, `get_plugin_configuration`, ...) unwrap the
+//! host's status, and a panic in wasm kills the VM for every request on
+//! that worker; a filter must never fail a request over its own plumbing.
 
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use dimmer_core::Request;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{Bytes, MapType};
+use proxy_wasm::types::{BufferType, Bytes, MapType, Status};
 
 /// The request headers of the current HTTP context.
 pub struct EnvoyRequest;
@@ -40,4 +43,59 @@ pub fn random_seed() -> u64 {
 pub fn property(path: Vec<&str>) -> Option<String> {
     let bytes = hostcalls::get_property(path).ok().flatten()?;
     String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
+}
+
+/// Sets (or, with `None`, removes) a request header; false if the host refused.
+pub fn set_request_header(name: &str, value: Option<&str>) -> bool {
+    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value).is_ok()
+}
+
+pub fn response_header(name: &str) -> Option<Bytes> {
+    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+        .ok()
+        .flatten()
+}
+
+pub fn add_response_header(name: &str, value: &str) -> bool {
+    hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value).is_ok()
+}
+
+pub fn call_response_header(name: &str) -> Option<Bytes> {
+    hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
+        .ok()
+        .flatten()
+}
+
+pub fn call_response_body(size: usize) -> Bytes {
+    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+pub fn plugin_configuration() -> Bytes {
+    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+pub fn set_tick_period(period: Duration) -> bool {
+    hostcalls::set_tick_period(period).is_ok()
+}
+
+pub fn dispatch_http_call(
+    cluster: &str,
+    headers: Vec<(&str, &str)>,
+    timeout: Duration,
+) -> Result<u32, Status> {
+    hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout)
+}
+
+/// A panic still ends the VM (`panic = "abort"`), but says where first, in
+/// Envoy's log, instead of an opaque wasm trap.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        log::error!("dimmer filter panicked: {info}");
+    }));
 }

@@ -12,5 +12,6 @@ use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
+    host::log_panics();
     proxy_wasm::set_root_context(|_| Box::new(root::DimmerRoot::new()));
 }}

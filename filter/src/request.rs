@@ -10,7 +10,7 @@ use dimmer_core::{decide, Decision, Request};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use crate::host::{now_us, EnvoyRequest};
+use crate::host::{self, now_us, EnvoyRequest};
 use crate::metrics::VersionStats;
 use crate::root::Active;
 
@@ -44,7 +44,7 @@ impl DimmerRequest {
             Decision::NoMatch => {
                 // A client must not steer routes by sending the header itself.
                 if EnvoyRequest.header(&cfg.route_header).is_some() {
-                    self.set_http_request_header(&cfg.route_header, None);
+                    host::set_request_header(&cfg.route_header, None);
                 }
             }
             Decision::Route(route) => {
@@ -56,7 +56,7 @@ impl DimmerRequest {
                 };
                 // Envoy clears its route cache itself when a wasm filter
                 // changes request headers (ABI 0.2.1), so the route follows.
-                self.set_http_request_header(&cfg.route_header, Some(version));
+                host::set_request_header(&cfg.route_header, Some(version));
                 self.stats = self
                     .active
                     .stats
@@ -80,12 +80,12 @@ impl HttpContext for DimmerRequest {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if self.stats.is_some() {
-            if let Some(status) = self.get_http_response_header_bytes(":status") {
+            if let Some(status) = host::response_header(":status") {
                 self.class = StatusClass::from_status(&status);
             }
         }
         if let Some(cookie) = self.set_cookie.take() {
-            self.add_http_response_header("set-cookie", &cookie);
+            host::add_response_header("set-cookie", &cookie);
         }
         Action::Continue
     }

@@ -8,7 +8,7 @@ use dimmer_core::{parse_config_doc, parse_plugin_config, Compiled};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
-use crate::host::{now_ms, property, random_seed};
+use crate::host::{self, now_ms, property, random_seed};
 use crate::metrics::{version_table, Health, Registry, VersionStats};
 use crate::poller::Poller;
 use crate::request::DimmerRequest;
@@ -80,7 +80,7 @@ impl DimmerRoot {
             headers.push(("authorization", b.as_str()));
         }
         let timeout = std::time::Duration::from_millis(s.timeout_ms);
-        let result = self.dispatch_http_call(&s.cluster, headers, None, vec![], timeout);
+        let result = host::dispatch_http_call(&s.cluster, headers, timeout);
         let cluster = s.cluster.clone();
         let Some(p) = self.poller.as_mut() else {
             return;
@@ -101,14 +101,11 @@ impl DimmerRoot {
 impl Context for DimmerRoot {
     fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _: usize) {
         let now = now_ms();
-        let status = self.get_http_call_response_header_bytes(":status");
-        let etag = self
-            .get_http_call_response_header_bytes("etag")
+        let status = host::call_response_header(":status");
+        let etag = host::call_response_header("etag")
             .map(|e| String::from_utf8_lossy(&e).into_owned())
             .unwrap_or_default();
-        let body = self
-            .get_http_call_response_body(0, body_size)
-            .unwrap_or_default();
+        let body = host::call_response_body(body_size);
         let Some(p) = self.poller.as_mut() else {
             return;
         };
@@ -145,7 +142,7 @@ impl RootContext for DimmerRoot {
     // Envoy first runs this in a throw-away VM to validate the config, so it
     // only parses, defines stats and sets the tick: no shared data, no calls.
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let bytes = host::plugin_configuration();
         let cfg = match parse_plugin_config(&bytes) {
             Ok(cfg) => cfg,
             Err(e) => {
@@ -163,7 +160,7 @@ impl RootContext for DimmerRoot {
                 .or_else(|| property(vec!["node", "id"]))
                 .unwrap_or_else(|| format!("envoy-{:016x}", self.me));
             let poller = Poller::new(controller, &plugin, proxy_id, self.me, now_ms());
-            self.set_tick_period(poller.tick_period());
+            host::set_tick_period(poller.tick_period());
             self.poller = Some(poller);
         }
         true

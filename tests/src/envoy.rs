@@ -12,7 +12,7 @@ use crate::ports::free_port;
 
 #[derive(Debug, Clone)]
 pub struct EnvoyOptions {
-    /// The filter's plugin configuration (DESIGN.md §2).
+    /// The filter's plugin configuration (docs/filter.md, "Configuration").
     pub plugin_config: serde_json::Value,
     pub v1_port: u16,
     pub v2_port: u16,

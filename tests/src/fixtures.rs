@@ -60,7 +60,7 @@ pub fn users(prefix: &str, n: usize) -> Vec<String> {
 }
 
 /// Envoy with the filter polling a real `dimmer serve`, which reads that
-/// Envoy's admin stats: the single-proxy setup of DESIGN.md §5.
+/// Envoy's admin stats: the single-proxy setup (docs/controller.md, "One proxy or many").
 pub struct Stack {
     pub lab: Lab,
     pub controller: crate::controller::Controller,

@@ -1,5 +1,5 @@
 //! A real Prometheus (Debian's package), scraping Envoys' admin endpoints:
-//! the multi-proxy path of DESIGN.md §5.
+//! the multi-proxy path (docs/controller.md, "One proxy or many").
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
