@@ -9,7 +9,7 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
 export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: .wasm-target .prometheus demo-static setup setup-bench build wasm test test-unit test-e2e lint demo bench clean
+.PHONY: .wasm-target .prometheus demo-static setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-faults clean
 
 setup: $(ENVOY) .wasm-target .prometheus
 
@@ -57,6 +57,11 @@ bench: setup-bench build
 	cargo build --release -p dimmer-noop-filter --target $(WASM_TARGET)
 	cargo build --release -q -p dimmer-e2e --bin dimmer-bench
 	DIMMER_ENVOY_CPUS=1 DIMMER_ENVOY_LOG=warning taskset -c 0 target/release/dimmer-bench $(BENCH_ARGS)
+
+# Config polls, applies and aborts while the metrics source and a webhook
+# hang, beside a healthy source (bench/RESULTS.md).
+bench-faults: build
+	target/release/dimmer-fault-bench $(BENCH_ARGS)
 
 clean:
 	cargo clean
