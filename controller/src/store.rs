@@ -70,6 +70,14 @@ impl Store {
                  prev_hash TEXT NOT NULL, hash TEXT NOT NULL, mac TEXT NOT NULL DEFAULT '');
              CREATE INDEX IF NOT EXISTS audit_rollout ON audit (rollout, seq);",
         )?;
+        // Logs written before keyed checkpoints lack the column; their
+        // records then fail verification as unkeyed, which is the truth.
+        let has_mac: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('audit') WHERE name = 'mac'")?
+            .exists([])?;
+        if !has_mac {
+            conn.execute_batch("ALTER TABLE audit ADD COLUMN mac TEXT NOT NULL DEFAULT ''")?;
+        }
         Ok(Store {
             conn: Mutex::new(conn),
             key,
@@ -308,4 +316,48 @@ fn append_audit(
         ],
     )?;
     Ok(Head::of(std::slice::from_ref(&rec)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_from_before_checkpoints_opens_and_fails_verification_as_unkeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE audit (
+                 seq INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, actor TEXT NOT NULL,
+                 rollout TEXT NOT NULL, action TEXT NOT NULL, from_state TEXT NOT NULL,
+                 to_state TEXT NOT NULL, reason TEXT NOT NULL, evidence TEXT NOT NULL,
+                 prev_hash TEXT NOT NULL, hash TEXT NOT NULL);",
+        )
+        .unwrap();
+        let mut rec = AuditRecord {
+            seq: 1,
+            at_ms: 1,
+            actor: "a".into(),
+            rollout: "r".into(),
+            action: "apply".into(),
+            from: "none".into(),
+            to: "x".into(),
+            reason: "r".into(),
+            evidence: serde_json::json!({}),
+            prev_hash: GENESIS.into(),
+            hash: String::new(),
+            mac: String::new(),
+        };
+        rec.hash = rec.compute_hash();
+        conn.execute(
+            "INSERT INTO audit VALUES (1, 1, 'a', 'r', 'apply', 'none', 'x', 'r', '{}', ?1, ?2)",
+            params![rec.prev_hash, rec.hash],
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(&path, AuditKey::from_bytes([3; 32])).unwrap();
+        assert_eq!(store.audit(None).unwrap().len(), 1);
+        assert_eq!(store.verify().unwrap(), Err(ChainError::Forged { seq: 1 }));
+    }
 }
