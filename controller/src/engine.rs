@@ -179,6 +179,22 @@ pub fn advance(
     };
     next.metrics_lost_since_ms = None;
     let Some(baseline) = &state.step_baseline else {
+        // No series at all is not a baseline: counts that appear later
+        // would all look new, even those from before the step (a source
+        // that briefly answers empty, an earlier rollout of the same name).
+        // The filter defines its counters when it takes the config, so
+        // they exist, at zero, before any traffic.
+        if snap.is_empty() {
+            let decision = Decision::Hold {
+                reason: "holding: no counts reported for this rollout yet; the step's baseline is taken once the proxies report it".into(),
+            };
+            next.reason = decision.reason().to_owned();
+            return Outcome {
+                decision,
+                evidence: state.evidence.clone(),
+                next,
+            };
+        }
         // No counts from when the step began: these are its baseline, and
         // only what comes after them is the step's data.
         next.step_baseline = Some(snap.clone());
@@ -408,9 +424,7 @@ mod tests {
             c.by_class.insert("5xx".into(), err);
             c
         };
-        Snapshot {
-            versions: [("v1".to_string(), c(v1)), ("v2".to_string(), c(v2))].into(),
-        }
+        Snapshot::from_versions([("v1".to_string(), c(v1)), ("v2".to_string(), c(v2))].into())
     }
 
     fn counts(s: &RolloutState, snap: &Snapshot, now_ms: u64) -> Outcome {
@@ -504,7 +518,17 @@ mod tests {
 
     #[test]
     fn never_promotes_on_no_data() {
-        let s = started(&Snapshot::default());
+        let s = RolloutState::new(spec(), 0);
+        for t in [0, 60_000, 3_600_000] {
+            let o = counts(&s, &Snapshot::default(), t);
+            assert!(
+                matches!(o.decision, Decision::Hold { ref reason } if reason.contains("no counts reported")),
+                "{:?}",
+                o.decision
+            );
+            assert!(o.next.step_baseline.is_none());
+        }
+        let s = started(&snap((0.0, 0.0), (0.0, 0.0)));
         for t in [0, 60_000, 3_600_000] {
             let d = counts(&s, &Snapshot::default(), t).decision;
             assert!(matches!(d, Decision::Hold { .. }), "{d:?}");
@@ -566,7 +590,7 @@ mod tests {
 
     #[test]
     fn losing_metrics_holds_or_aborts_as_the_spec_says() {
-        let s = started(&Snapshot::default());
+        let s = started(&snap((0.0, 0.0), (0.0, 0.0)));
         let o = advance(&s, Observation::Lost("timed out"), 10_000, None);
         let o = advance(&o.next, Observation::Lost("timed out"), 3_600_000, None);
         assert!(
@@ -602,7 +626,7 @@ mod tests {
         // Counts that come back in time reset the clock.
         let s = RolloutState::new(o.next.spec.clone(), 0);
         let o = advance(&s, Observation::Lost("x"), 10_000, None);
-        let o = counts(&o.next, &Snapshot::default(), 20_000);
+        let o = counts(&o.next, &snap((0.0, 0.0), (0.0, 0.0)), 20_000);
         let o = advance(&o.next, Observation::Lost("x"), 75_000, None);
         assert!(
             matches!(o.decision, Decision::Hold { .. }),

@@ -38,9 +38,7 @@ pub fn parse_all(text: &str) -> Batch {
         let counts = batch
             .entry((*rollout).to_owned())
             .or_default()
-            .versions
-            .entry((*version).to_owned())
-            .or_default();
+            .counts_mut("", version);
         match name {
             "dimmer_requests" => {
                 if let Some(class) = labels.get("class") {
@@ -56,9 +54,7 @@ pub fn parse_all(text: &str) -> Batch {
         }
     }
     for snap in batch.values_mut() {
-        for counts in snap.versions.values_mut() {
-            counts.latency.sort_by(|a, b| a.0.total_cmp(&b.0));
-        }
+        snap.sort_buckets();
     }
     batch
 }

@@ -58,6 +58,20 @@ impl VersionCounts {
         (n > 0.0).then(|| self.errors() / n)
     }
 
+    /// Adds `other`'s counts: class by class, and bucket by bucket bound.
+    pub fn add(&mut self, other: &VersionCounts) {
+        for (k, v) in &other.by_class {
+            *self.by_class.entry(k.clone()).or_default() += v;
+        }
+        for &(le, c) in &other.latency {
+            match self.latency.iter_mut().find(|(l, _)| *l == le) {
+                Some(b) => b.1 += c,
+                None => self.latency.push((le, c)),
+            }
+        }
+        self.latency.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+
     /// Counts since `earlier`. A counter that went down was reset (an Envoy
     /// restarted): its whole current value is new.
     pub fn since(&self, earlier: &VersionCounts) -> VersionCounts {
@@ -126,24 +140,73 @@ impl VersionCounts {
     }
 }
 
-/// Counts per version of one rollout.
+/// Counts per version of one rollout, kept apart per source of counts (a
+/// proxy, as Prometheus names it by `instance`; one unnamed source for one
+/// Envoy's admin). Deltas are taken per source: one proxy restarting resets
+/// its own counters only, and must not make the others' counts from before
+/// a step look new.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
-    pub versions: BTreeMap<String, VersionCounts>,
+    pub sources: BTreeMap<String, BTreeMap<String, VersionCounts>>,
 }
 
 impl Snapshot {
+    /// One unnamed source with these versions.
+    pub fn from_versions(versions: BTreeMap<String, VersionCounts>) -> Snapshot {
+        Snapshot {
+            sources: [(String::new(), versions)].into(),
+        }
+    }
+
+    pub fn counts_mut(&mut self, source: &str, version: &str) -> &mut VersionCounts {
+        self.sources
+            .entry(source.to_owned())
+            .or_default()
+            .entry(version.to_owned())
+            .or_default()
+    }
+
+    /// No series at all: nothing has reported this rollout yet.
+    pub fn is_empty(&self) -> bool {
+        self.sources.values().all(BTreeMap::is_empty)
+    }
+
+    /// A version's counts, summed over the sources.
     pub fn version(&self, name: &str) -> VersionCounts {
-        self.versions.get(name).cloned().unwrap_or_default()
+        let mut total = VersionCounts::default();
+        for versions in self.sources.values() {
+            if let Some(v) = versions.get(name) {
+                total.add(v);
+            }
+        }
+        total
     }
 
     pub fn since(&self, earlier: &Snapshot) -> Snapshot {
         Snapshot {
-            versions: self
-                .versions
+            sources: self
+                .sources
                 .iter()
-                .map(|(k, v)| (k.clone(), v.since(&earlier.version(k))))
+                .map(|(src, versions)| {
+                    let then = earlier.sources.get(src);
+                    let deltas = versions
+                        .iter()
+                        .map(|(k, v)| {
+                            let before = then.and_then(|t| t.get(k)).cloned().unwrap_or_default();
+                            (k.clone(), v.since(&before))
+                        })
+                        .collect();
+                    (src.clone(), deltas)
+                })
                 .collect(),
+        }
+    }
+
+    pub(crate) fn sort_buckets(&mut self) {
+        for versions in self.sources.values_mut() {
+            for counts in versions.values_mut() {
+                counts.latency.sort_by(|a, b| a.0.total_cmp(&b.0));
+            }
         }
     }
 }
@@ -212,21 +275,41 @@ dimmer_latency_ms_bucket{rollout="checkout",version="v2",le="+Inf"} 100
         let before = parse_exposition(TEXT, "checkout");
         let mut after = before.clone();
         after
-            .versions
-            .get_mut("v1")
-            .unwrap()
+            .counts_mut("", "v1")
             .by_class
             .insert("2xx".into(), 1090.0);
         // An Envoy restart: v2 counts start again from zero.
         after
-            .versions
-            .get_mut("v2")
-            .unwrap()
+            .counts_mut("", "v2")
             .by_class
             .insert("2xx".into(), 7.0);
         let d = after.since(&before);
         assert_eq!(d.version("v1").by_class["2xx"], 100.0);
         assert_eq!(d.version("v1").by_class["5xx"], 0.0);
         assert_eq!(d.version("v2").by_class["2xx"], 7.0);
+    }
+
+    #[test]
+    fn one_proxy_restarting_does_not_make_the_others_old_counts_new() {
+        let ok = |n: f64| {
+            let mut c = VersionCounts::default();
+            c.by_class.insert("2xx".into(), n);
+            c.latency = vec![(100.0, n), (INF_BOUND, n)];
+            c
+        };
+        let mut before = Snapshot::default();
+        *before.counts_mut("edge-a", "v2") = ok(1000.0);
+        *before.counts_mut("edge-b", "v2") = ok(1000.0);
+        let mut after = Snapshot::default();
+        *after.counts_mut("edge-a", "v2") = ok(1010.0);
+        // edge-b restarted: its counters start again.
+        *after.counts_mut("edge-b", "v2") = ok(5.0);
+        let d = after.since(&before).version("v2");
+        assert_eq!(d.requests(), 15.0);
+        assert_eq!(d.latency, vec![(100.0, 15.0), (INF_BOUND, 15.0)]);
+        // Summed first, the restart would have counted edge-a's old 1000 again.
+        assert_eq!(after.version("v2").requests(), 1015.0);
+        assert!(!after.is_empty());
+        assert!(Snapshot::default().is_empty());
     }
 }

@@ -1,7 +1,8 @@
 //! A Prometheus server that scrapes every proxy: the multi-proxy setup. Two
-//! queries answer for every rollout:
-//! `sum by (rollout, version, class) (dimmer_requests)` and
-//! `sum by (rollout, version, le) (dimmer_latency_ms_bucket)`.
+//! queries answer for every rollout, kept apart per proxy (`instance`) so a
+//! proxy's restart resets its counts alone:
+//! `sum by (rollout, version, class, instance) (dimmer_requests)` and
+//! `sum by (rollout, version, le, instance) (dimmer_latency_ms_bucket)`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,10 +35,10 @@ impl MetricsSource for Prometheus {
     fn counts<'a>(&'a self, rollouts: &'a [String]) -> BoxFuture<'a, Result<Batch, MetricsError>> {
         Box::pin(async move {
             let req = self
-                .query("sum by (rollout, version, class) (dimmer_requests)")
+                .query("sum by (rollout, version, class, instance) (dimmer_requests)")
                 .await?;
             let lat = self
-                .query("sum by (rollout, version, le) (dimmer_latency_ms_bucket)")
+                .query("sum by (rollout, version, le, instance) (dimmer_latency_ms_bucket)")
                 .await?;
             let mut batch: Batch = rollouts
                 .iter()
@@ -52,8 +53,12 @@ impl MetricsSource for Prometheus {
                     continue;
                 };
                 if let Some(snap) = batch.get_mut(r) {
-                    let counts = snap.versions.entry(v.to_owned()).or_default();
-                    counts.by_class.insert(c.to_owned(), row.value);
+                    let src = row.label("instance").unwrap_or_default();
+                    *snap
+                        .counts_mut(src, v)
+                        .by_class
+                        .entry(c.to_owned())
+                        .or_default() += row.value;
                 }
             }
             for row in lat {
@@ -64,17 +69,12 @@ impl MetricsSource for Prometheus {
                 };
                 let Ok(le) = parse_le(le) else { continue };
                 if let Some(snap) = batch.get_mut(r) {
-                    snap.versions
-                        .entry(v.to_owned())
-                        .or_default()
-                        .latency
-                        .push((le, row.value));
+                    let src = row.label("instance").unwrap_or_default();
+                    snap.counts_mut(src, v).latency.push((le, row.value));
                 }
             }
             for snap in batch.values_mut() {
-                for counts in snap.versions.values_mut() {
-                    counts.latency.sort_by(|a, b| a.0.total_cmp(&b.0));
-                }
+                snap.sort_buckets();
             }
             Ok(batch)
         })

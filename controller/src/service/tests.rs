@@ -24,9 +24,7 @@ fn snap(v1: f64, v2: f64) -> Snapshot {
         c.by_class.insert("2xx".into(), n);
         c
     };
-    Snapshot {
-        versions: [("v1".to_string(), c(v1)), ("v2".to_string(), c(v2))].into(),
-    }
+    Snapshot::from_versions([("v1".to_string(), c(v1)), ("v2".to_string(), c(v2))].into())
 }
 
 struct Fixture {
