@@ -9,7 +9,7 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
 export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: .wasm-target .prometheus demo-static setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-faults clean
+.PHONY: .wasm-target .prometheus demo-static setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults clean
 
 setup: $(ENVOY) .wasm-target .prometheus
 
@@ -26,9 +26,10 @@ $(ENVOY):
 .wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
-# Load generators for the benchmarks, from Debian's packages.
+# Load generators and valgrind for the benchmarks, from Debian's packages.
 setup-bench: setup
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@command -v callgrind_control >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
 
 wasm: .wasm-target
 	cargo build --release -p dimmer-filter --target $(WASM_TARGET)
@@ -57,6 +58,12 @@ bench: setup-bench build
 	cargo build --release -p dimmer-noop-filter --target $(WASM_TARGET)
 	cargo build --release -q -p dimmer-e2e --bin dimmer-bench
 	DIMMER_ENVOY_CPUS=1 DIMMER_ENVOY_LOG=warning taskset -c 0 target/release/dimmer-bench $(BENCH_ARGS)
+
+# Instructions per request under callgrind: deterministic, for every
+# performance decision on the filter (bench/README.md).
+bench-instructions: setup-bench build
+	cargo build --release -p dimmer-noop-filter --target $(WASM_TARGET)
+	DIMMER_ENVOY_LOG=warning target/release/dimmer-callgrind $(BENCH_ARGS)
 
 # Config polls, applies and aborts while the metrics source and a webhook
 # hang, beside a healthy source (bench/RESULTS.md).

@@ -103,18 +103,46 @@ impl Envoy {
         listen_port: u16,
         admin_port: u16,
     ) -> anyhow::Result<Envoy> {
+        // DIMMER_ENVOY_CPUS pins Envoy (the benchmarks give it a core of its own).
+        let wrapper = match std::env::var("DIMMER_ENVOY_CPUS") {
+            Ok(cpus) => vec!["taskset".into(), "-c".into(), cpus.into()],
+            Err(_) => Vec::new(),
+        };
+        let binary = paths::envoy_binary()?;
+        Self::start_under(
+            &wrapper,
+            &binary,
+            yaml,
+            concurrency,
+            listen_port,
+            admin_port,
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
+    /// Starts `binary` (an Envoy) under `wrapper` (e.g. valgrind), waiting
+    /// up to `ready_within` for its admin to say it is ready.
+    pub async fn start_under(
+        wrapper: &[std::ffi::OsString],
+        binary: &std::path::Path,
+        yaml: &str,
+        concurrency: u32,
+        listen_port: u16,
+        admin_port: u16,
+        ready_within: Duration,
+    ) -> anyhow::Result<Envoy> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("envoy.yaml");
         std::fs::write(&config, yaml)?;
         let log = std::fs::File::create(dir.path().join("envoy.log"))?;
-        // DIMMER_ENVOY_CPUS pins Envoy (the benchmarks give it a core of its own).
-        let mut cmd = match std::env::var("DIMMER_ENVOY_CPUS") {
-            Ok(cpus) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", &cpus]).arg(paths::envoy_binary()?);
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(binary);
                 c
             }
-            Err(_) => Command::new(paths::envoy_binary()?),
+            None => Command::new(binary),
         };
         let log_level = std::env::var("DIMMER_ENVOY_LOG").unwrap_or_else(|_| "info".into());
         let child = cmd
@@ -134,13 +162,18 @@ impl Envoy {
             admin_port,
             dir,
         };
-        envoy.wait_ready().await?;
+        envoy.wait_ready(ready_within).await?;
         Ok(envoy)
     }
 
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+    /// The folder holding this Envoy's config and log.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!(
@@ -159,7 +192,7 @@ impl Envoy {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("envoy not ready within 30 s:\n{}", self.log());
+                bail!("envoy not ready within {within:?}:\n{}", self.log());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

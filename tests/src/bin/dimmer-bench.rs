@@ -8,10 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use dimmer_e2e::envoy::render;
-use dimmer_e2e::fixtures::rollout;
-use dimmer_e2e::paths::{filter_wasm, workspace_root};
-use dimmer_e2e::ports::free_port;
+use dimmer_e2e::bench::{envoy_yaml, Variant, HOST, VARIANTS};
 use dimmer_e2e::stats::sample;
 use dimmer_e2e::{Envoy, Upstream};
 
@@ -34,74 +31,6 @@ struct Args {
     connections: u32,
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Variant {
-    NoFilter,
-    NoopWasm,
-    NativeSplit,
-    Dimmer,
-    /// Another build of the filter, for A/B comparisons of a change.
-    Alternative,
-}
-
-const VARIANTS: [Variant; 5] = [
-    Variant::NoFilter,
-    Variant::NoopWasm,
-    Variant::NativeSplit,
-    Variant::Dimmer,
-    Variant::Alternative,
-];
-
-impl Variant {
-    fn name(self) -> &'static str {
-        match self {
-            Variant::NoFilter => "no filter",
-            Variant::NoopWasm => "no-op wasm filter",
-            Variant::NativeSplit => "native weighted_clusters + hash",
-            Variant::Dimmer => "dimmer",
-            Variant::Alternative => "dimmer (--alternative build)",
-        }
-    }
-}
-
-const HEADER_ROUTES: &str = r#"              - match:
-                  prefix: "/"
-                  headers:
-                  - name: x-dimmer-version
-                    string_match: { exact: v2 }
-                route: { cluster: app-v2 }
-              - match: { prefix: "/" }
-                route: { cluster: app-v1 }"#;
-
-const NATIVE_ROUTES: &str = r#"              - match: { prefix: "/" }
-                route:
-                  hash_policy:
-                  - header: { header_name: x-user-id }
-                  weighted_clusters:
-                    use_hash_policy: true
-                    clusters:
-                    - { name: app-v1, weight: 90 }
-                    - { name: app-v2, weight: 10 }"#;
-
-fn wasm_filter(name: &str, wasm: &str, config: &str) -> String {
-    format!(
-        r#"          - name: {name}
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: {name}
-                root_id: {name}
-                vm_config:
-                  vm_id: {name}
-                  runtime: envoy.wasm.runtime.v8
-                  code:
-                    local: {{ filename: "{wasm}" }}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {config}"#
-    )
-}
-
 struct Sample {
     cpu_us_per_rq: f64,
     rps: f64,
@@ -114,44 +43,7 @@ async fn run_variant(
     v2: u16,
     script: &PathBuf,
 ) -> anyhow::Result<Sample> {
-    let root = workspace_root();
-    let template = std::fs::read_to_string(root.join("bench/envoy-bench.yaml.tmpl"))?;
-    let noop = root.join("target/wasm32-wasip1/release/dimmer_noop_filter.wasm");
-    let dimmer_config = serde_json::json!({"rollouts": [rollout(1000)]}).to_string();
-    let (routes, filters) = match v {
-        Variant::NoFilter => (HEADER_ROUTES, String::new()),
-        Variant::NoopWasm => (
-            HEADER_ROUTES,
-            wasm_filter("noop", &noop.display().to_string(), "\"\""),
-        ),
-        Variant::NativeSplit => (NATIVE_ROUTES, String::new()),
-        Variant::Dimmer | Variant::Alternative => {
-            let wasm = match (&args.alternative, v) {
-                (Some(alt), Variant::Alternative) => alt.clone(),
-                _ => filter_wasm()?,
-            };
-            (
-                HEADER_ROUTES,
-                wasm_filter(
-                    "dimmer",
-                    &wasm.display().to_string(),
-                    &serde_json::to_string(&dimmer_config)?,
-                ),
-            )
-        }
-    };
-    let (listen, admin) = (free_port()?, free_port()?);
-    let yaml = render(
-        &template,
-        &[
-            ("ADMIN_PORT", admin.to_string()),
-            ("LISTEN_PORT", listen.to_string()),
-            ("ROUTES", routes.to_string()),
-            ("HTTP_FILTERS", filters),
-            ("V1_PORT", v1.to_string()),
-            ("V2_PORT", v2.to_string()),
-        ],
-    )?;
+    let (yaml, listen, admin) = envoy_yaml(v, args.alternative.as_deref(), v1, v2)?;
     let envoy = Envoy::start_with_yaml(&yaml, 1, listen, admin).await?;
     // Warm up: connections, V8 tiering, stat creation.
     wrk(&envoy, script, 2, args.connections)?;
@@ -236,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
     // A distinct identity on every request: the filter hashes each one afresh.
     std::fs::write(
         &script,
-        "local n = 0\nrequest = function()\n  n = n + 1\n  return wrk.format(nil, nil, {[\"x-user-id\"] = \"user-\" .. n})\nend\n",
+        format!("local n = 0\nrequest = function()\n  n = n + 1\n  return wrk.format(nil, nil, {{[\"x-user-id\"] = \"user-\" .. n, [\"host\"] = \"{HOST}\"}})\nend\n"),
     )?;
     // rounds[round][variant]
     let mut rounds: Vec<Vec<Option<Sample>>> = Vec::new();

@@ -1,0 +1,133 @@
+//! The benchmark's variants: the same Envoy, the same upstreams, one worker;
+//! only the route table and the HTTP filters differ. Shared by the
+//! wall-clock bench (`dimmer-bench`) and the instruction counts
+//! (`dimmer-callgrind`).
+
+use std::path::Path;
+
+use crate::envoy::render;
+use crate::fixtures::rollout;
+use crate::paths::{filter_wasm, workspace_root};
+use crate::ports::free_port;
+
+/// The host every benchmark request carries; Dimmer's rollout matches it.
+pub const HOST: &str = "app.example";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Variant {
+    NoFilter,
+    NoopWasm,
+    NativeSplit,
+    Dimmer,
+    /// Another build of the filter, for A/B comparisons of a change.
+    Alternative,
+}
+
+pub const VARIANTS: [Variant; 5] = [
+    Variant::NoFilter,
+    Variant::NoopWasm,
+    Variant::NativeSplit,
+    Variant::Dimmer,
+    Variant::Alternative,
+];
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::NoFilter => "no filter",
+            Variant::NoopWasm => "no-op wasm filter",
+            Variant::NativeSplit => "native weighted_clusters + hash",
+            Variant::Dimmer => "dimmer",
+            Variant::Alternative => "dimmer (--alternative build)",
+        }
+    }
+}
+
+pub const HEADER_ROUTES: &str = r#"              - match:
+                  prefix: "/"
+                  headers:
+                  - name: x-dimmer-version
+                    string_match: { exact: v2 }
+                route: { cluster: app-v2 }
+              - match: { prefix: "/" }
+                route: { cluster: app-v1 }"#;
+
+pub const NATIVE_ROUTES: &str = r#"              - match: { prefix: "/" }
+                route:
+                  hash_policy:
+                  - header: { header_name: x-user-id }
+                  weighted_clusters:
+                    use_hash_policy: true
+                    clusters:
+                    - { name: app-v1, weight: 90 }
+                    - { name: app-v2, weight: 10 }"#;
+
+pub fn wasm_filter(name: &str, wasm: &str, config: &str) -> String {
+    format!(
+        r#"          - name: {name}
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: {name}
+                root_id: {name}
+                vm_config:
+                  vm_id: {name}
+                  runtime: envoy.wasm.runtime.v8
+                  code:
+                    local: {{ filename: "{wasm}" }}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: {config}"#
+    )
+}
+
+/// An Envoy bootstrap for `v`: `(yaml, listen port, admin port)`.
+/// `alternative` is the second filter build of an A/B.
+pub fn envoy_yaml(
+    v: Variant,
+    alternative: Option<&Path>,
+    v1: u16,
+    v2: u16,
+) -> anyhow::Result<(String, u16, u16)> {
+    let root = workspace_root();
+    let template = std::fs::read_to_string(root.join("bench/envoy-bench.yaml.tmpl"))?;
+    let noop = root.join("target/wasm32-wasip1/release/dimmer_noop_filter.wasm");
+    let mut bench_rollout = rollout(1000);
+    bench_rollout["match"] = serde_json::json!({"host": HOST});
+    let dimmer_config = serde_json::json!({"rollouts": [bench_rollout]}).to_string();
+    let (routes, filters) = match v {
+        Variant::NoFilter => (HEADER_ROUTES, String::new()),
+        Variant::NoopWasm => (
+            HEADER_ROUTES,
+            wasm_filter("noop", &noop.display().to_string(), "\"\""),
+        ),
+        Variant::NativeSplit => (NATIVE_ROUTES, String::new()),
+        Variant::Dimmer | Variant::Alternative => {
+            let wasm = match (alternative, v) {
+                (Some(alt), Variant::Alternative) => alt.to_path_buf(),
+                _ => filter_wasm()?,
+            };
+            (
+                HEADER_ROUTES,
+                wasm_filter(
+                    "dimmer",
+                    &wasm.display().to_string(),
+                    &serde_json::to_string(&dimmer_config)?,
+                ),
+            )
+        }
+    };
+    let (listen, admin) = (free_port()?, free_port()?);
+    let yaml = render(
+        &template,
+        &[
+            ("ADMIN_PORT", admin.to_string()),
+            ("LISTEN_PORT", listen.to_string()),
+            ("ROUTES", routes.to_string()),
+            ("HTTP_FILTERS", filters),
+            ("V1_PORT", v1.to_string()),
+            ("V2_PORT", v2.to_string()),
+        ],
+    )?;
+    Ok((yaml, listen, admin))
+}
