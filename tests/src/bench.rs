@@ -21,14 +21,19 @@ pub enum Variant {
     Dimmer,
     /// Another build of the filter, for A/B comparisons of a change.
     Alternative,
+    /// Dimmer with the host matched by Envoy: the filter runs only where
+    /// the route table put it (docs/filter.md, "Placing the filter"), so
+    /// the rollout has no `match.host` and `:authority` is never read.
+    DimmerEnvoyHost,
 }
 
-pub const VARIANTS: [Variant; 5] = [
+pub const VARIANTS: [Variant; 6] = [
     Variant::NoFilter,
     Variant::NoopWasm,
     Variant::NativeSplit,
     Variant::Dimmer,
     Variant::Alternative,
+    Variant::DimmerEnvoyHost,
 ];
 
 impl Variant {
@@ -39,6 +44,7 @@ impl Variant {
             Variant::NativeSplit => "native weighted_clusters + hash",
             Variant::Dimmer => "dimmer",
             Variant::Alternative => "dimmer (--alternative build)",
+            Variant::DimmerEnvoyHost => "dimmer, host matched by Envoy",
         }
     }
 }
@@ -93,7 +99,9 @@ pub fn envoy_yaml(
     let template = std::fs::read_to_string(root.join("bench/envoy-bench.yaml.tmpl"))?;
     let noop = root.join("target/wasm32-wasip1/release/dimmer_noop_filter.wasm");
     let mut bench_rollout = rollout(1000);
-    bench_rollout["match"] = serde_json::json!({"host": HOST});
+    if v != Variant::DimmerEnvoyHost {
+        bench_rollout["match"] = serde_json::json!({"host": HOST});
+    }
     let dimmer_config = serde_json::json!({"rollouts": [bench_rollout]}).to_string();
     let (routes, filters) = match v {
         Variant::NoFilter => (HEADER_ROUTES, String::new()),
@@ -102,7 +110,7 @@ pub fn envoy_yaml(
             wasm_filter("noop", &noop.display().to_string(), "\"\""),
         ),
         Variant::NativeSplit => (NATIVE_ROUTES, String::new()),
-        Variant::Dimmer | Variant::Alternative => {
+        Variant::Dimmer | Variant::Alternative | Variant::DimmerEnvoyHost => {
             let wasm = match (alternative, v) {
                 (Some(alt), Variant::Alternative) => alt.to_path_buf(),
                 _ => filter_wasm()?,

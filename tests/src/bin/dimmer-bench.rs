@@ -20,7 +20,7 @@ struct Args {
     /// Seconds of measured load per variant and round.
     #[arg(long, default_value_t = 8)]
     seconds: u64,
-    /// Run only these variants (by index: 0 none, 1 no-op, 2 native, 3 dimmer).
+    /// Run only these variants (by index: 0 none, 1 no-op, 2 native, 3 dimmer, 4 alternative, 5 dimmer with the host matched by Envoy).
     #[arg(long, value_delimiter = ',')]
     only: Vec<usize>,
     /// A second build of the filter to measure beside the first (A/B).

@@ -31,7 +31,7 @@ struct Args {
     /// Warm-up requests before counting.
     #[arg(long, default_value_t = 1000)]
     warmup: usize,
-    /// Only these variants (by index: 0 none, 1 no-op, 2 native, 3 dimmer, 4 alternative).
+    /// Only these variants (by index: 0 none, 1 no-op, 2 native, 3 dimmer, 4 alternative, 5 dimmer with the host matched by Envoy).
     #[arg(long, value_delimiter = ',')]
     only: Vec<usize>,
     /// A second build of the filter to count beside the first (A/B).
@@ -40,11 +40,31 @@ struct Args {
     /// Concurrent connections sending the requests.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Send what a browser sends besides: user-agent, accept headers and a
+    /// 600-byte cookie (12 more headers).
+    #[arg(long)]
+    browser_headers: bool,
 }
+
+/// What a browser request carries besides the identity.
+const BROWSER_HEADERS: [(&str, &str); 12] = [
+    ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"),
+    ("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"),
+    ("accept-language", "en-GB,en;q=0.9,de;q=0.8"),
+    ("accept-encoding", "gzip, deflate, br"),
+    ("referer", "https://app.example/catalogue/shoes?page=2"),
+    ("sec-fetch-dest", "document"),
+    ("sec-fetch-mode", "navigate"),
+    ("sec-fetch-site", "same-origin"),
+    ("upgrade-insecure-requests", "1"),
+    ("x-request-id", "9b2f1c1e-6f7a-4d0b-9a55-2c8f0e1d3b7a"),
+    ("x-forwarded-for", "203.0.113.7"),
+    ("cookie", "_ga=GA1.2.1234567890.1700000000; _gid=GA1.2.987654321.1700000000; consent=analytics%3Dtrue%26ads%3Dfalse; cart=eyJpdGVtcyI6W3siaWQiOjEyMywicXR5IjoyfSx7ImlkIjo0NTYsInF0eSI6MX1dfQ; theme=dark; locale=en-GB; ab_checkout=b; recently_viewed=123%2C456%2C789%2C1011%2C1213; csrftoken=Zk9mQ2x1b0RkQ3VzdG9tZXJTZXNzaW9uVG9rZW5IZXJl; _hjSessionUser=eyJpZCI6IjEyMzQ1Njc4OTAiLCJjcmVhdGVkIjoxNzAwMDAwMDAwfQ"),
+];
 
 /// Sends `n` requests, `user-{offset + i}` each, over `conns` keep-alive
 /// connections; returns how long it took.
-async fn send(url: &str, n: usize, offset: usize, conns: usize) -> anyhow::Result<Duration> {
+async fn send(url: &str, n: usize, offset: usize, conns: usize, browser: bool) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..conns {
@@ -55,12 +75,16 @@ async fn send(url: &str, n: usize, offset: usize, conns: usize) -> anyhow::Resul
                 .build()?;
             let mut i = c;
             while i < n {
-                let r = http
+                let mut req = http
                     .get(&url)
                     .header("host", HOST)
-                    .header("x-user-id", format!("user-{}", offset + i))
-                    .send()
-                    .await?;
+                    .header("x-user-id", format!("user-{}", offset + i));
+                if browser {
+                    for (k, v) in BROWSER_HEADERS {
+                        req = req.header(k, v);
+                    }
+                }
+                let r = req.send().await?;
                 ensure!(r.status().is_success(), "status {}", r.status());
                 r.bytes().await?;
                 i += conns;
@@ -170,10 +194,10 @@ async fn count(v: Variant, a: &Args, v1: u16, v2: u16) -> anyhow::Result<Count> 
     .await?;
     let pid = envoy.pid();
     let url = envoy.url("/");
-    send(&url, a.warmup, 0, a.connections).await?;
+    send(&url, a.warmup, 0, a.connections, a.browser_headers).await?;
     control(pid, &["--instr=on"])?;
     control(pid, &["--zero"])?;
-    let took = send(&url, a.requests, a.warmup, a.connections).await?;
+    let took = send(&url, a.requests, a.warmup, a.connections, a.browser_headers).await?;
     control(pid, &["--dump"])?;
     let busy = wait_dump(out_dir.path(), pid, 1).await?;
     // The same span with no requests: what timers and housekeeping cost.
@@ -217,8 +241,10 @@ async fn main() -> anyhow::Result<()> {
     let ratio =
         |x: f64, base: Option<f64>| base.map_or("–".to_string(), |b| format!("{:.3}", x / b));
     println!(
-        "\nEnvoy 1.40 under callgrind, 1 worker, {} requests after {} warm-up, a distinct x-user-id each, host {HOST}; the worker thread's instructions, idle subtracted\n",
-        a.requests, a.warmup
+        "\nEnvoy 1.40 under callgrind, 1 worker, {} requests after {} warm-up, a distinct x-user-id each, host {HOST}{}; the worker thread's instructions, idle subtracted\n",
+        a.requests,
+        a.warmup,
+        if a.browser_headers { ", with a browser's 12 other headers" } else { "" }
     );
     println!("| variant | instructions/request | vs no filter | vs no-op wasm | vs native split |");
     println!("|---|---:|---:|---:|---:|");
