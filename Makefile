@@ -9,7 +9,7 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
 export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: .wasm-target .prometheus demo-static setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults clean
+.PHONY: .wasm-target .prometheus demo-static setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults fuzz .cargo-fuzz clean
 
 setup: $(ENVOY) .wasm-target .prometheus
 
@@ -69,6 +69,21 @@ bench-instructions: setup-bench build
 # hang, beside a healthy source (bench/RESULTS.md).
 bench-faults: build
 	target/release/dimmer-fault-bench $(BENCH_ARGS)
+
+# cargo fuzz on stable: RUSTC_BOOTSTRAP lets it use the sanitizer flags.
+FUZZ_SECONDS ?= 30
+.cargo-fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
+# Each fuzz target for FUZZ_SECONDS, from its seed corpus and dictionary. A
+# crash stops the run; its input is under fuzz*/artifacts/.
+fuzz: .cargo-fuzz
+	cd fuzz && for t in plugin_config config_doc decide; do \
+	  mkdir -p corpus/$$t && \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus/$$t seeds/$$t -- -dict=dict -max_total_time=$(FUZZ_SECONDS) -timeout=5 || exit 1; \
+	done
+	cd fuzz-spec && mkdir -p corpus/spec_yaml && \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run spec_yaml corpus/spec_yaml seeds/spec -- -dict=dict -max_total_time=$(FUZZ_SECONDS) -timeout=5
 
 clean:
 	cargo clean
