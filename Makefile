@@ -80,10 +80,10 @@ FUZZ_SECONDS ?= 30
 fuzz: .cargo-fuzz
 	cd fuzz && for t in plugin_config config_doc decide; do \
 	  mkdir -p corpus/$$t && \
-	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus/$$t seeds/$$t -- -dict=dict -max_total_time=$(FUZZ_SECONDS) -timeout=5 || exit 1; \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir . $$t corpus/$$t seeds/$$t -- -dict=dict -max_total_time=$(FUZZ_SECONDS) -timeout=5 || exit 1; \
 	done
 	cd fuzz-spec && mkdir -p corpus/spec_yaml && \
-	  RUSTC_BOOTSTRAP=1 cargo fuzz run spec_yaml corpus/spec_yaml seeds/spec -- -dict=dict -max_total_time=$(FUZZ_SECONDS) -timeout=5
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir . spec_yaml corpus/spec_yaml seeds/spec -- -dict=dict -max_total_time=$(FUZZ_SECONDS) -timeout=5
 
 clean:
 	cargo clean

@@ -24,6 +24,9 @@ pub struct EnvoyOptions {
     /// Fixed ports (for the demo); 0 picks free ones.
     pub listen_port: u16,
     pub admin_port: u16,
+    /// The bootstrap template; the shipped `envoy-configs/envoy.yaml.tmpl`
+    /// unless set.
+    pub template: Option<PathBuf>,
 }
 
 impl EnvoyOptions {
@@ -37,6 +40,7 @@ impl EnvoyOptions {
             node_id: "dimmer-test".into(),
             listen_port: 0,
             admin_port: 0,
+            template: None,
         }
     }
 }
@@ -75,7 +79,8 @@ impl Envoy {
         } else {
             opts.admin_port
         };
-        let template = std::fs::read_to_string(paths::envoy_template())?;
+        let template =
+            std::fs::read_to_string(opts.template.clone().unwrap_or_else(paths::envoy_template))?;
         let wasm = paths::filter_wasm()?;
         let yaml = render(
             &template,

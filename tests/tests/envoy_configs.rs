@@ -10,6 +10,7 @@ use dimmer_e2e::paths::workspace_root;
 fn every_shipped_envoy_config_has_the_filters_stat_tags() {
     for file in [
         "envoy-configs/envoy.yaml.tmpl",
+        "envoy-configs/envoy-per-host.yaml.tmpl",
         "bench/envoy-bench.yaml.tmpl",
     ] {
         let text = std::fs::read_to_string(workspace_root().join(file)).unwrap_or_default();

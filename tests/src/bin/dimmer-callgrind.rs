@@ -64,7 +64,13 @@ const BROWSER_HEADERS: [(&str, &str); 12] = [
 
 /// Sends `n` requests, `user-{offset + i}` each, over `conns` keep-alive
 /// connections; returns how long it took.
-async fn send(url: &str, n: usize, offset: usize, conns: usize, browser: bool) -> anyhow::Result<Duration> {
+async fn send(
+    url: &str,
+    n: usize,
+    offset: usize,
+    conns: usize,
+    browser: bool,
+) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..conns {
