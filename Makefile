@@ -9,7 +9,7 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
 export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: .wasm-target .prometheus demo-static setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults fuzz .cargo-fuzz clean
+.PHONY: .wasm-target .prometheus demo-static setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults soak fuzz .cargo-fuzz clean
 
 setup: $(ENVOY) .wasm-target .prometheus
 
@@ -69,6 +69,12 @@ bench-instructions: setup-bench build
 # hang, beside a healthy source (bench/RESULTS.md).
 bench-faults: build
 	target/release/dimmer-fault-bench $(BENCH_ARGS)
+
+# Not in `make test`: SOAK_MINUTES of load, rollouts and config changes,
+# recording failures and memory (bench/RESULTS.md).
+SOAK_MINUTES ?= 30
+soak: build
+	DIMMER_ENVOY_LOG=warning target/release/dimmer-soak --minutes $(SOAK_MINUTES)
 
 # cargo fuzz on stable: RUSTC_BOOTSTRAP lets it use the sanitizer flags.
 FUZZ_SECONDS ?= 30

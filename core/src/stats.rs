@@ -87,6 +87,10 @@ pub const POLLS: &str = "dimmer.polls";
 pub const POLL_FAILURES: &str = "dimmer.poll_failures";
 /// Seconds since the last good answer from the controller (gauge).
 pub const CONFIG_AGE_SECONDS: &str = "dimmer.config_age_seconds";
+/// Bytes of linear memory of the VM that last ticked (gauge): every VM runs
+/// the same code on the same config, so one stands for all; a leak shows as
+/// growth.
+pub const VM_MEMORY_BYTES: &str = "dimmer.vm_memory_bytes";
 
 #[cfg(test)]
 mod tests {

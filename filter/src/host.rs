@@ -99,3 +99,15 @@ pub fn log_panics() {
         log::error!("dimmer filter panicked: {info}");
     }));
 }
+
+/// The VM's linear memory, in bytes.
+pub fn vm_memory_bytes() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        core::arch::wasm32::memory_size(0) as u64 * 65_536
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
+    }
+}

@@ -80,6 +80,7 @@ pub struct Health {
     polls: Option<u32>,
     poll_failures: Option<u32>,
     age_seconds: Option<u32>,
+    vm_memory: Option<u32>,
 }
 
 impl Health {
@@ -91,6 +92,7 @@ impl Health {
             polls: registry.id(MetricType::Counter, stats::POLLS),
             poll_failures: registry.id(MetricType::Counter, stats::POLL_FAILURES),
             age_seconds: registry.id(MetricType::Gauge, stats::CONFIG_AGE_SECONDS),
+            vm_memory: registry.id(MetricType::Gauge, stats::VM_MEMORY_BYTES),
         }
     }
 
@@ -109,6 +111,9 @@ impl Health {
     }
     pub fn age(&self, seconds: u64) {
         set(self.age_seconds, seconds);
+    }
+    pub fn vm_memory(&self, bytes: u64) {
+        set(self.vm_memory, bytes);
     }
 }
 

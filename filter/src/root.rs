@@ -168,6 +168,7 @@ impl RootContext for DimmerRoot {
 
     fn on_tick(&mut self) {
         let now = now_ms();
+        self.health.vm_memory(host::vm_memory_bytes());
         let Some(p) = self.poller.as_mut() else {
             return;
         };

@@ -86,6 +86,11 @@ impl Controller {
         Ok(c)
     }
 
+    /// The running `dimmer serve`'s process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("dimmer.db")
     }
