@@ -42,9 +42,11 @@ lint: .wasm-target
 	cargo fmt --all --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy -p dimmer-filter --target $(WASM_TARGET) -- -D warnings
+	cargo clippy -p dimmer-native --all-targets -- -D warnings
 
 test: setup wasm lint
 	cargo build --profile ci -p dimmer -p dimmer-e2e --bins
+	cargo build --profile ci -p dimmer-native
 	cargo nextest run --cargo-profile ci --no-fail-fast
 
 demo-static: build
@@ -56,6 +58,7 @@ demo: build
 
 bench: setup-bench build
 	cargo build --release -p dimmer-noop-filter --target $(WASM_TARGET)
+	cargo build --release -p dimmer-native
 	cargo build --release -q -p dimmer-e2e --bin dimmer-bench
 	DIMMER_ENVOY_CPUS=1 DIMMER_ENVOY_LOG=warning taskset -c 0 target/release/dimmer-bench $(BENCH_ARGS)
 
@@ -63,6 +66,7 @@ bench: setup-bench build
 # performance decision on the filter (bench/README.md).
 bench-instructions: setup-bench build
 	cargo build --release -p dimmer-noop-filter --target $(WASM_TARGET)
+	cargo build --release -p dimmer-native
 	DIMMER_ENVOY_LOG=warning target/release/dimmer-callgrind $(BENCH_ARGS)
 
 # Config polls, applies and aborts while the metrics source and a webhook

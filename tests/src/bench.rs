@@ -25,15 +25,18 @@ pub enum Variant {
     /// the route table put it (docs/filter.md, "Placing the filter"), so
     /// the rollout has no `match.host` and `:authority` is never read.
     DimmerEnvoyHost,
+    /// The same routing as an Envoy dynamic module (`native/`): no VM.
+    Native,
 }
 
-pub const VARIANTS: [Variant; 6] = [
+pub const VARIANTS: [Variant; 7] = [
     Variant::NoFilter,
     Variant::NoopWasm,
     Variant::NativeSplit,
     Variant::Dimmer,
     Variant::Alternative,
     Variant::DimmerEnvoyHost,
+    Variant::Native,
 ];
 
 impl Variant {
@@ -45,6 +48,7 @@ impl Variant {
             Variant::Dimmer => "dimmer",
             Variant::Alternative => "dimmer (--alternative build)",
             Variant::DimmerEnvoyHost => "dimmer, host matched by Envoy",
+            Variant::Native => "dimmer as a dynamic module (native)",
         }
     }
 }
@@ -87,6 +91,34 @@ pub fn wasm_filter(name: &str, wasm: &str, config: &str) -> String {
     )
 }
 
+/// The dynamic-module filter; Envoy finds `libdimmer_native.so` through
+/// `ENVOY_DYNAMIC_MODULES_SEARCH_PATH` (see [`native_search_path`]).
+pub fn native_filter(config: &str) -> String {
+    format!(
+        r#"          - name: dimmer-native
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config: {{ name: dimmer_native }}
+              filter_name: dimmer
+              filter_config:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: {config}"#
+    )
+}
+
+/// Where a build of `native/` is: `$DIMMER_NATIVE_DIR`, else the release
+/// build, else the `ci` one that `make test` makes.
+pub fn native_search_path() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("DIMMER_NATIVE_DIR") {
+        return dir.into();
+    }
+    let release = workspace_root().join("target/release");
+    if release.join("libdimmer_native.so").exists() {
+        return release;
+    }
+    workspace_root().join("target/ci")
+}
+
 /// An Envoy bootstrap for `v`: `(yaml, listen port, admin port)`.
 /// `alternative` is the second filter build of an A/B.
 pub fn envoy_yaml(
@@ -110,6 +142,10 @@ pub fn envoy_yaml(
             wasm_filter("noop", &noop.display().to_string(), "\"\""),
         ),
         Variant::NativeSplit => (NATIVE_ROUTES, String::new()),
+        Variant::Native => (
+            HEADER_ROUTES,
+            native_filter(&serde_json::to_string(&dimmer_config)?),
+        ),
         Variant::Dimmer | Variant::Alternative | Variant::DimmerEnvoyHost => {
             let wasm = match (alternative, v) {
                 (Some(alt), Variant::Alternative) => alt.to_path_buf(),

@@ -20,7 +20,7 @@ struct Args {
     /// Seconds of measured load per variant and round.
     #[arg(long, default_value_t = 8)]
     seconds: u64,
-    /// Run only these variants (by index: 0 none, 1 no-op, 2 native, 3 dimmer, 4 alternative, 5 dimmer with the host matched by Envoy).
+    /// Run only these variants (by index: 0 none, 1 no-op, 2 native, 3 dimmer, 4 alternative, 5 dimmer with the host matched by Envoy, 6 dimmer as a dynamic module).
     #[arg(long, value_delimiter = ',')]
     only: Vec<usize>,
     /// A second build of the filter to measure beside the first (A/B).
@@ -121,6 +121,11 @@ fn median(mut xs: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Envoy inherits it, to find the dynamic-module build of the filter.
+    std::env::set_var(
+        "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
+        dimmer_e2e::bench::native_search_path(),
+    );
     let v1 = Upstream::start("v1").await?;
     let v2 = Upstream::start("v2").await?;
     let dir = tempfile::tempdir()?;

@@ -31,7 +31,7 @@ struct Args {
     /// Warm-up requests before counting.
     #[arg(long, default_value_t = 1000)]
     warmup: usize,
-    /// Only these variants (by index: 0 none, 1 no-op, 2 native, 3 dimmer, 4 alternative, 5 dimmer with the host matched by Envoy).
+    /// Only these variants (by index: 0 none, 1 no-op, 2 native, 3 dimmer, 4 alternative, 5 dimmer with the host matched by Envoy, 6 dimmer as a dynamic module).
     #[arg(long, value_delimiter = ',')]
     only: Vec<usize>,
     /// A second build of the filter to count beside the first (A/B).
@@ -222,6 +222,11 @@ async fn count(v: Variant, a: &Args, v1: u16, v2: u16) -> anyhow::Result<Count> 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    // Envoy inherits it, to find the dynamic-module build of the filter.
+    std::env::set_var(
+        "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
+        dimmer_e2e::bench::native_search_path(),
+    );
     let v1 = Upstream::start("v1").await?;
     let v2 = Upstream::start("v2").await?;
     let mut rows: Vec<(Variant, Count)> = Vec::new();

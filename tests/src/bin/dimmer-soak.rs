@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
         // --restart; each apply changes the spec (its first pause), so it
         // is a new rollout of the same name.
         rollouts += 1;
-        let faulty = rollouts % 3 == 0;
+        let faulty = rollouts.is_multiple_of(3);
         stack
             .lab
             .v2
@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
         )?;
         let spec = spec_path.display().to_string();
         stack.controller.ok(&["apply", "-f", &spec])?;
-        if rollouts % 5 == 0 {
+        if rollouts.is_multiple_of(5) {
             stack.controller.ok(&["apply", "-f", &spec, "--restart"])?;
             restarts += 1;
         }
