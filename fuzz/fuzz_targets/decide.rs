@@ -43,6 +43,16 @@ impl Request for Headers {
     }
 }
 
+/// A fixed random stream, so that two decisions can be compared.
+fn lcg(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        state
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut parts = data.split(|&b| b == 0);
     let mut headers = Vec::new();

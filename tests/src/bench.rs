@@ -119,6 +119,12 @@ pub fn native_search_path() -> std::path::PathBuf {
     workspace_root().join("target/ci")
 }
 
+/// Lets the Envoys this process starts find the dynamic-module build of the
+/// filter: they inherit `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`.
+pub fn find_native_module() {
+    std::env::set_var("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", native_search_path());
+}
+
 /// An Envoy bootstrap for `v`: `(yaml, listen port, admin port)`.
 /// `alternative` is the second filter build of an A/B.
 pub fn envoy_yaml(

@@ -16,7 +16,7 @@ async fn the_native_module_routes_by_the_same_cohorts() -> anyhow::Result<()> {
         "no {}/libdimmer_native.so (make test builds it)",
         dir.display()
     );
-    std::env::set_var("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", &dir);
+    dimmer_e2e::bench::find_native_module();
     let v1 = Upstream::start("v1").await?;
     let v2 = Upstream::start("v2").await?;
     let (yaml, listen, admin) = envoy_yaml(Variant::Native, None, v1.port, v2.port)?;

@@ -121,11 +121,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // Envoy inherits it, to find the dynamic-module build of the filter.
-    std::env::set_var(
-        "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
-        dimmer_e2e::bench::native_search_path(),
-    );
+    dimmer_e2e::bench::find_native_module();
     let v1 = Upstream::start("v1").await?;
     let v2 = Upstream::start("v2").await?;
     let dir = tempfile::tempdir()?;

@@ -222,11 +222,7 @@ async fn count(v: Variant, a: &Args, v1: u16, v2: u16) -> anyhow::Result<Count> 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    // Envoy inherits it, to find the dynamic-module build of the filter.
-    std::env::set_var(
-        "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
-        dimmer_e2e::bench::native_search_path(),
-    );
+    dimmer_e2e::bench::find_native_module();
     let v1 = Upstream::start("v1").await?;
     let v2 = Upstream::start("v2").await?;
     let mut rows: Vec<(Variant, Count)> = Vec::new();
