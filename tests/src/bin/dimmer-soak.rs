@@ -22,6 +22,11 @@ struct Args {
     rps: u32,
     #[arg(long, default_value_t = 50_000)]
     users: usize,
+    /// One rollout held at its first step the whole time: load without
+    /// config changes, to tell memory that grows with requests from memory
+    /// that grows with config changes.
+    #[arg(long)]
+    steady: bool,
 }
 
 /// Resident memory of a process, in KiB.
@@ -46,6 +51,26 @@ struct Row {
     rollouts: u64,
 }
 
+/// One sample: requests so far, failures (the 503s a faulty canary gives on
+/// purpose are not failures), and everyone's memory.
+async fn row(stack: &Stack, load: &Load, start: Instant, rollouts: u64) -> anyhow::Result<Row> {
+    let text = stack.lab.envoy.prometheus().await?;
+    let served = load.served();
+    Ok(Row {
+        at_s: start.elapsed().as_secs(),
+        requests: served.len(),
+        failures: served
+            .iter()
+            .filter(|s| s.status != 200 && s.status != 503)
+            .count(),
+        envoy_kib: rss_kib(stack.lab.envoy.pid())?,
+        vm_bytes: sample(&text, "dimmer_vm_memory_bytes", &[]),
+        vms: sample(&text, "envoy_wasm_envoy_wasm_runtime_v8_active", &[]),
+        controller_kib: stack.controller.pid().map_or(Ok(0), rss_kib)?,
+        rollouts,
+    })
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
@@ -59,7 +84,19 @@ async fn main() -> anyhow::Result<()> {
     let mut restarts = 0u64;
     let (mut completed, mut aborted) = (0u64, 0u64);
     let spec_path = stack.controller.dir().join("soak.yaml");
-    while Instant::now() < end {
+    if a.steady {
+        std::fs::write(&spec_path, spec_yaml(&[(10.0, "24h"), (100.0, "0s")], 30))?;
+        let spec = spec_path.display().to_string();
+        stack.controller.ok(&["apply", "-f", &spec])?;
+    }
+    while Instant::now() < end && a.steady {
+        if Instant::now() >= next_sample {
+            rows.push(row(&stack, &load, start, 1).await?);
+            next_sample += Duration::from_secs(60);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    while Instant::now() < end && !a.steady {
         // One rollout: 10% → 50% → 100% with short pauses; every third has
         // a failing canary and is aborted; every fifth is run again with
         // --restart; each apply changes the spec (its first pause), so it
@@ -95,21 +132,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         if Instant::now() >= next_sample {
-            let text = stack.lab.envoy.prometheus().await?;
-            let served = load.served();
-            rows.push(Row {
-                at_s: start.elapsed().as_secs(),
-                requests: served.len(),
-                failures: served
-                    .iter()
-                    .filter(|s| s.status != 200 && s.status != 503)
-                    .count(),
-                envoy_kib: rss_kib(stack.lab.envoy.pid())?,
-                vm_bytes: sample(&text, "dimmer_vm_memory_bytes", &[]),
-                vms: sample(&text, "envoy_wasm_envoy_wasm_runtime_v8_active", &[]),
-                controller_kib: stack.controller.pid().map_or(Ok(0), rss_kib)?,
-                rollouts,
-            });
+            rows.push(row(&stack, &load, start, rollouts).await?);
             next_sample += Duration::from_secs(60);
         }
     }
@@ -124,18 +147,25 @@ async fn main() -> anyhow::Result<()> {
         .get("/v1/audit/verify", ADMIN_TOKEN)
         .await?;
     stack.controller.kill();
-    println!(
-        "{} minutes, {} rps from {} identities; {} rollouts: {} completed, {} aborted (every third had a canary failing 20% of requests: {}), {} run again with --restart; audit {}",
-        a.minutes,
-        a.rps,
-        a.users,
-        rollouts,
-        completed,
-        aborted,
-        rollouts / 3,
-        restarts,
-        verify
-    );
+    if a.steady {
+        println!(
+            "{} minutes, {} rps from {} identities; one rollout held at 10%, no config change; audit {}",
+            a.minutes, a.rps, a.users, verify
+        );
+    } else {
+        println!(
+            "{} minutes, {} rps from {} identities; {} rollouts: {} completed, {} aborted (every third had a canary failing 20% of requests: {}), {} run again with --restart; audit {}",
+            a.minutes,
+            a.rps,
+            a.users,
+            rollouts,
+            completed,
+            aborted,
+            rollouts / 3,
+            restarts,
+            verify
+        );
+    }
     println!(
         "requests {}, failures {} (not counting the {} 503s the faulty canaries answered on purpose)\n",
         served.len(),
