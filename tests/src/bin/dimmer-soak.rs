@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use dimmer_e2e::bench::{envoy_yaml, Variant};
 use dimmer_e2e::controller::ADMIN_TOKEN;
 use dimmer_e2e::fixtures::{spec_yaml, Stack};
 use dimmer_e2e::load::Load;
 use dimmer_e2e::stats::sample;
+use dimmer_e2e::{Client, Envoy, Upstream};
 
 #[derive(Parser)]
 struct Args {
@@ -27,6 +29,10 @@ struct Args {
     /// that grows with config changes.
     #[arg(long)]
     steady: bool,
+    /// The same load through an Envoy without the filter and without a
+    /// controller: Envoy's own memory, the baseline for the others.
+    #[arg(long)]
+    no_filter: bool,
 }
 
 /// Resident memory of a process, in KiB.
@@ -71,9 +77,35 @@ async fn row(stack: &Stack, load: &Load, start: Instant, rollouts: u64) -> anyho
     })
 }
 
+/// `--no-filter`: the same load, Envoy alone (the bench's no-filter config).
+async fn baseline(a: &Args) -> anyhow::Result<()> {
+    let v1 = Upstream::start("v1").await?;
+    let v2 = Upstream::start("v2").await?;
+    let (yaml, listen, admin) = envoy_yaml(Variant::NoFilter, None, v1.port, v2.port)?;
+    let envoy = Envoy::start_with_yaml(&yaml, 2, listen, admin).await?;
+    let load = Load::start(Client::new(envoy.url("")), a.users, a.rps);
+    println!("| minute | requests | failures | Envoy RSS |\n|---:|---:|---:|---:|");
+    for minute in 0..=a.minutes {
+        if minute > 0 {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        let served = load.served();
+        println!(
+            "| {minute} | {} | {} | {:.1} MiB |",
+            served.len(),
+            served.iter().filter(|s| s.status != 200).count(),
+            rss_kib(envoy.pid())? as f64 / 1024.0
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    if a.no_filter {
+        return baseline(&a).await;
+    }
     let mut stack = Stack::start().await?;
     let load = Load::start(stack.lab.client.clone(), a.users, a.rps);
     let start = Instant::now();
