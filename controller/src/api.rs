@@ -322,10 +322,7 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> Result<Response,
             out,
             "dimmer_rollout_weight_bp{{rollout=\"{}\",phase=\"{}\"}} {}",
             v.name,
-            serde_json::to_value(v.phase)
-                .ok()
-                .and_then(|p| p.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            v.phase.name(),
             v.weight_bp
         );
     }

@@ -83,8 +83,7 @@ impl AuditKey {
             reason,
         };
         if !path.exists() {
-            let mut key = [0u8; 32];
-            getrandom_fill(&mut key).map_err(|e| bad(e.to_string()))?;
+            let key: [u8; 32] = rand::random();
             write_private(path, hex::encode(key).as_bytes()).map_err(|e| bad(e.to_string()))?;
             return Ok(AuditKey(key));
         }
@@ -120,11 +119,6 @@ impl AuditKey {
         m.update(format!("dimmer-audit/{seq}/{hash}").as_bytes());
         hex::decode(mac).is_ok_and(|given| m.verify_slice(&given).is_ok())
     }
-}
-
-fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
 /// Writes `bytes` to `path` atomically (a temporary file renamed over it),

@@ -20,6 +20,16 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// As in the API and the stats: `progressing`, `paused`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Progressing => "progressing",
+            Phase::Paused => "paused",
+            Phase::Completed => "completed",
+            Phase::Aborted => "aborted",
+        }
+    }
+
     pub fn is_final(self) -> bool {
         matches!(self, Phase::Completed | Phase::Aborted)
     }
@@ -439,6 +449,18 @@ mod tests {
             matches!(o.decision, Decision::Hold { ref reason } if reason.contains("baseline taken"))
         );
         o.next
+    }
+
+    #[test]
+    fn a_phase_is_named_as_the_api_writes_it() {
+        for p in [
+            Phase::Progressing,
+            Phase::Paused,
+            Phase::Completed,
+            Phase::Aborted,
+        ] {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.name());
+        }
     }
 
     #[test]

@@ -99,17 +99,4 @@ mod tests {
         let big = "#".repeat(MAX_BYTES + 1);
         assert_eq!(check(&big), Err(LimitError::TooLarge(MAX_BYTES + 1)));
     }
-
-    #[test]
-    fn the_check_is_linear() {
-        // 60 KB of nesting that stays under the limit, many times over: the
-        // pass is a scan, not a parse.
-        let line = format!("{}{}\n", "[".repeat(20), "]".repeat(20));
-        let text = line.repeat(MAX_BYTES / line.len());
-        let start = std::time::Instant::now();
-        for _ in 0..20 {
-            assert_eq!(check(&text), Ok(()));
-        }
-        assert!(start.elapsed() < std::time::Duration::from_secs(5));
-    }
 }

@@ -514,9 +514,8 @@ async fn inputs_are_limited_before_work_and_refused_naming_the_field() -> anyhow
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be a rollout name"));
 
-    // Deep nesting is refused before the parser, quickly, and polls go on.
+    // Deep nesting is refused before the parser.
     let deep = format!("name: {}{}\n", "[".repeat(20_000), "]".repeat(20_000));
-    let t = Instant::now();
     let r = http
         .post(format!("{}/v1/rollouts", c.url()))
         .bearer_auth(OPERATOR_TOKEN)
@@ -524,8 +523,8 @@ async fn inputs_are_limited_before_work_and_refused_naming_the_field() -> anyhow
         .send()
         .await?;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert!(r.text().await?.contains("nested"));
-    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // The guard's message, not the parser's: refused before parsing.
+    assert!(r.text().await?.contains("nested 33 levels deep"));
     // Bodies over the limit are refused unread: the answer comes while the
     // client has sent only the headers and a first slice of the body.
     assert_eq!(

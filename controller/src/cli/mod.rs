@@ -137,22 +137,15 @@ enum AuditCmd {
     Head,
 }
 
-/// `name` as a URL path segment. Names are checked with the rule every
-/// rollout name meets, so that `.` or `..` can never collapse the path, then
-/// escaped.
-fn seg(name: &str) -> anyhow::Result<String> {
+/// `name` as a URL path segment. Every rollout name meets the rule checked
+/// here (letters, digits, `.`, `_`, `-`, starting with a letter or digit),
+/// and such a name is a path segment as it stands: it needs no escaping and
+/// can never be `.` or `..`. Anything else is refused before it is sent.
+fn seg(name: &str) -> anyhow::Result<&str> {
     if !dimmer_core::validate::is_valid_name(name) {
         bail!("{name:?} cannot be a rollout name: 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit");
     }
-    Ok(name
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect())
+    Ok(name)
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
