@@ -6,7 +6,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::cohort::{Cohort, BUCKETS};
-use crate::config::{Anonymous, CookieSettings, IdentitySource, Rollout};
+use crate::config::{
+    Anonymous, CookieSettings, Flag, IdentitySource, Rollout, DEFAULT_FLAGS_HEADER,
+};
+use crate::flags::CompiledFlags;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compiled {
@@ -17,6 +20,9 @@ pub struct Compiled {
     /// reading `:authority` / `:path`.
     pub needs_host: bool,
     pub needs_path: bool,
+    /// The header that carries flag variants upstream, and the flags.
+    pub flags_header: String,
+    pub flags: CompiledFlags,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +61,16 @@ impl Compiled {
             needs_host: rollouts.iter().any(|r| r.host.is_some()),
             needs_path: rollouts.iter().any(|r| r.path_prefix.is_some()),
             rollouts,
+            flags_header: String::from(DEFAULT_FLAGS_HEADER),
+            flags: CompiledFlags::new(&[]),
         }
+    }
+
+    /// The same, with flags that have passed [`crate::validate::validate_flags`].
+    pub fn with_flags(mut self, flags_header: &str, flags: &[Flag]) -> Self {
+        self.flags_header = String::from(flags_header);
+        self.flags = CompiledFlags::new(flags);
+        self
     }
 }
 

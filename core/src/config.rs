@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_ROUTE_HEADER: &str = "x-dimmer-version";
+pub const DEFAULT_FLAGS_HEADER: &str = "x-dimmer-flags";
 
 /// The Envoy wasm filter's `configuration`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,10 +19,19 @@ pub struct PluginConfig {
     pub controller: Option<ControllerConfig>,
     #[serde(default)]
     pub rollouts: Vec<Rollout>,
+    /// The request header that carries every flag's variant upstream.
+    #[serde(default = "default_flags_header")]
+    pub flags_header: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<Flag>,
 }
 
 fn default_route_header() -> String {
     String::from(DEFAULT_ROUTE_HEADER)
+}
+
+fn default_flags_header() -> String {
+    String::from(DEFAULT_FLAGS_HEADER)
 }
 
 /// Where the filter polls for weights.
@@ -60,6 +70,8 @@ pub struct ConfigDoc {
     pub revision: u64,
     #[serde(default)]
     pub rollouts: Vec<Rollout>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<Flag>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,4 +206,93 @@ pub struct Override {
     pub header: String,
     pub values: Vec<String>,
     pub version: String,
+}
+
+/// A feature flag (docs/flags.md): evaluated on every request it matches,
+/// whatever rollout routes it, and passed upstream in the flags header.
+/// Its variants are cohorts exactly as a rollout's versions are, so a
+/// flag's key shares the rollouts' name space (and their stats).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flag {
+    pub key: String,
+    #[serde(default, rename = "match")]
+    pub matcher: Match,
+    #[serde(default)]
+    pub identity: Vec<IdentitySource>,
+    #[serde(default)]
+    pub anonymous: FlagAnonymous,
+    /// Defaults to the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    /// What everyone gets while the flag is disabled, and what a request
+    /// gets when a prerequisite or its exclusion group keeps it out.
+    pub default_variant: String,
+    /// Weights in basis points, adding up to 10000; listed so that growing
+    /// a later variant never moves a user off it.
+    pub variants: Vec<Version>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<FlagOverride>,
+    #[serde(default)]
+    pub state: FlagState,
+    /// Other flags whose variant this one needs: unmet, it serves its default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<Prerequisite>,
+    /// Experiments of one group take disjoint slices of the group's buckets,
+    /// so no identity is in two of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusion: Option<Exclusion>,
+}
+
+impl Flag {
+    pub fn salt(&self) -> &str {
+        self.salt.as_deref().unwrap_or(&self.key)
+    }
+}
+
+/// What a flag does with a request that carries no identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlagAnonymous {
+    /// The default variant.
+    #[default]
+    Default,
+    /// A variant by weight, per request (not sticky).
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlagState {
+    #[default]
+    Enabled,
+    /// Everyone gets the default variant: the kill switch.
+    Disabled,
+}
+
+/// Requests whose `header` has one of `values` get `variant`, before any hashing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagOverride {
+    pub header: String,
+    pub values: Vec<String>,
+    pub variant: String,
+}
+
+/// This flag applies only where flag `flag` evaluated to one of `variants`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prerequisite {
+    pub flag: String,
+    pub variants: Vec<String>,
+}
+
+/// The slice `[from_bp, to_bp)` of the group's 10000 buckets; the group's
+/// name is the salt of the group's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exclusion {
+    pub group: String,
+    pub from_bp: u32,
+    pub to_bp: u32,
 }

@@ -4,6 +4,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cell::RefCell;
 use core::fmt::Write;
 
 use crate::cohort::BUCKETS;
@@ -63,21 +64,8 @@ pub fn decide(cfg: &Compiled, req: &impl Request, random: &mut impl FnMut() -> u
     }
 
     let mut cookies = LazyHeader::default();
-    for src in &r.identity {
-        let version = match src {
-            IdentitySource::Header(name) => req
-                .header(name)
-                .filter(|id| !id.is_empty())
-                .map(|id| r.version_of_identity(&id)),
-            IdentitySource::Cookie(name) => cookies
-                .get(req, "cookie")
-                .and_then(|h| cookie_value(h, name))
-                .filter(|id| !id.is_empty())
-                .map(|id| r.version_of_identity(id)),
-        };
-        if let Some(version) = version {
-            return route(version, Reason::Identity);
-        }
+    if let Some(id) = identity_in(&r.identity, req, &mut cookies) {
+        return route(r.version_of_identity(&id), Reason::Identity);
     }
 
     match r.anonymous {
@@ -103,6 +91,54 @@ pub fn decide(cfg: &Compiled, req: &impl Request, random: &mut impl FnMut() -> u
                 new_cookie: Some(id),
             })
         }
+    }
+}
+
+/// The first non-empty identity among `sources`, as the request carries it.
+pub fn identity_of(sources: &[IdentitySource], req: &impl Request) -> Option<Vec<u8>> {
+    identity_in(sources, req, &mut LazyHeader::default())
+}
+
+fn identity_in(
+    sources: &[IdentitySource],
+    req: &impl Request,
+    cookies: &mut LazyHeader,
+) -> Option<Vec<u8>> {
+    sources.iter().find_map(|src| match src {
+        IdentitySource::Header(name) => req.header(name).filter(|id| !id.is_empty()),
+        IdentitySource::Cookie(name) => cookies
+            .get(req, "cookie")
+            .and_then(|h| cookie_value(h, name))
+            .filter(|id| !id.is_empty())
+            .map(<[u8]>::to_vec),
+    })
+}
+
+/// A view of a request that asks the host for each header at most once:
+/// the rollout and every flag read the same identity, and each read from
+/// Envoy costs a copy into the VM.
+pub struct CachedRequest<'a, R: Request> {
+    inner: &'a R,
+    seen: RefCell<Vec<(String, Option<Vec<u8>>)>>,
+}
+
+impl<'a, R: Request> CachedRequest<'a, R> {
+    pub fn new(inner: &'a R) -> Self {
+        CachedRequest {
+            inner,
+            seen: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+impl<R: Request> Request for CachedRequest<'_, R> {
+    fn header(&self, name: &str) -> Option<Vec<u8>> {
+        if let Some((_, v)) = self.seen.borrow().iter().find(|(n, _)| n == name) {
+            return v.clone();
+        }
+        let v = self.inner.header(name);
+        self.seen.borrow_mut().push((String::from(name), v.clone()));
+        v
     }
 }
 

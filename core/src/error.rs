@@ -48,6 +48,24 @@ pub enum Problem {
         max: u64,
     },
     Reserved,
+    /// More entries than the filter takes.
+    TooMany {
+        limit: usize,
+    },
+    /// A document larger than the filter parses.
+    TooLarge {
+        limit: usize,
+    },
+    UnknownVariant(String),
+    UnknownFlag(String),
+    /// Prerequisites that lead back to the flag itself.
+    Cycle(String),
+    /// Two experiments of one exclusion group share buckets.
+    Overlaps(String),
+    /// A requirement that no request can meet.
+    Impossible(String),
+    /// A flag key that is also a rollout's name: they share stats.
+    NameTaken(String),
 }
 
 impl fmt::Display for Problem {
@@ -74,6 +92,20 @@ impl fmt::Display for Problem {
             Problem::MustStartWithSlash => f.write_str("must start with '/'"),
             Problem::OutOfRange { min, max } => write!(f, "must be between {min} and {max}"),
             Problem::Reserved => f.write_str("is reserved and cannot be used here"),
+            Problem::TooMany { limit } => write!(f, "at most {limit} entries"),
+            Problem::TooLarge { limit } => write!(f, "document larger than {limit} bytes"),
+            Problem::UnknownVariant(name) => {
+                write!(f, "{name:?} is not one of this flag's variants")
+            }
+            Problem::UnknownFlag(key) => write!(f, "no flag {key:?} in this config"),
+            Problem::Cycle(path) => write!(f, "prerequisites form a cycle: {path}"),
+            Problem::Overlaps(other) => {
+                write!(f, "overlaps flag {other:?} of the same exclusion group")
+            }
+            Problem::Impossible(why) => write!(f, "can never be met: {why}"),
+            Problem::NameTaken(name) => {
+                write!(f, "{name:?} is already a rollout's name (flags and rollouts share stats)")
+            }
         }
     }
 }

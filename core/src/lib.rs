@@ -15,6 +15,7 @@ pub mod config;
 pub mod cookie;
 pub mod decide;
 pub mod error;
+pub mod flags;
 pub mod shared;
 pub mod stats;
 pub mod validate;
@@ -23,6 +24,7 @@ pub use validate::{parse_config_doc, parse_plugin_config};
 
 pub use cohort::{bucket, Cohort, BUCKETS};
 pub use compiled::{Compiled, CompiledRollout};
-pub use config::{ConfigDoc, PluginConfig, Rollout};
-pub use decide::{decide, Decision, Reason, Request, Route};
+pub use config::{ConfigDoc, Flag, PluginConfig, Rollout};
+pub use decide::{decide, CachedRequest, Decision, Reason, Request, Route};
 pub use error::{ConfigError, Problem};
+pub use flags::{CompiledFlags, Evaluation, FlagContext, FlagReason};

@@ -6,14 +6,37 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::config::{
-    Anonymous, ConfigDoc, ControllerConfig, IdentitySource, PluginConfig, Rollout,
+    Anonymous, ConfigDoc, ControllerConfig, Flag, IdentitySource, PluginConfig, Rollout,
 };
 use crate::error::{ConfigError, Problem};
 
 type Result<T = ()> = core::result::Result<T, ConfigError>;
 
+/// The largest config document or plugin configuration parsed, checked
+/// before any parsing: a flood is refused for its size, not after the work.
+pub const MAX_DOC_BYTES: usize = 1 << 20;
+pub const MAX_ROLLOUTS: usize = 256;
+pub const MAX_FLAGS: usize = 128;
+pub const MAX_VARIANTS: usize = 16;
+pub const MAX_OVERRIDES: usize = 32;
+pub const MAX_OVERRIDE_VALUES: usize = 256;
+pub const MAX_REQUIRES: usize = 8;
+
+fn check_size(bytes: &[u8]) -> Result {
+    if bytes.len() > MAX_DOC_BYTES {
+        return Err(ConfigError::invalid(
+            "(document)",
+            Problem::TooLarge {
+                limit: MAX_DOC_BYTES,
+            },
+        ));
+    }
+    Ok(())
+}
+
 /// Parses and validates the Envoy plugin configuration.
 pub fn parse_plugin_config(bytes: &[u8]) -> Result<PluginConfig> {
+    check_size(bytes)?;
     // An empty `configuration` means "no rollouts yet", not an error.
     let trimmed = bytes.trim_ascii();
     let cfg: PluginConfig = if trimmed.is_empty() {
@@ -28,9 +51,11 @@ pub fn parse_plugin_config(bytes: &[u8]) -> Result<PluginConfig> {
 
 /// Parses and validates a `GET /v1/config` body.
 pub fn parse_config_doc(bytes: &[u8]) -> Result<ConfigDoc> {
+    check_size(bytes)?;
     let doc: ConfigDoc =
         serde_json::from_slice(bytes).map_err(|e| ConfigError::Syntax(format!("{e}")))?;
     validate_rollouts(&doc.rollouts, "rollouts")?;
+    validate_flags(&doc.flags, &doc.rollouts, "flags")?;
     Ok(doc)
 }
 
@@ -42,10 +67,19 @@ pub fn validate_plugin(cfg: &PluginConfig) -> Result {
     ) {
         return Err(ConfigError::invalid("route_header", Problem::Reserved));
     }
+    check_header_name(&cfg.flags_header, "flags_header")?;
+    if matches!(
+        cfg.flags_header.as_str(),
+        "host" | "cookie" | "content-length"
+    ) || cfg.flags_header == cfg.route_header
+    {
+        return Err(ConfigError::invalid("flags_header", Problem::Reserved));
+    }
     if let Some(c) = &cfg.controller {
         validate_controller(c)?;
     }
-    validate_rollouts(&cfg.rollouts, "rollouts")
+    validate_rollouts(&cfg.rollouts, "rollouts")?;
+    validate_flags(&cfg.flags, &cfg.rollouts, "flags")
 }
 
 fn validate_controller(c: &ControllerConfig) -> Result {
@@ -69,6 +103,7 @@ fn validate_controller(c: &ControllerConfig) -> Result {
 }
 
 pub fn validate_rollouts(rollouts: &[Rollout], at: &str) -> Result {
+    max_len(rollouts.len(), MAX_ROLLOUTS, at)?;
     let mut seen: Vec<&str> = Vec::with_capacity(rollouts.len());
     for (i, r) in rollouts.iter().enumerate() {
         let at = format!("{at}[{i}]");
@@ -144,6 +179,7 @@ pub fn validate_rollout(r: &Rollout, at: &str) -> Result {
         ));
     }
     known_version(r, &r.stable, &format!("{at}.stable"))?;
+    max_len(r.overrides.len(), MAX_OVERRIDES, &format!("{at}.overrides"))?;
     for (i, o) in r.overrides.iter().enumerate() {
         check_header_name(&o.header, &format!("{at}.overrides[{i}].header"))?;
         if o.values.is_empty() {
@@ -153,6 +189,261 @@ pub fn validate_rollout(r: &Rollout, at: &str) -> Result {
             ));
         }
         known_version(r, &o.version, &format!("{at}.overrides[{i}].version"))?;
+    }
+    Ok(())
+}
+
+fn max_len(len: usize, limit: usize, field: &str) -> Result {
+    if len > limit {
+        Err(ConfigError::invalid(field, Problem::TooMany { limit }))
+    } else {
+        Ok(())
+    }
+}
+
+/// Flags one by one, then what binds them: unique keys apart from the
+/// rollouts' names, prerequisites that exist, can be met and form no
+/// cycle, and exclusion slices that do not overlap.
+pub fn validate_flags(flags: &[Flag], rollouts: &[Rollout], at: &str) -> Result {
+    max_len(flags.len(), MAX_FLAGS, at)?;
+    for (i, f) in flags.iter().enumerate() {
+        let at = format!("{at}[{i}]");
+        validate_flag(f, &at)?;
+        if flags[..i].iter().any(|o| o.key == f.key) {
+            return Err(ConfigError::invalid(
+                format!("{at}.key"),
+                Problem::Duplicate(f.key.clone()),
+            ));
+        }
+        if rollouts.iter().any(|r| r.name == f.key) {
+            return Err(ConfigError::invalid(
+                format!("{at}.key"),
+                Problem::NameTaken(f.key.clone()),
+            ));
+        }
+    }
+    for (i, f) in flags.iter().enumerate() {
+        for (j, p) in f.requires.iter().enumerate() {
+            let field = format!("{at}[{i}].requires[{j}]");
+            let Some(other) = flags.iter().find(|o| o.key == p.flag) else {
+                return Err(ConfigError::invalid(
+                    format!("{field}.flag"),
+                    Problem::UnknownFlag(p.flag.clone()),
+                ));
+            };
+            for (k, v) in p.variants.iter().enumerate() {
+                if !other.variants.iter().any(|o| &o.name == v) {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.variants[{k}]"),
+                        Problem::UnknownVariant(v.clone()),
+                    ));
+                }
+            }
+            if let (Some(a), Some(b)) = (&f.exclusion, &other.exclusion) {
+                let only_default = p.variants.iter().all(|v| v == &other.default_variant);
+                if a.group == b.group && !only_default {
+                    return Err(ConfigError::invalid(
+                        field,
+                        Problem::Impossible(format!(
+                            "{:?} is in the same exclusion group {:?}, so no identity is in both",
+                            other.key, a.group
+                        )),
+                    ));
+                }
+            }
+        }
+        if let Some(ex) = &f.exclusion {
+            let clash = flags[..i].iter().find(|o| {
+                o.exclusion.as_ref().is_some_and(|e| {
+                    e.group == ex.group && e.from_bp < ex.to_bp && ex.from_bp < e.to_bp
+                })
+            });
+            if let Some(o) = clash {
+                return Err(ConfigError::invalid(
+                    format!("{at}[{i}].exclusion"),
+                    Problem::Overlaps(o.key.clone()),
+                ));
+            }
+        }
+    }
+    if let Some((i, path)) = find_cycle(flags) {
+        return Err(ConfigError::invalid(
+            format!("{at}[{i}].requires"),
+            Problem::Cycle(path),
+        ));
+    }
+    Ok(())
+}
+
+/// The first flag on a prerequisite cycle and the cycle as `a -> b -> a`.
+fn find_cycle(flags: &[Flag]) -> Option<(usize, String)> {
+    let index = |key: &str| flags.iter().position(|f| f.key == key);
+    // 0 unvisited, 1 on the current path, 2 done. Depth is bounded by
+    // MAX_FLAGS, so recursion is bounded too.
+    fn visit(
+        i: usize,
+        flags: &[Flag],
+        index: &dyn Fn(&str) -> Option<usize>,
+        mark: &mut [u8],
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
+        mark[i] = 1;
+        path.push(i);
+        for p in &flags[i].requires {
+            let Some(j) = index(&p.flag) else { continue };
+            if mark[j] == 1 {
+                let start = path.iter().position(|&k| k == j).unwrap_or(0);
+                let mut cycle = path[start..].to_vec();
+                cycle.push(j);
+                return Some(cycle);
+            }
+            if mark[j] == 0 {
+                if let Some(c) = visit(j, flags, index, mark, path) {
+                    return Some(c);
+                }
+            }
+        }
+        path.pop();
+        mark[i] = 2;
+        None
+    }
+    let mut mark = alloc::vec![0u8; flags.len()];
+    for i in 0..flags.len() {
+        if mark[i] == 0 {
+            let mut path = Vec::new();
+            if let Some(cycle) = visit(i, flags, &index, &mut mark, &mut path) {
+                let names: Vec<&str> = cycle.iter().map(|&k| flags[k].key.as_str()).collect();
+                return Some((cycle[0], names.join(" -> ")));
+            }
+        }
+    }
+    None
+}
+
+pub fn validate_flag(f: &Flag, at: &str) -> Result {
+    check_name(&f.key, &format!("{at}.key"))?;
+    if let Some(host) = &f.matcher.host {
+        non_empty(host, &format!("{at}.match.host"))?;
+    }
+    if let Some(prefix) = &f.matcher.path_prefix {
+        if !prefix.starts_with('/') {
+            return Err(ConfigError::invalid(
+                format!("{at}.match.path_prefix"),
+                Problem::MustStartWithSlash,
+            ));
+        }
+    }
+    max_len(f.identity.len(), MAX_OVERRIDES, &format!("{at}.identity"))?;
+    for (i, src) in f.identity.iter().enumerate() {
+        match src {
+            IdentitySource::Header(h) => {
+                check_header_name(h, &format!("{at}.identity[{i}].header"))?
+            }
+            IdentitySource::Cookie(c) => {
+                check_cookie_name(c, &format!("{at}.identity[{i}].cookie"))?
+            }
+        }
+    }
+    if let Some(salt) = &f.salt {
+        non_empty(salt, &format!("{at}.salt"))?;
+    }
+    if f.variants.is_empty() {
+        return Err(ConfigError::invalid(
+            format!("{at}.variants"),
+            Problem::Empty,
+        ));
+    }
+    max_len(f.variants.len(), MAX_VARIANTS, &format!("{at}.variants"))?;
+    let mut sum: u64 = 0;
+    for (i, v) in f.variants.iter().enumerate() {
+        check_name(&v.name, &format!("{at}.variants[{i}].name"))?;
+        if f.variants[..i].iter().any(|o| o.name == v.name) {
+            return Err(ConfigError::invalid(
+                format!("{at}.variants[{i}].name"),
+                Problem::Duplicate(v.name.clone()),
+            ));
+        }
+        if v.weight > 10_000 {
+            return Err(ConfigError::invalid(
+                format!("{at}.variants[{i}].weight"),
+                Problem::WeightTooLarge(v.weight),
+            ));
+        }
+        sum += u64::from(v.weight);
+    }
+    if sum != 10_000 {
+        return Err(ConfigError::invalid(
+            format!("{at}.variants"),
+            Problem::WeightsSum(sum),
+        ));
+    }
+    let known = |name: &str, field: &str| {
+        if f.variants.iter().any(|v| v.name == name) {
+            Ok(())
+        } else {
+            Err(ConfigError::invalid(
+                field,
+                Problem::UnknownVariant(String::from(name)),
+            ))
+        }
+    };
+    known(&f.default_variant, &format!("{at}.default_variant"))?;
+    max_len(f.overrides.len(), MAX_OVERRIDES, &format!("{at}.overrides"))?;
+    for (i, o) in f.overrides.iter().enumerate() {
+        check_header_name(&o.header, &format!("{at}.overrides[{i}].header"))?;
+        if o.values.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{at}.overrides[{i}].values"),
+                Problem::Empty,
+            ));
+        }
+        max_len(
+            o.values.len(),
+            MAX_OVERRIDE_VALUES,
+            &format!("{at}.overrides[{i}].values"),
+        )?;
+        known(&o.variant, &format!("{at}.overrides[{i}].variant"))?;
+    }
+    max_len(f.requires.len(), MAX_REQUIRES, &format!("{at}.requires"))?;
+    for (i, p) in f.requires.iter().enumerate() {
+        if p.flag == f.key {
+            return Err(ConfigError::invalid(
+                format!("{at}.requires[{i}].flag"),
+                Problem::Cycle(format!("{} -> {}", f.key, f.key)),
+            ));
+        }
+        if p.variants.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{at}.requires[{i}].variants"),
+                Problem::Empty,
+            ));
+        }
+        max_len(
+            p.variants.len(),
+            MAX_VARIANTS,
+            &format!("{at}.requires[{i}].variants"),
+        )?;
+    }
+    if let Some(ex) = &f.exclusion {
+        check_name(&ex.group, &format!("{at}.exclusion.group"))?;
+        if ex.to_bp > 10_000 {
+            return Err(ConfigError::invalid(
+                format!("{at}.exclusion.to_bp"),
+                Problem::OutOfRange {
+                    min: 1,
+                    max: 10_000,
+                },
+            ));
+        }
+        if ex.from_bp >= ex.to_bp {
+            return Err(ConfigError::invalid(
+                format!("{at}.exclusion.from_bp"),
+                Problem::OutOfRange {
+                    min: 0,
+                    max: u64::from(ex.to_bp.saturating_sub(1)),
+                },
+            ));
+        }
     }
     Ok(())
 }

@@ -1,0 +1,359 @@
+//! Feature flags (docs/flags.md): the hot-path form of validated flags and
+//! their evaluation, as pure functions of a [`FlagContext`]. The filter's
+//! context reads request headers; the controller's OFREP endpoint reads an
+//! evaluation context. Both run this code, so a flag's answer is the same
+//! at the proxy and in an app.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::cohort::{Cohort, BUCKETS};
+use crate::compiled::host_without_port;
+use crate::config::{Flag, FlagAnonymous, FlagState, IdentitySource};
+use crate::decide::{identity_of, Request};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledFlags {
+    pub flags: Vec<CompiledFlag>,
+    /// Every flag after the flags it requires (validation refused cycles).
+    order: Vec<usize>,
+    /// Whether any flag matches on host / path.
+    pub needs_host: bool,
+    pub needs_path: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledFlag {
+    pub key: String,
+    /// Lowercase, without port.
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub identity: Vec<IdentitySource>,
+    pub anonymous: FlagAnonymous,
+    cohort: Cohort,
+    pub default: usize,
+    pub variants: Vec<String>,
+    /// `ends[i]` is one past the last bucket of `variants[i]`.
+    ends: Vec<u16>,
+    overrides: Vec<(String, Vec<Vec<u8>>, usize)>,
+    pub enabled: bool,
+    /// `(flag index, variant indices that satisfy it)`.
+    requires: Vec<(usize, Vec<usize>)>,
+    /// The group's cohort and this flag's slice `[from, to)` of it.
+    exclusion: Option<(Cohort, u16, u16)>,
+}
+
+/// Why a flag has its variant; OFREP's reasons follow from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagReason {
+    /// The flag is disabled: its default variant.
+    Disabled,
+    /// A prerequisite is not met: the default variant.
+    Prerequisite,
+    /// A targeting override chose the variant.
+    TargetingMatch,
+    /// The identity's cohort chose the variant.
+    Split,
+    /// The identity falls outside this flag's slice of its exclusion group.
+    Excluded,
+    /// No identity: the default variant.
+    AnonymousDefault,
+    /// No identity: a variant by weight for this request alone.
+    AnonymousRandom,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evaluation {
+    pub variant: usize,
+    pub reason: FlagReason,
+}
+
+/// What a flag evaluation reads: the identity, the attributes overrides
+/// test, and whether a flag's match applies.
+pub trait FlagContext {
+    /// The first non-empty identity among `sources`.
+    fn identity(&self, sources: &[IdentitySource]) -> Option<Vec<u8>>;
+    /// The value an override on `header` compares.
+    fn attribute(&self, header: &str) -> Option<Vec<u8>>;
+    fn matches(&self, flag: &CompiledFlag) -> bool;
+}
+
+impl CompiledFlags {
+    /// Compiles flags that have passed [`crate::validate::validate_flags`];
+    /// names that do not resolve fall back to index 0 rather than panicking.
+    pub fn new(flags: &[Flag]) -> Self {
+        let compiled: Vec<CompiledFlag> =
+            flags.iter().map(|f| CompiledFlag::new(f, flags)).collect();
+        CompiledFlags {
+            order: topological(&compiled),
+            needs_host: compiled.iter().any(|f| f.host.is_some()),
+            needs_path: compiled.iter().any(|f| f.path_prefix.is_some()),
+            flags: compiled,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flags.is_empty()
+    }
+
+    pub fn index(&self, key: &str) -> Option<usize> {
+        self.flags.iter().position(|f| f.key == key)
+    }
+
+    /// Every flag's evaluation, by flag index; `None` where the flag's match
+    /// does not fit. `random` is called only for anonymous `random` flags.
+    pub fn evaluate(
+        &self,
+        ctx: &impl FlagContext,
+        random: &mut impl FnMut() -> u64,
+    ) -> Vec<Option<Evaluation>> {
+        let mut out: Vec<Option<Evaluation>> = alloc::vec![None; self.flags.len()];
+        for &i in &self.order {
+            let f = &self.flags[i];
+            if ctx.matches(f) {
+                out[i] = Some(f.evaluate(ctx, &out, &self.flags, random));
+            }
+        }
+        out
+    }
+}
+
+/// `key=variant;key2=variant`, in the config's order, for the flags that
+/// apply; empty if none does.
+pub fn header_value(flags: &CompiledFlags, results: &[Option<Evaluation>]) -> String {
+    let mut v = String::new();
+    for (f, r) in flags.flags.iter().zip(results) {
+        let Some(r) = r else { continue };
+        let Some(variant) = f.variants.get(r.variant) else {
+            continue;
+        };
+        if !v.is_empty() {
+            v.push(';');
+        }
+        v.push_str(&f.key);
+        v.push('=');
+        v.push_str(variant);
+    }
+    v
+}
+
+/// Kahn's order over the prerequisites; a flag left over (a cycle, which
+/// validation refuses) is appended so that it is still evaluated.
+fn topological(flags: &[CompiledFlag]) -> Vec<usize> {
+    let mut order = Vec::with_capacity(flags.len());
+    let mut placed = alloc::vec![false; flags.len()];
+    loop {
+        let before = order.len();
+        for (i, f) in flags.iter().enumerate() {
+            if !placed[i] && f.requires.iter().all(|(j, _)| placed[*j] || *j == i) {
+                placed[i] = true;
+                order.push(i);
+            }
+        }
+        if order.len() == before {
+            break;
+        }
+    }
+    order.extend((0..flags.len()).filter(|&i| !placed[i]));
+    order
+}
+
+impl CompiledFlag {
+    fn new(f: &Flag, all: &[Flag]) -> Self {
+        let index = |name: &str| f.variants.iter().position(|v| v.name == name).unwrap_or(0);
+        let mut acc: u32 = 0;
+        let ends = f
+            .variants
+            .iter()
+            .map(|v| {
+                acc = acc.saturating_add(v.weight);
+                acc.min(u32::from(BUCKETS)) as u16
+            })
+            .collect();
+        let requires = f
+            .requires
+            .iter()
+            .filter_map(|p| {
+                let j = all.iter().position(|o| o.key == p.flag)?;
+                let other = &all[j];
+                let ok = p
+                    .variants
+                    .iter()
+                    .filter_map(|v| other.variants.iter().position(|o| &o.name == v))
+                    .collect();
+                Some((j, ok))
+            })
+            .collect();
+        CompiledFlag {
+            key: f.key.clone(),
+            host: f.matcher.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            path_prefix: f.matcher.path_prefix.clone(),
+            identity: f
+                .identity
+                .iter()
+                .map(|s| match s {
+                    IdentitySource::Header(h) => IdentitySource::Header(h.to_ascii_lowercase()),
+                    other => other.clone(),
+                })
+                .collect(),
+            anonymous: f.anonymous,
+            cohort: Cohort::new(f.salt()),
+            default: index(&f.default_variant),
+            variants: f.variants.iter().map(|v| v.name.clone()).collect(),
+            ends,
+            overrides: f
+                .overrides
+                .iter()
+                .map(|o| {
+                    (
+                        o.header.to_ascii_lowercase(),
+                        o.values.iter().map(|v| v.as_bytes().to_vec()).collect(),
+                        index(&o.variant),
+                    )
+                })
+                .collect(),
+            enabled: f.state == FlagState::Enabled,
+            requires,
+            exclusion: f.exclusion.as_ref().map(|e| {
+                (
+                    Cohort::new(&e.group),
+                    e.from_bp.min(u32::from(BUCKETS)) as u16,
+                    e.to_bp.min(u32::from(BUCKETS)) as u16,
+                )
+            }),
+        }
+    }
+
+    fn variant_of_bucket(&self, bucket: u16) -> usize {
+        self.ends
+            .iter()
+            .position(|&end| bucket < end)
+            .unwrap_or(self.default)
+    }
+
+    /// The variant an identity gets by hash alone, ignoring state,
+    /// prerequisites and overrides (the exclusion slice included).
+    pub fn variant_of_identity(&self, identity: &[u8]) -> usize {
+        match &self.exclusion {
+            Some((group, from, to)) if !(*from..*to).contains(&group.bucket(identity)) => {
+                self.default
+            }
+            _ => self.variant_of_bucket(self.cohort.bucket(identity)),
+        }
+    }
+
+    /// Whether this flag applies to a request for `host` (as sent in
+    /// `:authority`) and `path`.
+    pub fn matches_request(&self, host: &[u8], path: &[u8]) -> bool {
+        if let Some(want) = &self.host {
+            if !host_without_port(host).eq_ignore_ascii_case(want.as_bytes()) {
+                return false;
+            }
+        }
+        if let Some(prefix) = &self.path_prefix {
+            if !path.starts_with(prefix.as_bytes()) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn evaluate(
+        &self,
+        ctx: &impl FlagContext,
+        done: &[Option<Evaluation>],
+        all: &[CompiledFlag],
+        random: &mut impl FnMut() -> u64,
+    ) -> Evaluation {
+        let give = |variant, reason| Evaluation { variant, reason };
+        if !self.enabled {
+            return give(self.default, FlagReason::Disabled);
+        }
+        for (j, ok) in &self.requires {
+            // A prerequisite that does not apply to this request counts as
+            // serving its default.
+            let got = done
+                .get(*j)
+                .copied()
+                .flatten()
+                .map(|e| e.variant)
+                .or_else(|| all.get(*j).map(|f| f.default));
+            if !got.is_some_and(|v| ok.contains(&v)) {
+                return give(self.default, FlagReason::Prerequisite);
+            }
+        }
+        for (header, values, variant) in &self.overrides {
+            if ctx.attribute(header).is_some_and(|v| values.contains(&v)) {
+                return give(*variant, FlagReason::TargetingMatch);
+            }
+        }
+        if let Some(id) = ctx.identity(&self.identity) {
+            let in_slice = match &self.exclusion {
+                Some((group, from, to)) => (*from..*to).contains(&group.bucket(&id)),
+                None => true,
+            };
+            if !in_slice {
+                return give(self.default, FlagReason::Excluded);
+            }
+            return give(
+                self.variant_of_bucket(self.cohort.bucket(&id)),
+                FlagReason::Split,
+            );
+        }
+        match self.anonymous {
+            FlagAnonymous::Default => give(self.default, FlagReason::AnonymousDefault),
+            FlagAnonymous::Random => {
+                if let Some((_, from, to)) = &self.exclusion {
+                    let b = (random() % u64::from(BUCKETS)) as u16;
+                    if !(*from..*to).contains(&b) {
+                        return give(self.default, FlagReason::Excluded);
+                    }
+                }
+                give(
+                    self.variant_of_bucket((random() % u64::from(BUCKETS)) as u16),
+                    FlagReason::AnonymousRandom,
+                )
+            }
+        }
+    }
+}
+
+/// A request's headers as a flag context: the identity by the flag's
+/// chain, overrides on headers, the match on `:authority` and `:path`
+/// (each read once, and only if some flag matches on it).
+pub struct HeaderContext<'a, R: Request> {
+    req: &'a R,
+    host: Vec<u8>,
+    path: Vec<u8>,
+}
+
+impl<'a, R: Request> HeaderContext<'a, R> {
+    pub fn new(flags: &CompiledFlags, req: &'a R) -> Self {
+        let read = |needed: bool, name: &str| {
+            if needed {
+                req.header(name).unwrap_or_default()
+            } else {
+                Vec::new()
+            }
+        };
+        HeaderContext {
+            host: read(flags.needs_host, ":authority"),
+            path: read(flags.needs_path, ":path"),
+            req,
+        }
+    }
+}
+
+impl<R: Request> FlagContext for HeaderContext<'_, R> {
+    fn identity(&self, sources: &[IdentitySource]) -> Option<Vec<u8>> {
+        identity_of(sources, self.req)
+    }
+
+    fn attribute(&self, header: &str) -> Option<Vec<u8>> {
+        self.req.header(header)
+    }
+
+    fn matches(&self, flag: &CompiledFlag) -> bool {
+        flag.matches_request(&self.host, &self.path)
+    }
+}
