@@ -5,8 +5,9 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use dimmer_core::decide::set_cookie_value;
+use dimmer_core::flags::{header_value, HeaderContext};
 use dimmer_core::stats::StatusClass;
-use dimmer_core::{decide, Decision, Request};
+use dimmer_core::{decide, CachedRequest, Decision, Request};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
@@ -18,6 +19,8 @@ pub struct DimmerRequest {
     active: Rc<Active>,
     rng_seed: Rc<Cell<u64>>,
     stats: Option<VersionStats>,
+    /// `(flag, variant)` of every flag that applied, to count on log.
+    flags: Vec<(u16, u16)>,
     started_us: u64,
     class: StatusClass,
     set_cookie: Option<String>,
@@ -29,6 +32,7 @@ impl DimmerRequest {
             active,
             rng_seed,
             stats: None,
+            flags: Vec::new(),
             started_us: 0,
             class: StatusClass::Reset,
             set_cookie: None,
@@ -36,14 +40,22 @@ impl DimmerRequest {
     }
 
     fn route(&mut self) {
-        let cfg = &self.active.cfg;
+        let active = Rc::clone(&self.active);
+        let cfg = &active.cfg;
+        let req = CachedRequest::new(&EnvoyRequest);
         let mut rng = fastrand::Rng::with_seed(self.rng_seed.get());
-        let decision = decide(cfg, &EnvoyRequest, &mut || rng.u64(..));
+        let decision = decide(cfg, &req, &mut || rng.u64(..));
+        if !cfg.flags.is_empty() {
+            self.flags(&req, &mut rng);
+        } else if req.header(&cfg.flags_header).is_some() {
+            // A client must not set flags for the app either.
+            host::set_request_header(&cfg.flags_header, None);
+        }
         self.rng_seed.set(rng.get_seed());
         match decision {
             Decision::NoMatch => {
                 // A client must not steer routes by sending the header itself.
-                if EnvoyRequest.header(&cfg.route_header).is_some() {
+                if req.header(&cfg.route_header).is_some() {
                     host::set_request_header(&cfg.route_header, None);
                 }
             }
@@ -57,15 +69,37 @@ impl DimmerRequest {
                 // Envoy clears its route cache itself when a wasm filter
                 // changes request headers (ABI 0.2.1), so the route follows.
                 host::set_request_header(&cfg.route_header, Some(version));
-                self.stats = self
-                    .active
+                self.stats = active
                     .stats
                     .get(route.rollout)
                     .and_then(|versions| versions.get(route.version))
                     .copied();
-                self.started_us = now_us();
                 self.set_cookie = route.new_cookie.map(|id| set_cookie_value(rollout, &id));
             }
+        }
+        if self.stats.is_some() || !self.flags.is_empty() {
+            self.started_us = now_us();
+        }
+    }
+
+    /// Evaluates every flag and writes the flags header, replacing the
+    /// client's (or removing it when no flag applies).
+    fn flags(&mut self, req: &impl Request, rng: &mut fastrand::Rng) {
+        let flags = &self.active.cfg.flags;
+        let results = flags.evaluate(&HeaderContext::new(flags, req), &mut || rng.u64(..));
+        self.flags = results
+            .iter()
+            .enumerate()
+            .filter_map(|(f, e)| Some((f as u16, e.as_ref()?.variant as u16)))
+            .collect();
+        let value = header_value(flags, &results);
+        let header = &self.active.cfg.flags_header;
+        if value.is_empty() {
+            if req.header(header).is_some() {
+                host::set_request_header(header, None);
+            }
+        } else {
+            host::set_request_header(header, Some(&value));
         }
     }
 }
@@ -79,7 +113,7 @@ impl HttpContext for DimmerRequest {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if self.stats.is_some() {
+        if self.stats.is_some() || !self.flags.is_empty() {
             if let Some(status) = host::response_header(":status") {
                 self.class = StatusClass::from_status(&status);
             }
@@ -91,9 +125,18 @@ impl HttpContext for DimmerRequest {
     }
 
     fn on_log(&mut self) {
+        if self.stats.is_none() && self.flags.is_empty() {
+            return;
+        }
+        let elapsed_ms = now_us().saturating_sub(self.started_us) / 1000;
         if let Some(stats) = &self.stats {
-            let elapsed_ms = now_us().saturating_sub(self.started_us) / 1000;
             stats.record(self.class, elapsed_ms);
+        }
+        for &(f, v) in &self.flags {
+            let stats = self.active.flag_stats.get(usize::from(f));
+            if let Some(s) = stats.and_then(|variants| variants.get(usize::from(v))) {
+                s.record(self.class, elapsed_ms);
+            }
         }
     }
 }

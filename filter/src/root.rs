@@ -9,7 +9,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use crate::host::{self, now_ms, property, random_seed};
-use crate::metrics::{version_table, Health, Registry, VersionStats};
+use crate::metrics::{variant_table, version_table, Health, Registry, VariantStats, VersionStats};
 use crate::poller::Poller;
 use crate::request::DimmerRequest;
 
@@ -17,7 +17,27 @@ use crate::request::DimmerRequest;
 pub struct Active {
     pub cfg: Compiled,
     pub stats: Vec<Vec<VersionStats>>,
+    pub flag_stats: Vec<Vec<VariantStats>>,
 }
+
+impl Active {
+    pub fn flush(&self) {
+        self.flag_stats
+            .iter()
+            .flatten()
+            .for_each(VariantStats::flush);
+    }
+}
+
+impl Drop for Active {
+    // The last request of a replaced config has ended: its counts go out now.
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// How often a VM without a poller adds its flags' counts to Envoy's.
+const FLUSH_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct DimmerRoot {
     me: u64,
@@ -25,6 +45,7 @@ pub struct DimmerRoot {
     registry: Registry,
     health: Health,
     route_header: String,
+    flags_header: String,
     active: Rc<Active>,
     poller: Option<Poller>,
 }
@@ -38,9 +59,11 @@ impl DimmerRoot {
             registry: Registry::default(),
             health: Health::default(),
             route_header: String::new(),
+            flags_header: String::new(),
             active: Rc::new(Active {
                 cfg: Compiled::new(0, "", &[]),
                 stats: Vec::new(),
+                flag_stats: Vec::new(),
             }),
             poller: None,
         }
@@ -48,13 +71,19 @@ impl DimmerRoot {
 
     fn install(&mut self, cfg: Compiled) {
         let stats = version_table(&cfg, &mut self.registry);
-        self.active = Rc::new(Active { cfg, stats });
+        let flag_stats = variant_table(&cfg.flags, &mut self.registry);
+        self.active = Rc::new(Active {
+            cfg,
+            stats,
+            flag_stats,
+        });
     }
 
     /// Applies a controller config body; `Err` leaves the last good one serving.
     fn apply_doc(&mut self, body: &[u8]) -> Result<u64, dimmer_core::ConfigError> {
         let doc = parse_config_doc(body)?;
-        let cfg = Compiled::new(doc.revision, &self.route_header, &doc.rollouts);
+        let cfg = Compiled::new(doc.revision, &self.route_header, &doc.rollouts)
+            .with_flags(&self.flags_header, &doc.flags);
         self.install(cfg);
         Ok(doc.revision)
     }
@@ -152,7 +181,14 @@ impl RootContext for DimmerRoot {
         };
         self.health = Health::define(&mut self.registry);
         self.route_header = cfg.route_header.clone();
-        self.install(Compiled::new(0, &cfg.route_header, &cfg.rollouts));
+        self.flags_header = cfg.flags_header.clone();
+        self.install(
+            Compiled::new(0, &cfg.route_header, &cfg.rollouts)
+                .with_flags(&cfg.flags_header, &cfg.flags),
+        );
+        if cfg.controller.is_none() && !cfg.flags.is_empty() {
+            host::set_tick_period(FLUSH_PERIOD);
+        }
         if let Some(controller) = cfg.controller {
             let plugin = property(vec!["plugin_name"]).unwrap_or_else(|| "dimmer".into());
             // Envoy 1.40 answers `xds.node.id`; older ones `node.id`.
@@ -169,6 +205,7 @@ impl RootContext for DimmerRoot {
     fn on_tick(&mut self) {
         let now = now_ms();
         self.health.vm_memory(host::vm_memory_bytes());
+        self.active.flush();
         let Some(p) = self.poller.as_mut() else {
             return;
         };

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::upstream::{SAW_ROUTE, SERVED_BY};
+use crate::upstream::{SAW_FLAGS, SAW_ROUTE, SERVED_BY};
 
 #[derive(Clone)]
 pub struct Client {
@@ -19,6 +19,8 @@ pub struct Reply {
     pub version: String,
     /// The route header the upstream received.
     pub saw_route: String,
+    /// The flags header the upstream received.
+    pub saw_flags: String,
     pub set_cookie: Option<String>,
 }
 
@@ -68,6 +70,7 @@ impl Client {
             status: resp.status().as_u16(),
             version: text(SERVED_BY).unwrap_or_default(),
             saw_route: text(SAW_ROUTE).unwrap_or_default(),
+            saw_flags: text(SAW_FLAGS).unwrap_or_default(),
             set_cookie: text("set-cookie"),
         })
     }

@@ -13,12 +13,16 @@ use tokio::task::JoinHandle;
 
 pub const SERVED_BY: &str = "x-served-by";
 pub const SAW_ROUTE: &str = "x-saw-route";
+pub const SAW_FLAGS: &str = "x-saw-flags";
 
 #[derive(Debug, Default)]
 pub struct Fault {
     /// Failed requests per 10 000, answered 503.
     pub error_bp: AtomicU32,
     pub delay_ms: AtomicU64,
+    /// When set to `key=variant`, requests whose flags header holds it fail
+    /// with 503: a feature that is broken only where it is on.
+    pub fail_flag: std::sync::Mutex<Option<String>>,
 }
 
 struct App {
@@ -68,7 +72,21 @@ async fn handle(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         .get(dimmer_core::config::DEFAULT_ROUTE_HEADER)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
-    let failing = fastrand::u32(0..10_000) < app.fault.error_bp.load(Ordering::Relaxed);
+    let flags = headers
+        .get(dimmer_core::config::DEFAULT_FLAGS_HEADER)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let broken_flag = app
+        .fault
+        .fail_flag
+        .lock()
+        .map(|f| {
+            f.as_ref()
+                .is_some_and(|f| flags.split(';').any(|kv| kv == f))
+        })
+        .unwrap_or(false);
+    let failing =
+        broken_flag || fastrand::u32(0..10_000) < app.fault.error_bp.load(Ordering::Relaxed);
     let status = if failing {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -76,7 +94,11 @@ async fn handle(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     };
     (
         status,
-        [(SERVED_BY, app.version.clone()), (SAW_ROUTE, saw)],
+        [
+            (SERVED_BY, app.version.clone()),
+            (SAW_ROUTE, saw),
+            (SAW_FLAGS, flags),
+        ],
         format!("{}\n", app.version),
     )
         .into_response()

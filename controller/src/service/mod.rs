@@ -365,6 +365,7 @@ fn config_of(state: &Rollouts) -> ConfigDoc {
             .values()
             .map(|s| s.spec.rollout_at(s.weight_bp))
             .collect(),
+        flags: Vec::new(),
     }
 }
 
