@@ -40,6 +40,8 @@ pub enum ApiError {
     Registry(#[from] RegistryError),
     #[error("unknown action {0:?}: pause, resume, promote or abort")]
     UnknownAction(String),
+    #[error("unknown flag state {0:?}: on or off")]
+    UnknownFlagState(String),
     #[error("the body is larger than {0} bytes")]
     TooLarge(usize),
     #[error("the body: {0}")]
@@ -53,11 +55,14 @@ impl IntoResponse for ApiError {
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::Spec(_)
             | ApiError::UnknownAction(_)
+            | ApiError::UnknownFlagState(_)
             | ApiError::BadBody(_)
             | ApiError::Registry(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Service(ServiceError::NotFound(_)) => StatusCode::NOT_FOUND,
-            ApiError::Service(ServiceError::Conflict { .. }) => StatusCode::CONFLICT,
+            ApiError::Service(ServiceError::Conflict { .. } | ServiceError::Refused(_)) => {
+                StatusCode::CONFLICT
+            }
             ApiError::Service(ServiceError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut resp =
@@ -73,7 +78,7 @@ impl IntoResponse for ApiError {
 }
 
 impl App {
-    fn require(&self, headers: &HeaderMap, role: Role) -> Result<Principal, ApiError> {
+    pub(crate) fn require(&self, headers: &HeaderMap, role: Role) -> Result<Principal, ApiError> {
         let authorization = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
@@ -83,7 +88,11 @@ impl App {
 
 /// Reads at most `limit` bytes of `body`; call only after authorising. A
 /// body announced larger than the limit is refused before a byte is read.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -107,6 +116,13 @@ pub fn router(app: App) -> Router {
         .route("/v1/rollouts/{name}", get(one).delete(delete))
         .route("/v1/rollouts/{name}/history", get(history))
         .route("/v1/rollouts/{name}/{action}", post(command))
+        .route("/v1/flags", get(flags))
+        .route("/v1/flags/{key}/{state}", post(switch_flag))
+        .route("/ofrep/v1/evaluate/flags", post(crate::ofrep::evaluate_all))
+        .route(
+            "/ofrep/v1/evaluate/flags/{key}",
+            post(crate::ofrep::evaluate_one),
+        )
         .route("/v1/proxies", get(proxies))
         .route("/v1/webhooks", get(webhooks))
         .route("/v1/audit/head", get(head))
@@ -234,6 +250,44 @@ async fn history(
 ) -> Result<Response, ApiError> {
     app.require(&headers, Role::Viewer)?;
     Ok(Json(app.service.history(&name)?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct FlagsQuery {
+    /// Days a fully rolled-out temporary flag may stay before it is marked
+    /// ready for removal from the code.
+    #[serde(default)]
+    ready_after_days: Option<u32>,
+}
+
+async fn flags(
+    State(app): State<App>,
+    Query(q): Query<FlagsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.require(&headers, Role::Viewer)?;
+    let ready_after_ms = q
+        .ready_after_days
+        .map_or(crate::flag_spec::READY_AFTER.as_millis() as u64, |d| {
+            u64::from(d) * 24 * 3600 * 1000
+        });
+    Ok(Json(app.service.flags(ready_after_ms).await?).into_response())
+}
+
+async fn switch_flag(
+    State(app): State<App>,
+    Path((key, state)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let who = app.require(&headers, Role::Operator)?;
+    let on = match state.as_str() {
+        "on" => true,
+        "off" => false,
+        other => return Err(ApiError::UnknownFlagState(other.to_owned())),
+    };
+    let reason = reason_of(&headers, body).await?;
+    Ok(Json(app.service.set_flag(&key, on, &who.name, &reason).await?).into_response())
 }
 
 async fn proxies(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {

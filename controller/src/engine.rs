@@ -65,6 +65,10 @@ pub struct RolloutState {
     /// Since when no metrics could be read, if they cannot now.
     #[serde(default)]
     pub metrics_lost_since_ms: Option<u64>,
+    /// A flag turned off by a person (`dimmer flag off`): everyone gets the
+    /// default variant, whatever the step.
+    #[serde(default)]
+    pub flag_off: bool,
 }
 
 impl RolloutState {
@@ -86,6 +90,7 @@ impl RolloutState {
             analysis,
             analysed_at: None,
             metrics_lost_since_ms: None,
+            flag_off: false,
         }
     }
 

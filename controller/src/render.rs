@@ -4,7 +4,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::analysis::Evidence;
 use crate::audit::AuditRecord;
-use crate::service::{Applied, StatusView};
+use crate::service::{Applied, FlagView, StatusView};
 
 pub fn steps_line(v: &StatusView) -> String {
     v.steps
@@ -50,9 +50,21 @@ pub fn text(v: &StatusView) -> String {
             }
         )
     };
+    let (what, share) = if v.is_flag {
+        let off = if v.flag_off {
+            " — turned OFF: everyone gets the default variant"
+        } else {
+            ""
+        };
+        (
+            format!("flag {}", v.name),
+            format!("variant {} for{off}", v.canary),
+        )
+    } else {
+        (v.name.clone(), "canary".to_owned())
+    };
     format!(
-        "{applied}{name}: {label}, {stable} → {canary}\n  canary {pct:.2}% of users; steps {steps}\n  proxies: {applied_n} of {live} live have applied revision {rev}{lag}{stale}\n  reason: {reason}\n  numbers: {ev}\n  audit head: record {seq} {hash}\n",
-        name = v.name,
+        "{applied}{what}: {label}, {stable} → {canary}\n  {share} {pct:.2}% of users; steps {steps}\n  proxies: {applied_n} of {live} live have applied revision {rev}{lag}{stale}\n  reason: {reason}\n  numbers: {ev}\n  audit head: record {seq} {hash}\n",
         label = v.label,
         stable = v.stable,
         canary = v.canary,
@@ -150,4 +162,57 @@ impl Default for Watch {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// `dimmer flags`: one block per flag.
+pub fn flags(flags: &[FlagView], now_ms: u64) -> String {
+    use std::fmt::Write;
+    if flags.is_empty() {
+        return "no flags\n".into();
+    }
+    let mut out = String::new();
+    for f in flags {
+        let age_days = now_ms.saturating_sub(f.created_ms) / (24 * 3600 * 1000);
+        let evaluations = match f.evaluations {
+            None => "unknown (metrics unreadable)".to_owned(),
+            Some(n) if f.evaluations_window_ms == 0 => {
+                format!("{n:.0} since the proxies started")
+            }
+            Some(n) => format!(
+                "{n:.0} in the last {}",
+                humantime::format_duration(std::time::Duration::from_secs(
+                    f.evaluations_window_ms / 1000
+                ))
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "{key}: {state}, {label}; {default} → {variant} at {pct:.2}%",
+            key = f.key,
+            state = if f.on { "on" } else { "OFF" },
+            label = f.label,
+            default = f.default_variant,
+            variant = f.variant,
+            pct = f.weight_bp as f64 / 100.0,
+        );
+        let _ = writeln!(
+            out,
+            "  owner {owner}, {lifecycle:?}{expires}, {age_days} days old",
+            owner = f.owner,
+            lifecycle = f.lifecycle,
+            expires = f
+                .expires
+                .as_ref()
+                .map_or(String::new(), |d| format!(", expires {d}")),
+        );
+        let _ = writeln!(
+            out,
+            "  evaluations: {evaluations}; toggles in the last 7 days: {}",
+            f.toggles_7d
+        );
+        if !f.marks.is_empty() {
+            let _ = writeln!(out, "  ! {}", f.marks.join(", "));
+        }
+    }
+    out
 }

@@ -10,6 +10,9 @@ use dimmer_core::config::{
 use dimmer_core::validate::validate_rollout;
 use serde::{Deserialize, Serialize};
 
+pub use crate::flag_spec::Kind;
+use crate::flag_spec::{FlagMeta, FlagSpec};
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// YAML that does not parse or does not fit the schema; the message
@@ -63,6 +66,10 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutSpec {
+    /// `rollout` (the default) or `flag`: a flag spec has fields of its own
+    /// (`crate::flag_spec::FlagSpec`) and is read by that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Kind>,
     pub name: String,
     #[serde(default, rename = "match")]
     pub matcher: Match,
@@ -87,6 +94,10 @@ pub struct RolloutSpec {
     /// URLs that receive a JSON POST on every state change.
     #[serde(default)]
     pub webhooks: Vec<String>,
+    /// Set for a flag's rollout, from its flag spec; never read from a
+    /// rollout spec's YAML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<FlagMeta>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -350,10 +361,37 @@ mod duration {
 
 impl RolloutSpec {
     /// Parses and validates a YAML spec.
+    /// Parses and validates a YAML spec: a rollout's, or a flag's
+    /// (`kind: flag`), which becomes the rollout that carries the flag.
     pub fn from_yaml(text: &str) -> Result<RolloutSpec, SpecError> {
         crate::yaml_guard::check(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+        let with_line = |e: SpecError| match e {
+            SpecError::Invalid { field, reason, .. } => {
+                let line = crate::yaml_lines::line_of(text, &field);
+                SpecError::Invalid {
+                    field,
+                    reason,
+                    line,
+                }
+            }
+            other => other,
+        };
+        if kind_of(text) == Some(Kind::Flag) {
+            let flag: FlagSpec =
+                serde_norway::from_str(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+            flag.validate().map_err(with_line)?;
+            let spec = flag.into_rollout();
+            spec.validate().map_err(with_line)?;
+            return Ok(spec);
+        }
         let spec: RolloutSpec =
             serde_norway::from_str(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+        if spec.flag.is_some() {
+            return Err(invalid(
+                "flag",
+                "is not a field of a rollout spec; a flag spec starts with `kind: flag`",
+            ));
+        }
         spec.validate().map_err(|e| match e {
             SpecError::Invalid { field, reason, .. } => {
                 let line = crate::yaml_lines::line_of(text, &field);
@@ -572,4 +610,10 @@ impl RolloutSpec {
             overrides: self.overrides.clone(),
         }
     }
+}
+
+/// The `kind` a YAML document declares at its top level, if any.
+fn kind_of(text: &str) -> Option<Kind> {
+    let value: serde_norway::Value = serde_norway::from_str(text).ok()?;
+    serde_norway::from_value(value.get("kind")?.clone()).ok()
 }

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use dimmer::audit::{self, AuditKey, AuditRecord};
 use dimmer::client::{Body, Client};
 use dimmer::render;
-use dimmer::service::StatusView;
+use dimmer::service::{FlagView, StatusView};
 use dimmer::spec::RolloutSpec;
 use dimmer::store::{self, Store};
 use dimmer_core::config::ConfigDoc;
@@ -103,6 +103,27 @@ enum Cmd {
         name: String,
         #[arg(long)]
         reason: String,
+    },
+    /// Turn a flag on or off for everyone, now (off: everyone gets the
+    /// default variant). Audited.
+    Flag {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        key: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Every flag: state, owner, age, evaluations in the last day, toggles
+    /// in the last 7 days, and which are expired, ready for removal from
+    /// the code, or never evaluated.
+    Flags {
+        /// Days a fully rolled-out temporary flag may stay before it is
+        /// marked ready for removal from the code.
+        #[arg(long, default_value_t = 14)]
+        ready_after_days: u32,
+        /// The list as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Every decision on a rollout: who, what, when, why, on which numbers.
     History { name: String },
@@ -215,6 +236,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .await?;
             println!("{name}: deleted");
+            Ok(())
+        }
+        Cmd::Flag {
+            state,
+            key,
+            reason: r,
+        } => {
+            let v: StatusView = client
+                .call(
+                    Method::POST,
+                    &format!("/v1/flags/{}/{state}", seg(&key)?),
+                    reason(&r),
+                )
+                .await?;
+            print!("{}", render::text(&v));
+            Ok(())
+        }
+        Cmd::Flags {
+            ready_after_days,
+            json,
+        } => {
+            let flags: Vec<FlagView> = client
+                .call(
+                    Method::GET,
+                    &format!("/v1/flags?ready_after_days={ready_after_days}"),
+                    None,
+                )
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&flags)?);
+            } else {
+                print!("{}", render::flags(&flags, dimmer::service::now_ms()));
+            }
             Ok(())
         }
         Cmd::History { name } => {

@@ -54,14 +54,31 @@ impl Service {
     ) -> Result<StatusView, ServiceError> {
         let mut state = self.state.lock().await;
         let name = spec.name.clone();
-        let applied = match state.rollouts.get(&name) {
+        let before = state.rollouts.get(&name);
+        if let Some(b) = before {
+            if b.spec.is_flag() != spec.is_flag() {
+                let (was, is) = if b.spec.is_flag() {
+                    ("a flag", "a rollout")
+                } else {
+                    ("a rollout", "a flag")
+                };
+                return Err(ServiceError::Refused(format!(
+                    "{name:?} is {was}; this spec is {is}: delete it first, or use another name"
+                )));
+            }
+        }
+        let flag_off = before.is_some_and(|b| b.flag_off);
+        let applied = match before {
             None => Applied::Created,
             Some(s) if s.spec != spec => Applied::Changed,
             Some(_) if restart => Applied::Restarted,
             Some(_) => Applied::Unchanged,
         };
         if applied != Applied::Unchanged {
-            let next = RolloutState::new(spec, now_ms());
+            let mut next = RolloutState::new(spec, now_ms());
+            // A flag a person turned off stays off until a person turns it on.
+            next.flag_off = flag_off;
+            super::check_doc(&state, &name, Some(&next))?;
             let pct = next.weight_bp as f64 / 100.0;
             let (action, reason) = match applied {
                 Applied::Created => ("apply", format!("applied; starting at {pct}%")),
@@ -71,7 +88,6 @@ impl Service {
                     format!("restarted by {actor}; starting at {pct}%"),
                 ),
             };
-            let mut next = next;
             next.reason = reason.clone();
             self.transition(
                 &mut state,
@@ -97,6 +113,7 @@ impl Service {
         if !state.rollouts.contains_key(name) {
             return Err(ServiceError::NotFound(name.to_owned()));
         }
+        super::check_doc(&state, name, None)?;
         self.transition(
             &mut state,
             name,

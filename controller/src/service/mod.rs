@@ -9,6 +9,7 @@
 //! hanging metrics source or receiver cannot delay a poll or an abort.
 
 mod commands;
+mod flags;
 pub mod registry;
 mod runner;
 
@@ -16,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dimmer_core::config::ConfigDoc;
+use dimmer_core::config::{ConfigDoc, FlagState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
@@ -28,6 +29,7 @@ use crate::store::{Entry, Store, StoreError};
 use crate::webhook::{self, Notifier};
 
 pub use commands::{Applied, Command};
+pub use flags::{FlagTable, FlagView};
 pub use registry::{Limits, ProxySeen, Registry, RegistryError};
 
 pub fn now_ms() -> u64 {
@@ -46,6 +48,9 @@ pub enum ServiceError {
         phase: Phase,
         action: &'static str,
     },
+    /// The change would leave a config the filters refuse.
+    #[error("refused: {0}")]
+    Refused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -87,6 +92,13 @@ pub struct StatusView {
     /// The audit log's head, to pin elsewhere.
     #[serde(default)]
     pub audit_head: Head,
+    /// A flag's rollout: stable is the default variant, canary the variant
+    /// rolled out.
+    #[serde(default)]
+    pub is_flag: bool,
+    /// A flag a person turned off: everyone gets the default variant.
+    #[serde(default)]
+    pub flag_off: bool,
     /// For `apply`: what the apply did (created, changed, unchanged, restarted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied: Option<Applied>,
@@ -133,6 +145,10 @@ pub struct Service {
     store: Store,
     state: Mutex<Rollouts>,
     config: RwLock<Arc<ConfigDoc>>,
+    flags: RwLock<Arc<FlagTable>>,
+    /// Each flag's counts now and then, for evaluations in the last day.
+    flag_samples: std::sync::Mutex<BTreeMap<String, Vec<(u64, crate::metrics::Snapshot)>>>,
+    last_flag_sample: std::sync::atomic::AtomicU64,
     head: RwLock<Head>,
     registry: Registry,
     source: Arc<dyn MetricsSource>,
@@ -160,10 +176,15 @@ impl Service {
             revision,
             last_analysis: HashMap::new(),
         };
-        let config = RwLock::new(Arc::new(config_of(&state)));
+        let doc = config_of(&state);
+        let flags = RwLock::new(Arc::new(FlagTable::new(&doc, &state.rollouts)));
+        let config = RwLock::new(Arc::new(doc));
         Ok(Arc::new(Service {
             store,
             config,
+            flags,
+            flag_samples: std::sync::Mutex::new(BTreeMap::new()),
+            last_flag_sample: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(state),
             head: RwLock::new(head),
             registry: Registry::new(settings.proxies),
@@ -247,6 +268,8 @@ impl Service {
             step_started_ms: s.step_started_ms,
             metrics_lost_since_ms: s.metrics_lost_since_ms,
             audit_head: self.audit_head(),
+            is_flag: s.spec.is_flag(),
+            flag_off: s.flag_off,
             applied: None,
         }
     }
@@ -331,7 +354,10 @@ impl Service {
                 state.last_analysis.remove(name);
             }
         }
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config_of(state));
+        let doc = config_of(state);
+        *self.flags.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(FlagTable::new(&doc, &state.rollouts));
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(doc);
         let head = self.store.head()?;
         *self.head.write().unwrap_or_else(|e| e.into_inner()) = head.clone();
         tracing::info!(rollout = name, actor, action, %from, %to, reason, "transition");
@@ -358,15 +384,48 @@ impl Service {
 }
 
 fn config_of(state: &Rollouts) -> ConfigDoc {
-    ConfigDoc {
-        revision: state.revision,
-        rollouts: state
-            .rollouts
-            .values()
-            .map(|s| s.spec.rollout_at(s.weight_bp))
-            .collect(),
+    doc_of(state.revision, state.rollouts.values())
+}
+
+/// The document the filters receive for these rollouts and flags.
+fn doc_of<'a>(revision: u64, states: impl Iterator<Item = &'a RolloutState>) -> ConfigDoc {
+    let mut doc = ConfigDoc {
+        revision,
+        rollouts: Vec::new(),
         flags: Vec::new(),
+    };
+    for s in states {
+        let state = if s.flag_off {
+            FlagState::Disabled
+        } else {
+            FlagState::Enabled
+        };
+        match s.spec.flag_at(s.weight_bp, state) {
+            Some(flag) => doc.flags.push(flag),
+            None => doc.rollouts.push(s.spec.rollout_at(s.weight_bp)),
+        }
     }
+    doc
+}
+
+/// Whether the document with `changed` in place of (or without) `name`
+/// is one the filters would take: flags bind each other through
+/// prerequisites and exclusion groups, and a document the filters refuse
+/// would freeze every proxy at its last good config.
+fn check_doc(
+    state: &Rollouts,
+    name: &str,
+    changed: Option<&RolloutState>,
+) -> Result<(), ServiceError> {
+    let others = state
+        .rollouts
+        .iter()
+        .filter(|(n, _)| *n != name)
+        .map(|(_, s)| s);
+    let doc = doc_of(state.revision, others.chain(changed));
+    dimmer_core::validate::validate_rollouts(&doc.rollouts, "rollouts")
+        .and_then(|()| dimmer_core::validate::validate_flags(&doc.flags, &doc.rollouts, "flags"))
+        .map_err(|e| ServiceError::Refused(e.to_string()))
 }
 
 #[cfg(test)]

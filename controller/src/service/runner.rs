@@ -11,6 +11,7 @@ impl Service {
     /// One pass of the analysis loop.
     pub async fn tick(&self) {
         let now = now_ms();
+        self.sample_flags_now_and_then(now).await;
         let due: Vec<(String, u64, usize)> = {
             let mut state = self.state.lock().await;
             let super::Rollouts {
@@ -48,9 +49,29 @@ impl Service {
         }
     }
 
+    /// Keeps the flags' evaluation counts sampled while nobody lists them.
+    async fn sample_flags_now_and_then(&self, now: u64) {
+        use std::sync::atomic::Ordering;
+        let last = self.last_flag_sample.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < super::flags::SAMPLE_EVERY_MS {
+            return;
+        }
+        self.last_flag_sample.store(now, Ordering::Relaxed);
+        let keys: Vec<String> = {
+            let state = self.state.lock().await;
+            state
+                .rollouts
+                .values()
+                .filter(|s| s.spec.is_flag())
+                .map(|s| s.spec.name.clone())
+                .collect()
+        };
+        self.sample_flags(&keys, now).await;
+    }
+
     /// One batch of counts, or why there is none; never longer than the
     /// metrics timeout.
-    async fn fetch(&self, names: &[String]) -> Result<Batch, String> {
+    pub(super) async fn fetch(&self, names: &[String]) -> Result<Batch, String> {
         let limit = self.settings.metrics_timeout;
         let result = match tokio::time::timeout(limit, self.source.counts(names)).await {
             Ok(Ok(batch)) => Ok(batch),

@@ -256,3 +256,163 @@ async fn every_receiver_hears_a_delete_and_the_head_moves() {
         Err(ServiceError::NotFound(_))
     ));
 }
+
+fn flag(key: &str, extra: &str) -> RolloutSpec {
+    RolloutSpec::from_yaml(&format!(
+        "kind: flag\nkey: {key}\nowner: team-a\nlifecycle: permanent\nidentity: [{{header: x-user-id}}]\n\
+         default_variant: \"off\"\nvariant: \"on\"\nsteps:\n- {{percent: 10}}\n- {{percent: 100}}\n\
+         analysis: {{min_requests: 50, interval: 200ms}}\n{extra}"
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn flags_are_served_beside_rollouts_and_bound_by_their_prerequisites() {
+    let f = fixture(Duration::from_secs(1));
+    f.service.apply(spec(""), "alice", false).await.unwrap();
+    f.service
+        .apply(flag("parent", ""), "alice", false)
+        .await
+        .unwrap();
+    // A prerequisite that does not exist is refused at apply, naming it.
+    let err = f
+        .service
+        .apply(
+            flag("child", "requires: [{flag: ghost, variants: [\"on\"]}]\n"),
+            "alice",
+            false,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no flag \"ghost\""), "{err}");
+    f.service
+        .apply(
+            flag("child", "requires: [{flag: parent, variants: [\"on\"]}]\n"),
+            "alice",
+            false,
+        )
+        .await
+        .unwrap();
+    let doc = f.service.config_doc();
+    assert_eq!(doc.rollouts.len(), 1);
+    let keys: Vec<&str> = doc.flags.iter().map(|f| f.key.as_str()).collect();
+    assert_eq!(keys, ["child", "parent"]);
+    assert_eq!(doc.flags[1].variants[1].weight, 1000);
+    // Deleting what another flag requires would leave a config no proxy takes.
+    let err = f
+        .service
+        .delete("parent", "alice", "cleanup")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("refused") && err.contains("parent"), "{err}");
+    f.service.delete("child", "alice", "done").await.unwrap();
+    f.service.delete("parent", "alice", "done").await.unwrap();
+    // Whatever the proxies were served was valid all along.
+    let body = serde_json::to_vec(&*f.service.config_doc()).unwrap();
+    dimmer_core::parse_config_doc(&body).unwrap();
+}
+
+#[tokio::test]
+async fn experiments_of_one_group_may_not_overlap_and_kinds_do_not_mix() {
+    let f = fixture(Duration::from_secs(1));
+    let ex = |from: u32, to: u32| {
+        format!("exclusion: {{group: checkout-exp, from_percent: {from}, to_percent: {to}}}\n")
+    };
+    f.service
+        .apply(flag("a", &ex(0, 50)), "alice", false)
+        .await
+        .unwrap();
+    let err = f
+        .service
+        .apply(flag("b", &ex(40, 100)), "alice", false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("overlaps flag \"a\""), "{err}");
+    f.service
+        .apply(flag("b", &ex(50, 100)), "alice", false)
+        .await
+        .unwrap();
+    f.service.apply(spec(""), "alice", false).await.unwrap();
+    let err = f
+        .service
+        .apply(flag("checkout", ""), "alice", false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is a rollout"), "{err}");
+}
+
+#[tokio::test]
+async fn turning_a_flag_off_serves_the_default_at_once_and_is_audited() {
+    let f = fixture(Duration::from_secs(1));
+    f.service
+        .apply(flag("dark", ""), "alice", false)
+        .await
+        .unwrap();
+    let before = f.service.config_doc().revision;
+    let v = f
+        .service
+        .set_flag("dark", false, "bob", "incident 42")
+        .await
+        .unwrap();
+    assert!(v.flag_off && v.is_flag);
+    assert_eq!(v.phase, Phase::Paused, "a flag switched off stops stepping");
+    let doc = f.service.config_doc();
+    assert!(doc.revision > before);
+    assert_eq!(doc.flags[0].state, dimmer_core::config::FlagState::Disabled);
+    // The same state again changes nothing.
+    f.service
+        .set_flag("dark", false, "bob", "again")
+        .await
+        .unwrap();
+    assert_eq!(f.service.config_doc().revision, doc.revision);
+    // A changed spec keeps it off: only a person turns it on.
+    f.service
+        .apply(flag("dark", "description: reworded\n"), "alice", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.service.config_doc().flags[0].state,
+        dimmer_core::config::FlagState::Disabled
+    );
+    f.service
+        .set_flag("dark", true, "bob", "fixed")
+        .await
+        .unwrap();
+    assert_eq!(
+        f.service.config_doc().flags[0].state,
+        dimmer_core::config::FlagState::Enabled
+    );
+    let actions: Vec<String> = f
+        .service
+        .history("dark")
+        .unwrap()
+        .into_iter()
+        .map(|r| format!("{} {}", r.actor, r.action))
+        .collect();
+    assert_eq!(
+        actions,
+        ["alice apply", "bob flag-off", "alice apply", "bob flag-on"]
+    );
+    // Rollouts are not switched like flags.
+    f.service.apply(spec(""), "alice", false).await.unwrap();
+    let err = f
+        .service
+        .set_flag("checkout", false, "bob", "x")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a flag"), "{err}");
+    // The listing marks what nobody evaluated.
+    f.source.set("dark", Snapshot::default());
+    let list = f.service.flags(0).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].toggles_7d, 2);
+    assert!(
+        list[0].marks.contains(&"never evaluated".to_owned()),
+        "{:?}",
+        list[0].marks
+    );
+}
