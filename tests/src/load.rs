@@ -15,6 +15,8 @@ pub struct Served {
     pub at_ms: u64,
     pub version: String,
     pub status: u16,
+    /// The flags header the app received.
+    pub flags: String,
 }
 
 pub struct Load {
@@ -54,14 +56,15 @@ impl Load {
                     tokio::spawn(async move {
                         let at_ms = now_ms();
                         let reply = c.get("/", &[("x-user-id", id.as_bytes())]).await;
-                        let (version, status) = match reply {
-                            Ok(r) => (r.version, r.status),
-                            Err(_) => (String::new(), 0),
+                        let (version, status, flags) = match reply {
+                            Ok(r) => (r.version, r.status, r.saw_flags),
+                            Err(_) => (String::new(), 0, String::new()),
                         };
                         l.lock().unwrap_or_else(|e| e.into_inner()).push(Served {
                             at_ms,
                             version,
                             status,
+                            flags,
                         });
                         drop(permit);
                     });

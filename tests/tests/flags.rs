@@ -9,6 +9,8 @@ use dimmer_core::config::Flag;
 use dimmer_core::flags::{header_value, HeaderContext};
 use dimmer_core::{CompiledFlags, Request};
 use dimmer_e2e::fixtures::{rollout, Lab};
+use dimmer_e2e::stats::sample;
+use dimmer_e2e::{Client, StubController};
 use serde_json::{json, Value};
 
 fn flag(key: &str, on_bp: u32) -> Value {
@@ -148,5 +150,124 @@ async fn a_bad_flag_in_the_plugin_config_is_refused_naming_the_field() -> anyhow
     };
     let text = format!("{e:#}");
     assert!(text.contains("flags[0].default_variant"), "{text}");
+    Ok(())
+}
+
+async fn rejected(lab: &Lab, at_least: f64) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    loop {
+        let text = lab.envoy.prometheus().await?;
+        if sample(&text, "dimmer_config_rejected", &[]) >= at_least {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "fewer than {at_least} configs rejected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_or_malformed_flag_configs_are_refused_and_the_last_good_one_kept(
+) -> anyhow::Result<()> {
+    let stub = StubController::start().await?;
+    let good = json!({"revision": 1, "flags": [flag("search", 10_000)]});
+    stub.set_config(&good);
+    let port = stub.port;
+    let lab = Lab::start_with(
+        json!({"controller": {"cluster": "dimmer-controller", "poll_interval_ms": 1000, "timeout_ms": 500}}),
+        |o| {
+            o.controller_port = port;
+            o.concurrency = 2;
+        },
+    )
+    .await?;
+    let fresh = Client::fresh_connections(lab.envoy.url(""));
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    while fresh.get("/", &[("x-user-id", b"u")]).await?.saw_flags != "search=on" {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "never applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let too_many: Vec<Value> = (0..=dimmer_core::validate::MAX_FLAGS)
+        .map(|i| flag(&format!("f{i}"), 1))
+        .collect();
+    let mut cycle_a = flag("a", 1);
+    cycle_a["requires"] = json!([{"flag": "b", "variants": ["on"]}]);
+    let mut cycle_b = flag("b", 1);
+    cycle_b["requires"] = json!([{"flag": "a", "variants": ["on"]}]);
+    let mut padded = flag("search", 0);
+    padded["overrides"][0]["values"] = json!(vec!["x".repeat(1000); 1100]);
+    let bad: Vec<Vec<u8>> = vec![
+        b"{\"revision\": 2, \"flags\": [{\"key\": ".to_vec(),
+        serde_json::to_vec(&json!({"revision": 3, "flags": too_many}))?,
+        serde_json::to_vec(&json!({"revision": 4, "flags": [cycle_a, cycle_b]}))?,
+        serde_json::to_vec(&json!({"revision": 5, "flags": [padded]}))?,
+    ];
+    for (i, body) in bad.into_iter().enumerate() {
+        stub.set_body(body);
+        rejected(&lab, (i + 1) as f64).await?;
+    }
+    let log = lab.envoy.log();
+    for want in [
+        "flags: at most 128 entries",
+        "prerequisites form a cycle: a -> b -> a",
+        "document larger than 1048576 bytes",
+    ] {
+        assert!(log.contains(want), "{want:?} not in the log:\n{log}");
+    }
+    // Every worker still serves the last good flags.
+    for i in 0..40 {
+        let user = format!("k{i}");
+        let r = fresh.get("/", &[("x-user-id", user.as_bytes())]).await?;
+        assert_eq!((r.status, r.saw_flags.as_str()), (200, "search=on"));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exclusion_groups_and_prerequisites_hold_at_the_proxy() -> anyhow::Result<()> {
+    let exp = |key: &str, from: u32, to: u32| {
+        let mut f = flag(key, 10_000);
+        f["exclusion"] = json!({"group": "checkout-experiments", "from_bp": from, "to_bp": to});
+        f
+    };
+    let mut child = flag("child", 10_000);
+    child["requires"] = json!([{"flag": "parent", "variants": ["on"]}]);
+    let mut parent_off = flag("parent", 10_000);
+    parent_off["state"] = json!("disabled");
+    let flags = vec![
+        exp("exp-a", 0, 3000),
+        exp("exp-b", 3000, 6000),
+        exp("exp-c", 6000, 9000),
+        child,
+        parent_off,
+    ];
+    let lab = Lab::start(json!({"flags": flags})).await?;
+    let mut outside = 0;
+    for i in 0..2000 {
+        let user = format!("x{i}");
+        let r = lab
+            .client
+            .get("/", &[("x-user-id", user.as_bytes())])
+            .await?;
+        let on: Vec<&str> = r
+            .saw_flags
+            .split(';')
+            .filter(|kv| kv.starts_with("exp-") && kv.ends_with("=on"))
+            .collect();
+        assert!(on.len() <= 1, "{user} is in {on:?}");
+        outside += usize::from(on.is_empty());
+        // The prerequisite is off: the dependent flag serves its default.
+        assert!(
+            r.saw_flags.contains("child=off;parent=off"),
+            "{}",
+            r.saw_flags
+        );
+        assert_eq!(r.saw_flags, expected(&flags, &user, "/"), "{user}");
+    }
+    // 10% of the group's buckets belong to no experiment.
+    assert!((100..320).contains(&outside), "{outside}");
     Ok(())
 }
