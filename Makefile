@@ -9,7 +9,7 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
 export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: .wasm-target .prometheus demo-static setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults soak fuzz .cargo-fuzz clean
+.PHONY: .wasm-target .prometheus demo-flags demo-static setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults soak fuzz .cargo-fuzz clean
 
 setup: $(ENVOY) .wasm-target .prometheus
 
@@ -55,6 +55,11 @@ demo-static: build
 CANARY ?= healthy
 demo: build
 	target/release/dimmer-demo --canary $(CANARY)
+
+# A feature flag rolled out to 100% and killed (FLAG=faulty: aborted by the analysis).
+FLAG ?= healthy
+demo-flags: build
+	target/release/dimmer-demo-flags --flag $(FLAG)
 
 bench: setup-bench build
 	cargo build --release -p dimmer-noop-filter --target $(WASM_TARGET)

@@ -27,9 +27,11 @@ pub enum Variant {
     DimmerEnvoyHost,
     /// The same routing as an Envoy dynamic module (`native/`): no VM.
     Native,
+    /// Dimmer's rollout and ten feature flags evaluated on every request.
+    DimmerFlags,
 }
 
-pub const VARIANTS: [Variant; 7] = [
+pub const VARIANTS: [Variant; 8] = [
     Variant::NoFilter,
     Variant::NoopWasm,
     Variant::NativeSplit,
@@ -37,6 +39,7 @@ pub const VARIANTS: [Variant; 7] = [
     Variant::Alternative,
     Variant::DimmerEnvoyHost,
     Variant::Native,
+    Variant::DimmerFlags,
 ];
 
 impl Variant {
@@ -49,6 +52,7 @@ impl Variant {
             Variant::Alternative => "dimmer (--alternative build)",
             Variant::DimmerEnvoyHost => "dimmer, host matched by Envoy",
             Variant::Native => "dimmer as a dynamic module (native)",
+            Variant::DimmerFlags => "dimmer + 10 flags",
         }
     }
 }
@@ -125,6 +129,23 @@ pub fn find_native_module() {
     std::env::set_var("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", native_search_path());
 }
 
+/// The `i`-th of the bench's flags: split by the rollout's identity, half
+/// of them with a targeting override on one header, weights from 5% to 95%.
+fn bench_flag(i: usize) -> serde_json::Value {
+    let on = 500 + 1000 * i as u32;
+    let mut f = serde_json::json!({
+        "key": format!("flag-{i}"),
+        "identity": [{"header": "x-user-id"}],
+        "default_variant": "off",
+        "variants": [{"name": "off", "weight": 10_000 - on}, {"name": "on", "weight": on}],
+    });
+    if i % 2 == 0 {
+        f["overrides"] =
+            serde_json::json!([{"header": "x-beta-tester", "values": ["yes"], "variant": "on"}]);
+    }
+    f
+}
+
 /// An Envoy bootstrap for `v`: `(yaml, listen port, admin port)`.
 /// `alternative` is the second filter build of an A/B.
 pub fn envoy_yaml(
@@ -140,7 +161,13 @@ pub fn envoy_yaml(
     if v != Variant::DimmerEnvoyHost {
         bench_rollout["match"] = serde_json::json!({"host": HOST});
     }
-    let dimmer_config = serde_json::json!({"rollouts": [bench_rollout]}).to_string();
+    let flags: Vec<serde_json::Value> = if v == Variant::DimmerFlags {
+        (0..10).map(bench_flag).collect()
+    } else {
+        Vec::new()
+    };
+    let dimmer_config =
+        serde_json::json!({"rollouts": [bench_rollout], "flags": flags}).to_string();
     let (routes, filters) = match v {
         Variant::NoFilter => (HEADER_ROUTES, String::new()),
         Variant::NoopWasm => (
@@ -152,7 +179,10 @@ pub fn envoy_yaml(
             HEADER_ROUTES,
             native_filter(&serde_json::to_string(&dimmer_config)?),
         ),
-        Variant::Dimmer | Variant::Alternative | Variant::DimmerEnvoyHost => {
+        Variant::Dimmer
+        | Variant::Alternative
+        | Variant::DimmerEnvoyHost
+        | Variant::DimmerFlags => {
             let wasm = match (alternative, v) {
                 (Some(alt), Variant::Alternative) => alt.to_path_buf(),
                 _ => filter_wasm()?,
