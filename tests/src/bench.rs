@@ -139,7 +139,7 @@ fn bench_flag(i: usize) -> serde_json::Value {
         "default_variant": "off",
         "variants": [{"name": "off", "weight": 10_000 - on}, {"name": "on", "weight": on}],
     });
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         f["overrides"] =
             serde_json::json!([{"header": "x-beta-tester", "values": ["yes"], "variant": "on"}]);
     }
