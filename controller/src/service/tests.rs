@@ -416,3 +416,49 @@ async fn turning_a_flag_off_serves_the_default_at_once_and_is_audited() {
         list[0].marks
     );
 }
+
+#[tokio::test]
+async fn the_listing_marks_expired_flags_and_flags_ready_for_removal() {
+    let f = fixture(Duration::from_secs(1));
+    let old = RolloutSpec::from_yaml(
+        "kind: flag\nkey: old\nowner: team-a\nexpires: 2020-01-01\nidentity: [{header: x-user-id}]\n\
+         default_variant: \"off\"\nvariant: \"on\"\nsteps:\n- {percent: 100}\n",
+    )
+    .unwrap();
+    f.service.apply(old, "alice", false).await.unwrap();
+    f.service
+        .apply(flag("kept", "expires: 2999-01-01\n"), "alice", false)
+        .await
+        .unwrap();
+    f.service
+        .command("old", Command::Promote, "alice", "done")
+        .await
+        .unwrap();
+    let mut c = VersionCounts::default();
+    c.by_class.insert("2xx".into(), 12.0);
+    f.source.set(
+        "old",
+        Snapshot::from_versions([("on".to_string(), c)].into()),
+    );
+    let list = f.service.flags(0).await.unwrap();
+    let marks = |key: &str| {
+        list.iter()
+            .find(|v| v.key == key)
+            .map(|v| v.marks.clone())
+            .unwrap()
+    };
+    assert_eq!(marks("old"), ["expired", "ready for code removal"]);
+    // A permanent flag is never due for removal, and it has no counts at all.
+    assert_eq!(marks("kept"), ["never evaluated"]);
+    let old = list.iter().find(|v| v.key == "old").unwrap();
+    assert_eq!(
+        (old.evaluations, old.evaluations_window_ms),
+        (Some(12.0), 0)
+    );
+    // Not yet due with the default two weeks.
+    let list = f.service.flags(14 * 24 * 3600 * 1000).await.unwrap();
+    assert_eq!(
+        list.iter().find(|v| v.key == "old").unwrap().marks,
+        ["expired"]
+    );
+}
