@@ -351,6 +351,7 @@ fn flag_of(
         state,
         requires: requires.to_vec(),
         exclusion,
+        record_latency: true,
     }
 }
 

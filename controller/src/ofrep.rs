@@ -4,6 +4,8 @@
 //! evaluated by the same core code the filter runs, with the context's
 //! `targetingKey` as the identity, so an app and the proxy agree.
 
+use std::rc::Rc;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -27,7 +29,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// compare context field `h`, and a flag's match is the proxy's business
 /// (an app that asks for a flag by key gets it).
 pub struct OfrepContext {
-    key: Option<Vec<u8>>,
+    key: Option<Rc<[u8]>>,
     fields: Map<String, Value>,
 }
 
@@ -36,7 +38,7 @@ impl OfrepContext {
         let key = match fields.remove("targetingKey") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.is_empty() => None,
-            Some(Value::String(s)) => Some(s.into_bytes()),
+            Some(Value::String(s)) => Some(Rc::from(s.into_bytes())),
             Some(_) => return Err("targetingKey must be a string"),
         };
         Ok(OfrepContext { key, fields })
@@ -44,7 +46,7 @@ impl OfrepContext {
 }
 
 impl FlagContext for OfrepContext {
-    fn identity(&self, _sources: &[IdentitySource]) -> Option<Vec<u8>> {
+    fn identity(&self, _chain: usize, _sources: &[IdentitySource]) -> Option<Rc<[u8]>> {
         self.key.clone()
     }
 

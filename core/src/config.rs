@@ -242,6 +242,19 @@ pub struct Flag {
     /// so no identity is in two of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclusion: Option<Exclusion>,
+    /// Whether the filter records each request's latency per variant: a
+    /// histogram call per flag per request, so the controller asks for it
+    /// only while a flag is being rolled out and judged.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub record_latency: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Flag {

@@ -4,8 +4,10 @@
 //! evaluation context. Both run this code, so a flag's answer is the same
 //! at the proxy and in an app.
 
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cell::RefCell;
 
 use crate::cohort::{Cohort, BUCKETS};
 use crate::compiled::host_without_port;
@@ -29,6 +31,8 @@ pub struct CompiledFlag {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub identity: Vec<IdentitySource>,
+    /// The index of the first flag with the same identity chain.
+    chain: usize,
     pub anonymous: FlagAnonymous,
     cohort: Cohort,
     pub default: usize,
@@ -37,6 +41,7 @@ pub struct CompiledFlag {
     ends: Vec<u16>,
     overrides: Vec<(String, Vec<Vec<u8>>, usize)>,
     pub enabled: bool,
+    pub record_latency: bool,
     /// `(flag index, variant indices that satisfy it)`.
     requires: Vec<(usize, Vec<usize>)>,
     /// The group's cohort and this flag's slice `[from, to)` of it.
@@ -71,8 +76,10 @@ pub struct Evaluation {
 /// What a flag evaluation reads: the identity, the attributes overrides
 /// test, and whether a flag's match applies.
 pub trait FlagContext {
-    /// The first non-empty identity among `sources`.
-    fn identity(&self, sources: &[IdentitySource]) -> Option<Vec<u8>>;
+    /// The first non-empty identity among `sources`. Flags with equal
+    /// chains have the same `chain` number, so a context may read each
+    /// chain once.
+    fn identity(&self, chain: usize, sources: &[IdentitySource]) -> Option<Rc<[u8]>>;
     /// The value an override on `header` compares.
     fn attribute(&self, header: &str) -> Option<Vec<u8>>;
     fn matches(&self, flag: &CompiledFlag) -> bool;
@@ -196,6 +203,7 @@ impl CompiledFlag {
                     other => other.clone(),
                 })
                 .collect(),
+            chain: 0,
             anonymous: f.anonymous,
             cohort: Cohort::new(f.salt()),
             default: index(&f.default_variant),
@@ -213,6 +221,7 @@ impl CompiledFlag {
                 })
                 .collect(),
             enabled: f.state == FlagState::Enabled,
+            record_latency: f.record_latency,
             requires,
             exclusion: f.exclusion.as_ref().map(|e| {
                 (
@@ -287,7 +296,7 @@ impl CompiledFlag {
                 return give(*variant, FlagReason::TargetingMatch);
             }
         }
-        if let Some(id) = ctx.identity(&self.identity) {
+        if let Some(id) = ctx.identity(self.chain, &self.identity) {
             let in_slice = match &self.exclusion {
                 Some((group, from, to)) => (*from..*to).contains(&group.bucket(&id)),
                 None => true,
@@ -325,6 +334,7 @@ pub struct HeaderContext<'a, R: Request> {
     req: &'a R,
     host: Vec<u8>,
     path: Vec<u8>,
+    identities: RefCell<Vec<(usize, Option<Rc<[u8]>>)>>,
 }
 
 impl<'a, R: Request> HeaderContext<'a, R> {
@@ -340,13 +350,19 @@ impl<'a, R: Request> HeaderContext<'a, R> {
             host: read(flags.needs_host, ":authority"),
             path: read(flags.needs_path, ":path"),
             req,
+            identities: RefCell::new(Vec::new()),
         }
     }
 }
 
 impl<R: Request> FlagContext for HeaderContext<'_, R> {
-    fn identity(&self, sources: &[IdentitySource]) -> Option<Vec<u8>> {
-        identity_of(sources, self.req)
+    fn identity(&self, chain: usize, sources: &[IdentitySource]) -> Option<Rc<[u8]>> {
+        if let Some((_, id)) = self.identities.borrow().iter().find(|(c, _)| *c == chain) {
+            return id.clone();
+        }
+        let id: Option<Rc<[u8]>> = identity_of(sources, self.req).map(Rc::from);
+        self.identities.borrow_mut().push((chain, id.clone()));
+        id
     }
 
     fn attribute(&self, header: &str) -> Option<Vec<u8>> {

@@ -92,9 +92,15 @@ pub fn variant_table(flags: &CompiledFlags, registry: &mut Registry) -> Vec<Vec<
         .map(|f| {
             f.variants
                 .iter()
-                .map(|v| VariantStats {
-                    ids: define(registry, &f.key, v),
-                    pending: Default::default(),
+                .map(|v| {
+                    let mut ids = define(registry, &f.key, v);
+                    if !f.record_latency {
+                        ids.latency_ms = None;
+                    }
+                    VariantStats {
+                        ids,
+                        pending: Default::default(),
+                    }
                 })
                 .collect()
         })

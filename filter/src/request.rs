@@ -42,20 +42,27 @@ impl DimmerRequest {
     fn route(&mut self) {
         let active = Rc::clone(&self.active);
         let cfg = &active.cfg;
-        let req = CachedRequest::new(&EnvoyRequest);
         let mut rng = fastrand::Rng::with_seed(self.rng_seed.get());
-        let decision = decide(cfg, &req, &mut || rng.u64(..));
-        if !cfg.flags.is_empty() {
+        // Flags read the identity the rollout read: the cache saves the
+        // second copy out of Envoy. Without flags every header is read once.
+        let decision = if cfg.flags.is_empty() {
+            let decision = decide(cfg, &EnvoyRequest, &mut || rng.u64(..));
+            if EnvoyRequest.header(&cfg.flags_header).is_some() {
+                // A client must not set flags for the app either.
+                host::set_request_header(&cfg.flags_header, None);
+            }
+            decision
+        } else {
+            let req = CachedRequest::new(&EnvoyRequest);
+            let decision = decide(cfg, &req, &mut || rng.u64(..));
             self.flags(&req, &mut rng);
-        } else if req.header(&cfg.flags_header).is_some() {
-            // A client must not set flags for the app either.
-            host::set_request_header(&cfg.flags_header, None);
-        }
+            decision
+        };
         self.rng_seed.set(rng.get_seed());
         match decision {
             Decision::NoMatch => {
                 // A client must not steer routes by sending the header itself.
-                if req.header(&cfg.route_header).is_some() {
+                if EnvoyRequest.header(&cfg.route_header).is_some() {
                     host::set_request_header(&cfg.route_header, None);
                 }
             }

@@ -130,7 +130,9 @@ pub fn find_native_module() {
 }
 
 /// The `i`-th of the bench's flags: split by the rollout's identity, half
-/// of them with a targeting override on one header, weights from 5% to 95%.
+/// of them with a targeting override on one header, weights from 5% to 95%;
+/// the first is being rolled out (its latency recorded), the others are at
+/// rest, as the controller serves them.
 fn bench_flag(i: usize) -> serde_json::Value {
     let on = 500 + 1000 * i as u32;
     let mut f = serde_json::json!({
@@ -139,6 +141,9 @@ fn bench_flag(i: usize) -> serde_json::Value {
         "default_variant": "off",
         "variants": [{"name": "off", "weight": 10_000 - on}, {"name": "on", "weight": on}],
     });
+    if i > 0 {
+        f["record_latency"] = serde_json::json!(false);
+    }
     if i.is_multiple_of(2) {
         f["overrides"] =
             serde_json::json!([{"header": "x-beta-tester", "values": ["yes"], "variant": "on"}]);
@@ -154,6 +159,18 @@ pub fn envoy_yaml(
     v1: u16,
     v2: u16,
 ) -> anyhow::Result<(String, u16, u16)> {
+    envoy_yaml_with(v, alternative, false, v1, v2)
+}
+
+/// The same; with `alternative_flags`, the alternative build runs with the
+/// ten flags too, for an A/B of a change to flag evaluation.
+pub fn envoy_yaml_with(
+    v: Variant,
+    alternative: Option<&Path>,
+    alternative_flags: bool,
+    v1: u16,
+    v2: u16,
+) -> anyhow::Result<(String, u16, u16)> {
     let root = workspace_root();
     let template = std::fs::read_to_string(root.join("bench/envoy-bench.yaml.tmpl"))?;
     let noop = root.join("target/wasm32-wasip1/release/dimmer_noop_filter.wasm");
@@ -161,7 +178,8 @@ pub fn envoy_yaml(
     if v != Variant::DimmerEnvoyHost {
         bench_rollout["match"] = serde_json::json!({"host": HOST});
     }
-    let flags: Vec<serde_json::Value> = if v == Variant::DimmerFlags {
+    let with_flags = v == Variant::DimmerFlags || (alternative_flags && v == Variant::Alternative);
+    let flags: Vec<serde_json::Value> = if with_flags {
         (0..10).map(bench_flag).collect()
     } else {
         Vec::new()

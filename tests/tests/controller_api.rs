@@ -54,6 +54,31 @@ fn endpoints() -> Vec<(Method, &'static str, Option<&'static str>, &'static str)
             Some("{\"reason\":\"t\"}"),
             "operator",
         ),
+        (
+            Method::POST,
+            "/ofrep/v1/evaluate/flags/gate",
+            Some("{\"context\":{\"targetingKey\":\"u\"}}"),
+            "proxy",
+        ),
+        (
+            Method::POST,
+            "/ofrep/v1/evaluate/flags",
+            Some("{\"context\":{\"targetingKey\":\"u\"}}"),
+            "proxy",
+        ),
+        (Method::GET, "/v1/flags", None, "viewer"),
+        (
+            Method::POST,
+            "/v1/flags/gate/off",
+            Some("{\"reason\":\"t\"}"),
+            "operator",
+        ),
+        (
+            Method::POST,
+            "/v1/flags/gate/on",
+            Some("{\"reason\":\"t\"}"),
+            "operator",
+        ),
         (Method::GET, "/v1/audit/verify", None, "admin"),
         (
             Method::DELETE,
@@ -78,6 +103,10 @@ fn rank(role: &str) -> u8 {
 async fn every_endpoint_times_every_role_and_no_token() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let spec = spec_yaml(&[(1.0, "1h"), (100.0, "1h")], 10);
+    stack.apply(
+        "kind: flag\nkey: gate\nowner: t\nlifecycle: permanent\nidentity: [{header: x-user-id}]\n\
+         default_variant: \"off\"\nvariant: \"on\"\nsteps: [{percent: 50, approval: true}]\n",
+    )?;
     let http = reqwest::Client::new();
     let roles = [
         ("none", None),

@@ -99,7 +99,10 @@ async fn a_client_sent_flags_header_is_removed_with_no_flags_configured() -> any
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_variant_is_counted_like_a_rollout_version() -> anyhow::Result<()> {
-    let flags = vec![flag("search", 5000)];
+    // A flag at rest is counted by status only: no histogram call per request.
+    let mut at_rest = flag("rest", 5000);
+    at_rest["record_latency"] = json!(false);
+    let flags = vec![flag("search", 5000), at_rest];
     let lab = Lab::start(json!({"flags": flags})).await?;
     let mut on = 0;
     for i in 0..300 {
@@ -127,6 +130,8 @@ async fn each_variant_is_counted_like_a_rollout_version() -> anyhow::Result<()> 
         };
         if count("on") == on as f64 && count("off") == (300 - on) as f64 {
             assert!(text.contains("dimmer_latency_ms_bucket{rollout=\"search\",version=\"on\""));
+            assert!(text.contains("dimmer_requests{rollout=\"rest\""));
+            assert!(!text.contains("dimmer_latency_ms_bucket{rollout=\"rest\""));
             return Ok(());
         }
         assert!(

@@ -401,7 +401,12 @@ fn doc_of<'a>(revision: u64, states: impl Iterator<Item = &'a RolloutState>) -> 
             FlagState::Enabled
         };
         match s.spec.flag_at(s.weight_bp, state) {
-            Some(flag) => doc.flags.push(flag),
+            Some(mut flag) => {
+                // Latency per variant is for the analysis: a flag whose
+                // rollout has ended costs the proxies no histogram call.
+                flag.record_latency = !s.phase.is_final();
+                doc.flags.push(flag)
+            }
             None => doc.rollouts.push(s.spec.rollout_at(s.weight_bp)),
         }
     }

@@ -440,6 +440,14 @@ async fn the_listing_marks_expired_flags_and_flags_ready_for_removal() {
         "old",
         Snapshot::from_versions([("on".to_string(), c)].into()),
     );
+    // A finished flag's latency is no longer recorded; one being rolled out's is.
+    let doc = f.service.config_doc();
+    let recorded: Vec<(&str, bool)> = doc
+        .flags
+        .iter()
+        .map(|f| (f.key.as_str(), f.record_latency))
+        .collect();
+    assert_eq!(recorded, [("kept", true), ("old", false)]);
     let list = f.service.flags(0).await.unwrap();
     let marks = |key: &str| {
         list.iter()

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
-use dimmer_e2e::bench::{envoy_yaml, Variant, HOST, VARIANTS};
+use dimmer_e2e::bench::{envoy_yaml_with, Variant, HOST, VARIANTS};
 use dimmer_e2e::paths::real_envoy_binary;
 use dimmer_e2e::{Envoy, Upstream};
 
@@ -37,6 +37,9 @@ struct Args {
     /// A second build of the filter to count beside the first (A/B).
     #[arg(long)]
     alternative: Option<PathBuf>,
+    /// Run the alternative build with the ten flags of `dimmer + 10 flags`.
+    #[arg(long, requires = "alternative")]
+    alternative_flags: bool,
     /// Concurrent connections sending the requests.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -175,7 +178,8 @@ struct Count {
 }
 
 async fn count(v: Variant, a: &Args, v1: u16, v2: u16) -> anyhow::Result<Count> {
-    let (yaml, listen, admin) = envoy_yaml(v, a.alternative.as_deref(), v1, v2)?;
+    let (yaml, listen, admin) =
+        envoy_yaml_with(v, a.alternative.as_deref(), a.alternative_flags, v1, v2)?;
     let out_dir = tempfile::tempdir()?;
     let wrapper: Vec<OsString> = vec![
         "valgrind".into(),
