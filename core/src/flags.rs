@@ -334,8 +334,12 @@ pub struct HeaderContext<'a, R: Request> {
     req: &'a R,
     host: Vec<u8>,
     path: Vec<u8>,
-    identities: RefCell<Vec<(usize, Option<Rc<[u8]>>)>>,
+    /// The identity of each chain read so far.
+    identities: RefCell<Vec<(usize, Identity)>>,
 }
+
+/// An identity as a flag context hands it out: shared, not copied per flag.
+pub type Identity = Option<Rc<[u8]>>;
 
 impl<'a, R: Request> HeaderContext<'a, R> {
     pub fn new(flags: &CompiledFlags, req: &'a R) -> Self {
