@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 
 use crate::cohort::{Cohort, BUCKETS};
 use crate::config::{
-    Anonymous, CookieSettings, Flag, IdentitySource, Rollout, DEFAULT_FLAGS_HEADER,
+    Anonymous, CookieSettings, Flag, IdentitySource, Rollout, Version, DEFAULT_FLAGS_HEADER,
 };
 use crate::flags::CompiledFlags;
 
@@ -77,33 +77,17 @@ impl Compiled {
 impl CompiledRollout {
     fn new(r: &Rollout) -> Self {
         let index = |name: &str| r.versions.iter().position(|v| v.name == name).unwrap_or(0);
-        let mut acc: u32 = 0;
-        let ends = r
-            .versions
-            .iter()
-            .map(|v| {
-                acc = acc.saturating_add(v.weight);
-                acc.min(u32::from(BUCKETS)) as u16
-            })
-            .collect();
         CompiledRollout {
             name: r.name.clone(),
             host: r.matcher.host.as_ref().map(|h| h.to_ascii_lowercase()),
             path_prefix: r.matcher.path_prefix.clone(),
-            identity: r
-                .identity
-                .iter()
-                .map(|s| match s {
-                    IdentitySource::Header(h) => IdentitySource::Header(h.to_ascii_lowercase()),
-                    other => other.clone(),
-                })
-                .collect(),
+            identity: lowercase_headers(&r.identity),
             anonymous: r.anonymous,
             cookie: r.anonymous_cookie.clone(),
             cohort: Cohort::new(&r.salt),
             stable: index(&r.stable),
             versions: r.versions.iter().map(|v| v.name.clone()).collect(),
-            ends,
+            ends: ends_of(&r.versions),
             overrides: r
                 .overrides
                 .iter()
@@ -118,10 +102,7 @@ impl CompiledRollout {
 
     /// The version that owns `bucket`.
     pub fn version_of_bucket(&self, bucket: u16) -> usize {
-        self.ends
-            .iter()
-            .position(|&end| bucket < end)
-            .unwrap_or(self.stable)
+        owner_of(&self.ends, bucket, self.stable)
     }
 
     /// The version an identity gets by hash alone (no overrides).
@@ -132,18 +113,53 @@ impl CompiledRollout {
     /// Whether this rollout applies to a request for `host` (as sent in
     /// `:authority`, port and case as they come) and `path`.
     pub fn matches(&self, host: &[u8], path: &[u8]) -> bool {
-        if let Some(want) = &self.host {
-            if !host_without_port(host).eq_ignore_ascii_case(want.as_bytes()) {
-                return false;
-            }
-        }
-        if let Some(prefix) = &self.path_prefix {
-            if !path.starts_with(prefix.as_bytes()) {
-                return false;
-            }
-        }
-        true
+        fits(
+            self.host.as_deref(),
+            self.path_prefix.as_deref(),
+            host,
+            path,
+        )
     }
+}
+
+/// Whether a match on `want_host` (lowercase, no port) and `prefix` fits a
+/// request for `host` (as sent in `:authority`) and `path`; an absent field
+/// fits anything.
+pub fn fits(want_host: Option<&str>, prefix: Option<&str>, host: &[u8], path: &[u8]) -> bool {
+    want_host.is_none_or(|want| host_without_port(host).eq_ignore_ascii_case(want.as_bytes()))
+        && prefix.is_none_or(|p| path.starts_with(p.as_bytes()))
+}
+
+/// Weights in basis points as bucket boundaries: `ends[i]` is one past the
+/// last bucket of entry `i`, so an entry listed later keeps its buckets as
+/// it grows.
+pub fn ends_of(weights: &[Version]) -> Vec<u16> {
+    let mut acc: u32 = 0;
+    weights
+        .iter()
+        .map(|v| {
+            acc = acc.saturating_add(v.weight);
+            acc.min(u32::from(BUCKETS)) as u16
+        })
+        .collect()
+}
+
+/// The entry that owns `bucket`; `fallback` past the last boundary.
+pub fn owner_of(ends: &[u16], bucket: u16, fallback: usize) -> usize {
+    ends.iter()
+        .position(|&end| bucket < end)
+        .unwrap_or(fallback)
+}
+
+/// Header names are matched lowercase.
+pub fn lowercase_headers(sources: &[IdentitySource]) -> Vec<IdentitySource> {
+    sources
+        .iter()
+        .map(|s| match s {
+            IdentitySource::Header(h) => IdentitySource::Header(h.to_ascii_lowercase()),
+            other => other.clone(),
+        })
+        .collect()
 }
 
 /// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.

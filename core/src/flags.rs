@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use crate::cohort::{Cohort, BUCKETS};
-use crate::compiled::host_without_port;
+use crate::compiled::{ends_of, fits, lowercase_headers, owner_of};
 use crate::config::{Flag, FlagAnonymous, FlagState, IdentitySource};
 use crate::decide::{identity_of, Request};
 
@@ -168,15 +168,6 @@ fn topological(flags: &[CompiledFlag]) -> Vec<usize> {
 impl CompiledFlag {
     fn new(f: &Flag, all: &[Flag]) -> Self {
         let index = |name: &str| f.variants.iter().position(|v| v.name == name).unwrap_or(0);
-        let mut acc: u32 = 0;
-        let ends = f
-            .variants
-            .iter()
-            .map(|v| {
-                acc = acc.saturating_add(v.weight);
-                acc.min(u32::from(BUCKETS)) as u16
-            })
-            .collect();
         let requires = f
             .requires
             .iter()
@@ -195,20 +186,13 @@ impl CompiledFlag {
             key: f.key.clone(),
             host: f.matcher.host.as_ref().map(|h| h.to_ascii_lowercase()),
             path_prefix: f.matcher.path_prefix.clone(),
-            identity: f
-                .identity
-                .iter()
-                .map(|s| match s {
-                    IdentitySource::Header(h) => IdentitySource::Header(h.to_ascii_lowercase()),
-                    other => other.clone(),
-                })
-                .collect(),
+            identity: lowercase_headers(&f.identity),
             chain: 0,
             anonymous: f.anonymous,
             cohort: Cohort::new(f.salt()),
             default: index(&f.default_variant),
             variants: f.variants.iter().map(|v| v.name.clone()).collect(),
-            ends,
+            ends: ends_of(&f.variants),
             overrides: f
                 .overrides
                 .iter()
@@ -234,10 +218,7 @@ impl CompiledFlag {
     }
 
     fn variant_of_bucket(&self, bucket: u16) -> usize {
-        self.ends
-            .iter()
-            .position(|&end| bucket < end)
-            .unwrap_or(self.default)
+        owner_of(&self.ends, bucket, self.default)
     }
 
     /// The variant an identity gets by hash alone, ignoring state,
@@ -254,17 +235,12 @@ impl CompiledFlag {
     /// Whether this flag applies to a request for `host` (as sent in
     /// `:authority`) and `path`.
     pub fn matches_request(&self, host: &[u8], path: &[u8]) -> bool {
-        if let Some(want) = &self.host {
-            if !host_without_port(host).eq_ignore_ascii_case(want.as_bytes()) {
-                return false;
-            }
-        }
-        if let Some(prefix) = &self.path_prefix {
-            if !path.starts_with(prefix.as_bytes()) {
-                return false;
-            }
-        }
-        true
+        fits(
+            self.host.as_deref(),
+            self.path_prefix.as_deref(),
+            host,
+            path,
+        )
     }
 
     fn evaluate(

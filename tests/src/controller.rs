@@ -207,6 +207,28 @@ impl Controller {
             .await
     }
 
+    /// Runs `dimmer status NAME --watch --until-done` on this terminal, as a
+    /// person would, for at most `within`.
+    pub async fn watch_until_done(&self, name: &str, within: Duration) -> anyhow::Result<()> {
+        let mut watch = Command::new(dimmer_binary()?)
+            .args(["status", name, "--watch", "--until-done"])
+            .env("DIMMER_SERVER", self.url())
+            .env("DIMMER_TOKEN", VIEWER_TOKEN)
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting dimmer status --watch")?;
+        let deadline = Instant::now() + within;
+        while watch.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = watch.kill();
+                bail!("{name} did not finish within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
     /// Waits until the rollout has completed or aborted; returns its status.
     pub async fn wait_decided(
         &self,

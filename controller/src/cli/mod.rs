@@ -127,7 +127,8 @@ enum Cmd {
     },
     /// Every decision on a rollout: who, what, when, why, on which numbers.
     History { name: String },
-    /// Which version an identity gets now, by the filter's cohort function.
+    /// Which version (or a flag's variant) an identity gets now, by the
+    /// filter's cohort function.
     Which { name: String, identity: String },
     /// The proxies that poll, and the revision each has applied.
     Proxies,
@@ -194,8 +195,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     } else {
                         ""
                     };
+                    let what = if spec.is_flag() { "get variant" } else { "on" };
                     println!(
-                        "  step {}: {}% of users on {}, at least {}{gate}",
+                        "  step {}: {}% of users {what} {}, at least {}{gate}",
                         i + 1,
                         s.percent,
                         spec.canary,
@@ -284,9 +286,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Which { name, identity } => {
             let doc: ConfigDoc = client.call(Method::GET, "/v1/config", None).await?;
-            let cfg = Compiled::new(doc.revision, "", &doc.rollouts);
+            let cfg = Compiled::new(doc.revision, "", &doc.rollouts).with_flags("", &doc.flags);
+            if let Some(f) = cfg.flags.flags.iter().find(|f| f.key == name) {
+                // By hash alone; the flag's state, prerequisites and overrides
+                // can change it per request (`POST /ofrep/...` answers all).
+                let variant = f
+                    .variants
+                    .get(f.variant_of_identity(identity.as_bytes()))
+                    .map_or("(none)", String::as_str);
+                let state = if f.enabled {
+                    ""
+                } else {
+                    "; the flag is off: everyone gets its default"
+                };
+                println!("{variant} (by hash, revision {}{state})", doc.revision);
+                return Ok(());
+            }
             let Some(r) = cfg.rollouts.iter().find(|r| r.name == name) else {
-                bail!("no rollout named {name:?}");
+                bail!("no rollout or flag named {name:?}");
             };
             let bucket = r.cohort.bucket(identity.as_bytes());
             let version = &r.versions[r.version_of_bucket(bucket)];

@@ -136,11 +136,7 @@ impl Service {
         reason: &str,
     ) -> Result<StatusView, ServiceError> {
         let mut state = self.state.lock().await;
-        let current = state
-            .rollouts
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ServiceError::NotFound(name.to_owned()))?;
+        let current = super::current(&state, name)?;
         let conflict = || ServiceError::Conflict {
             name: name.to_owned(),
             phase: current.phase,
@@ -186,10 +182,6 @@ impl Service {
             reason,
             &evidence,
         )?;
-        let s = state
-            .rollouts
-            .get(name)
-            .ok_or_else(|| ServiceError::NotFound(name.to_owned()))?;
-        Ok(self.view(s, now))
+        Ok(self.view(&super::current(&state, name)?, now))
     }
 }

@@ -97,11 +97,7 @@ impl Service {
         reason: &str,
     ) -> Result<StatusView, ServiceError> {
         let mut state = self.state.lock().await;
-        let current = state
-            .rollouts
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ServiceError::NotFound(name.to_owned()))?;
+        let current = super::current(&state, name)?;
         if !current.spec.is_flag() {
             return Err(ServiceError::Refused(format!(
                 "{name:?} is a rollout, not a flag: use pause, resume or abort"
@@ -132,11 +128,17 @@ impl Service {
             reason,
             &Evidence::default(),
         )?;
-        let s = state
+        Ok(self.view(&super::current(&state, name)?, now))
+    }
+
+    pub(super) async fn flag_keys(&self) -> Vec<String> {
+        let state = self.state.lock().await;
+        state
             .rollouts
-            .get(name)
-            .ok_or_else(|| ServiceError::NotFound(name.to_owned()))?;
-        Ok(self.view(s, now))
+            .values()
+            .filter(|s| s.spec.is_flag())
+            .map(|s| s.spec.name.clone())
+            .collect()
     }
 
     /// The compiled flags of the served document.
@@ -147,15 +149,7 @@ impl Service {
     /// Every flag with its lifecycle marks. Reads the proxies' counts
     /// first, under the metrics timeout and without the state lock.
     pub async fn flags(&self, ready_after_ms: u64) -> Result<Vec<FlagView>, ServiceError> {
-        let keys: Vec<String> = {
-            let state = self.state.lock().await;
-            state
-                .rollouts
-                .values()
-                .filter(|s| s.spec.is_flag())
-                .map(|s| s.spec.name.clone())
-                .collect()
-        };
+        let keys = self.flag_keys().await;
         let now = now_ms();
         let counts = self.sample_flags(&keys, now).await;
         let states: Vec<crate::engine::RolloutState> = {

@@ -383,6 +383,15 @@ impl Service {
     }
 }
 
+/// A copy of `name`'s state.
+fn current(state: &Rollouts, name: &str) -> Result<RolloutState, ServiceError> {
+    state
+        .rollouts
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ServiceError::NotFound(name.to_owned()))
+}
+
 fn config_of(state: &Rollouts) -> ConfigDoc {
     doc_of(state.revision, state.rollouts.values())
 }

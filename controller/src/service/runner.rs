@@ -57,15 +57,7 @@ impl Service {
             return;
         }
         self.last_flag_sample.store(now, Ordering::Relaxed);
-        let keys: Vec<String> = {
-            let state = self.state.lock().await;
-            state
-                .rollouts
-                .values()
-                .filter(|s| s.spec.is_flag())
-                .map(|s| s.spec.name.clone())
-                .collect()
-        };
+        let keys = self.flag_keys().await;
         self.sample_flags(&keys, now).await;
     }
 

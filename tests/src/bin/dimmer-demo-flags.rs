@@ -5,12 +5,9 @@
 //! switch); with `--flag faulty` the app fails every request where
 //! `new-cart=on`, and the analysis aborts the flag.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Parser;
-use dimmer_e2e::controller::{dimmer_binary, VIEWER_TOKEN};
 use dimmer_e2e::fixtures::Stack;
 use dimmer_e2e::load::{now_ms, Load, Served};
 use dimmer_e2e::paths::workspace_root;
@@ -97,22 +94,10 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("\n$ dimmer status new-cart --watch");
     let started = Instant::now();
-    let mut watch = Command::new(dimmer_binary()?)
-        .args(["status", "new-cart", "--watch", "--until-done"])
-        .env("DIMMER_SERVER", stack.controller.url())
-        .env("DIMMER_TOKEN", VIEWER_TOKEN)
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting dimmer status --watch")?;
-    let deadline = started + Duration::from_secs(170);
-    while watch.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = watch.kill();
-            anyhow::bail!("the flag's rollout did not finish within 170 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    stack
+        .controller
+        .watch_until_done("new-cart", Duration::from_secs(170))
+        .await?;
     if !faulty {
         tokio::time::sleep(Duration::from_secs(3)).await;
         println!("\n$ dimmer flag off new-cart --reason \"demo: the kill switch\"");

@@ -3,13 +3,10 @@
 //! users; applies `examples/checkout-rollout.yaml` and shows it live until it
 //! is promoted or, with `--canary faulty`, aborted.
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Parser;
-use dimmer_e2e::controller::{dimmer_binary, VIEWER_TOKEN};
 use dimmer_e2e::fixtures::Stack;
 use dimmer_e2e::load::Load;
 use dimmer_e2e::paths::workspace_root;
@@ -71,25 +68,10 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("\n$ dimmer status --watch");
     let started = Instant::now();
-    let mut watch = Command::new(dimmer_binary()?)
-        .args(["status", "checkout", "--watch", "--until-done"])
-        .env("DIMMER_SERVER", stack.controller.url())
-        .env("DIMMER_TOKEN", VIEWER_TOKEN)
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting dimmer status --watch")?;
-    let deadline = started + Duration::from_secs(170);
-    loop {
-        if watch.try_wait()?.is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = watch.kill();
-            anyhow::bail!("the rollout did not finish within 170 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    stack
+        .controller
+        .watch_until_done("checkout", Duration::from_secs(170))
+        .await?;
     let took = started.elapsed().as_secs();
 
     println!("\n$ dimmer history checkout");
