@@ -104,6 +104,12 @@ impl RolloutState {
                 self.weight_bp as f64 / 100.0
             )
             .to_lowercase(),
+            Phase::Completed if self.spec.is_flag() => {
+                format!("completed ({} serves everyone)", self.spec.canary)
+            }
+            Phase::Aborted if self.spec.is_flag() => {
+                format!("aborted ({} at 0%)", self.spec.canary)
+            }
             Phase::Completed => "completed (canary is stable)".into(),
             Phase::Aborted => "aborted (canary at 0%)".into(),
         }

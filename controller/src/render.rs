@@ -51,15 +51,15 @@ pub fn text(v: &StatusView) -> String {
         )
     };
     let (what, share) = if v.is_flag {
-        let off = if v.flag_off {
-            " — turned OFF: everyone gets the default variant"
+        let share = if v.flag_off {
+            format!(
+                "turned OFF: everyone gets {}; when on, variant {} for",
+                v.stable, v.canary
+            )
         } else {
-            ""
+            format!("variant {} for", v.canary)
         };
-        (
-            format!("flag {}", v.name),
-            format!("variant {} for{off}", v.canary),
-        )
+        (format!("flag {}", v.name), share)
     } else {
         (v.name.clone(), "canary".to_owned())
     };
