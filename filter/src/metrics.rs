@@ -92,28 +92,26 @@ pub fn variant_table(flags: &CompiledFlags, registry: &mut Registry) -> Vec<Vec<
         .map(|f| {
             f.variants
                 .iter()
-                .map(|v| {
-                    let mut ids = define(registry, &f.key, v);
-                    if !f.record_latency {
-                        ids.latency_ms = None;
-                    }
-                    VariantStats {
-                        ids,
-                        pending: Default::default(),
-                    }
+                .map(|v| VariantStats {
+                    ids: define(registry, &f.key, v, f.record_latency),
+                    pending: Default::default(),
                 })
                 .collect()
         })
         .collect()
 }
 
-fn define(registry: &mut Registry, name: &str, version: &str) -> VersionStats {
+/// Counters for every class, and the histogram if `latency`: a histogram
+/// defined and never fed would still be exported, empty.
+fn define(registry: &mut Registry, name: &str, version: &str, latency: bool) -> VersionStats {
     let mut s = VersionStats::default();
     for class in StatusClass::ALL {
         s.requests[class.index()] =
             registry.id(MetricType::Counter, &stats::requests(name, version, class));
     }
-    s.latency_ms = registry.id(MetricType::Histogram, &stats::latency_ms(name, version));
+    if latency {
+        s.latency_ms = registry.id(MetricType::Histogram, &stats::latency_ms(name, version));
+    }
     s
 }
 
@@ -124,7 +122,7 @@ pub fn version_table(cfg: &Compiled, registry: &mut Registry) -> Vec<Vec<Version
         .map(|r| {
             r.versions
                 .iter()
-                .map(|v| define(registry, &r.name, v))
+                .map(|v| define(registry, &r.name, v, true))
                 .collect()
         })
         .collect()

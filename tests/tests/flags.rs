@@ -111,7 +111,7 @@ async fn each_variant_is_counted_like_a_rollout_version() -> anyhow::Result<()> 
             .client
             .get("/", &[("x-user-id", user.as_bytes())])
             .await?;
-        on += usize::from(r.saw_flags == "search=on");
+        on += usize::from(r.saw_flags.split(';').any(|kv| kv == "search=on"));
     }
     // Counts leave the VM on its next tick.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
