@@ -281,6 +281,7 @@ impl FlagSpec {
             analysis: self.analysis,
             slo: self.slo,
             webhooks: self.webhooks,
+            counting: Default::default(),
             flag: Some(FlagMeta {
                 owner: self.owner,
                 lifecycle: self.lifecycle,

@@ -94,6 +94,10 @@ pub struct RolloutSpec {
     /// URLs that receive a JSON POST on every state change.
     #[serde(default)]
     pub webhooks: Vec<String>,
+    /// Who counts the versions' requests: the filter (the default), or
+    /// Envoy's own per-cluster stats.
+    #[serde(default, skip_serializing_if = "Counting::is_default")]
+    pub counting: Counting,
     /// Set for a flag's rollout, from its flag spec; never read from a
     /// rollout spec's YAML.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,6 +151,39 @@ pub struct Analysis {
     /// What to do while no metrics can be read.
     #[serde(default)]
     pub metrics_loss: MetricsLoss,
+}
+
+/// Where a rollout's per-version counts come from. `envoy` reads Envoy's
+/// own cluster stats (`upstream_rq_<class>xx`, `upstream_rq_time`), so the
+/// filter reads no status and no clock per request; each version must have
+/// a cluster of its own that carries only this rollout's traffic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counting {
+    #[serde(default)]
+    pub by: CountedBy,
+    /// The Envoy cluster of each version, with `by: envoy`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub clusters: std::collections::BTreeMap<String, String>,
+}
+
+impl Counting {
+    pub fn is_default(&self) -> bool {
+        *self == Counting::default()
+    }
+
+    /// The clusters to read, with `by: envoy`.
+    pub fn envoy_clusters(&self) -> Option<&std::collections::BTreeMap<String, String>> {
+        (self.by == CountedBy::Envoy).then_some(&self.clusters)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CountedBy {
+    #[default]
+    Filter,
+    Envoy,
 }
 
 /// Losing metrics is not a pass: the rollout holds (the default), or aborts
@@ -564,6 +601,7 @@ impl RolloutSpec {
                 "above 0",
             )?;
         }
+        self.validate_counting()?;
         if self.webhooks.len() > MAX_WEBHOOKS {
             return Err(invalid("webhooks", format!("at most {MAX_WEBHOOKS} URLs")));
         }
@@ -583,6 +621,59 @@ impl RolloutSpec {
             ),
             other => invalid("rollout", other.to_string()),
         })
+    }
+
+    fn validate_counting(&self) -> Result<(), SpecError> {
+        let c = &self.counting;
+        if c.by == CountedBy::Filter {
+            if !c.clusters.is_empty() {
+                return Err(invalid(
+                    "counting.clusters",
+                    "only with `by: envoy`: the filter counts by version",
+                ));
+            }
+            return Ok(());
+        }
+        if self.flag.is_some() {
+            return Err(invalid(
+                "counting.by",
+                "a flag's variants share clusters: the filter counts them",
+            ));
+        }
+        for version in [&self.stable, &self.canary] {
+            let Some(cluster) = c.clusters.get(version) else {
+                return Err(invalid(
+                    "counting.clusters",
+                    format!("names no cluster for version {version:?}"),
+                ));
+            };
+            let ok = (1..=255).contains(&cluster.len())
+                && cluster.bytes().all(|b| {
+                    b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b',' | b'{' | b'}')
+                });
+            if !ok {
+                return Err(invalid(
+                    format!("counting.clusters.{version}"),
+                    "must be an Envoy cluster name: 1 to 255 visible characters, no quotes, commas or braces",
+                ));
+            }
+        }
+        if c.clusters.len() != 2 {
+            return Err(invalid(
+                "counting.clusters",
+                format!(
+                    "names exactly the versions {} and {}",
+                    self.stable, self.canary
+                ),
+            ));
+        }
+        if c.clusters.get(&self.stable) == c.clusters.get(&self.canary) {
+            return Err(invalid(
+                "counting.clusters",
+                "each version needs a cluster of its own",
+            ));
+        }
+        Ok(())
     }
 
     /// The filter's rollout with the canary at `canary_bp` basis points. The
@@ -608,6 +699,7 @@ impl RolloutSpec {
                 },
             ],
             overrides: self.overrides.clone(),
+            count: self.counting.by == CountedBy::Filter,
         }
     }
 }

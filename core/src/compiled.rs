@@ -40,6 +40,8 @@ pub struct CompiledRollout {
     /// `ends[i]` is one past the last bucket of `versions[i]`.
     pub ends: Vec<u16>,
     pub overrides: Vec<CompiledOverride>,
+    /// Whether the filter counts this rollout's requests.
+    pub count: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +99,7 @@ impl CompiledRollout {
                     version: index(&o.version),
                 })
                 .collect(),
+            count: r.count,
         }
     }
 

@@ -92,6 +92,12 @@ pub struct Rollout {
     pub versions: Vec<Version>,
     #[serde(default)]
     pub overrides: Vec<Override>,
+    /// Whether the filter counts this rollout's requests (status class and
+    /// latency per version). `false` where Envoy's own per-cluster stats
+    /// count them (one cluster per version): the filter then reads no
+    /// status and no clock, and records nothing.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub count: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

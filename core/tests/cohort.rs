@@ -148,6 +148,7 @@ fn rollout(weights: &[u32]) -> Rollout {
             })
             .collect(),
         overrides: vec![],
+        count: true,
     }
 }
 

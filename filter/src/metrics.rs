@@ -122,7 +122,11 @@ pub fn version_table(cfg: &Compiled, registry: &mut Registry) -> Vec<Vec<Version
         .map(|r| {
             r.versions
                 .iter()
-                .map(|v| define(registry, &r.name, v, true))
+                .map(|v| match r.count {
+                    true => define(registry, &r.name, v, true),
+                    // Envoy counts it: no stats of the filter's at all.
+                    false => VersionStats::default(),
+                })
                 .collect()
         })
         .collect()

@@ -76,11 +76,15 @@ impl DimmerRequest {
                 // Envoy clears its route cache itself when a wasm filter
                 // changes request headers (ABI 0.2.1), so the route follows.
                 host::set_request_header(&cfg.route_header, Some(version));
-                self.stats = active
-                    .stats
-                    .get(route.rollout)
-                    .and_then(|versions| versions.get(route.version))
-                    .copied();
+                // Counted by Envoy's cluster stats instead: no status, no
+                // clock, nothing recorded.
+                if rollout.count {
+                    self.stats = active
+                        .stats
+                        .get(route.rollout)
+                        .and_then(|versions| versions.get(route.version))
+                        .copied();
+                }
                 self.set_cookie = route.new_cookie.map(|id| set_cookie_value(rollout, &id));
             }
         }

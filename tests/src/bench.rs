@@ -29,9 +29,13 @@ pub enum Variant {
     Native,
     /// Dimmer's rollout and ten feature flags evaluated on every request.
     DimmerFlags,
+    /// Dimmer routing only: the host matched by Envoy, and the versions
+    /// counted by Envoy's cluster stats (`counting: {by: envoy}`), so the
+    /// filter reads no status and no clock.
+    DimmerEnvoyCounts,
 }
 
-pub const VARIANTS: [Variant; 8] = [
+pub const VARIANTS: [Variant; 9] = [
     Variant::NoFilter,
     Variant::NoopWasm,
     Variant::NativeSplit,
@@ -40,6 +44,7 @@ pub const VARIANTS: [Variant; 8] = [
     Variant::DimmerEnvoyHost,
     Variant::Native,
     Variant::DimmerFlags,
+    Variant::DimmerEnvoyCounts,
 ];
 
 impl Variant {
@@ -53,6 +58,7 @@ impl Variant {
             Variant::DimmerEnvoyHost => "dimmer, host matched by Envoy",
             Variant::Native => "dimmer as a dynamic module (native)",
             Variant::DimmerFlags => "dimmer + 10 flags",
+            Variant::DimmerEnvoyCounts => "dimmer, host matched and versions counted by Envoy",
         }
     }
 }
@@ -175,8 +181,11 @@ pub fn envoy_yaml_with(
     let template = std::fs::read_to_string(root.join("bench/envoy-bench.yaml.tmpl"))?;
     let noop = root.join("target/wasm32-wasip1/release/dimmer_noop_filter.wasm");
     let mut bench_rollout = rollout(1000);
-    if v != Variant::DimmerEnvoyHost {
+    if !matches!(v, Variant::DimmerEnvoyHost | Variant::DimmerEnvoyCounts) {
         bench_rollout["match"] = serde_json::json!({"host": HOST});
+    }
+    if v == Variant::DimmerEnvoyCounts {
+        bench_rollout["count"] = serde_json::json!(false);
     }
     let with_flags = v == Variant::DimmerFlags || (alternative_flags && v == Variant::Alternative);
     let flags: Vec<serde_json::Value> = if with_flags {
@@ -200,7 +209,8 @@ pub fn envoy_yaml_with(
         Variant::Dimmer
         | Variant::Alternative
         | Variant::DimmerEnvoyHost
-        | Variant::DimmerFlags => {
+        | Variant::DimmerFlags
+        | Variant::DimmerEnvoyCounts => {
             let wasm = match (alternative, v) {
                 (Some(alt), Variant::Alternative) => alt.to_path_buf(),
                 _ => filter_wasm()?,

@@ -290,3 +290,34 @@ async fn a_step_up_waits_for_every_live_proxy_and_names_the_laggard() -> anyhow:
         .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_counted_by_envoys_cluster_stats_is_judged_and_aborted() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    stack.lab.v2.fault.error_bp.store(2000, Ordering::Relaxed);
+    let load = Load::start(stack.lab.client.clone(), 3000, 300);
+    let spec = spec_yaml(&[(10.0, "30s"), (50.0, "30s"), (100.0, "30s")], 50)
+        + "counting:\n  by: envoy\n  clusters: {v1: app-v1, v2: app-v2}\n";
+    stack.apply(&spec)?;
+    let aborted = stack
+        .controller
+        .wait_decided("checkout", Duration::from_secs(60))
+        .await?;
+    assert_eq!(phase(&aborted), "aborted", "{aborted}");
+    assert!(
+        aborted["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("error rate"),
+        "{aborted}"
+    );
+    // The counts were Envoy's: the filter recorded nothing for this rollout.
+    let text = stack.lab.envoy.prometheus().await?;
+    assert!(
+        !text.contains("dimmer_requests{rollout=\"checkout\""),
+        "the filter counted a rollout Envoy counts"
+    );
+    assert!(load.served().iter().any(|s| s.version == "v2"));
+    // Routing is the filter's as ever: the split held while it ran.
+    Ok(())
+}

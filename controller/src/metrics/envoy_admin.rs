@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use super::exposition::parse_all;
+use super::exposition::{parse_all, parse_clusters};
 use super::http::{client, get_text};
-use super::{Batch, BoxFuture, MetricsError, MetricsSource};
+use super::{Batch, BoxFuture, MetricsError, MetricsSource, Snapshot};
 
 pub struct EnvoyAdmin {
     base: String,
@@ -31,6 +31,22 @@ impl MetricsSource for EnvoyAdmin {
                 .iter()
                 .map(|r| (r.clone(), all.remove(r).unwrap_or_default()))
                 .collect())
+        })
+    }
+
+    fn cluster_counts<'a>(
+        &'a self,
+        clusters: &'a [String],
+    ) -> BoxFuture<'a, Result<Snapshot, MetricsError>> {
+        Box::pin(async move {
+            let url = format!("{}/stats/prometheus", self.base);
+            let filter = r"^cluster\..*\.upstream_rq_([1-5]xx|time)$";
+            let text = get_text(&self.http, &url, &[("filter", filter)]).await?;
+            let mut snap = parse_clusters(&text);
+            for versions in snap.sources.values_mut() {
+                versions.retain(|c, _| clusters.contains(c));
+            }
+            Ok(snap)
         })
     }
 

@@ -1,5 +1,7 @@
 //! Prometheus text exposition (Envoy's `/stats/prometheus`): the filter's
-//! `dimmer_requests` and `dimmer_latency_ms_bucket`, by rollout.
+//! `dimmer_requests` and `dimmer_latency_ms_bucket`, by rollout; and
+//! Envoy's own per-cluster `envoy_cluster_upstream_rq_xx` and
+//! `envoy_cluster_upstream_rq_time_bucket`, by cluster.
 
 use std::collections::BTreeMap;
 
@@ -12,26 +14,62 @@ pub fn parse_le(text: &str) -> Result<f64, std::num::ParseFloatError> {
     }
 }
 
+/// `name{k="v",…} value` as its parts.
+fn sample(line: &str) -> Option<(&str, BTreeMap<&str, &str>, f64)> {
+    let (name, rest) = line.split_once('{')?;
+    let (labels, value) = rest.rsplit_once('}')?;
+    let value = value.trim().parse::<f64>().ok()?;
+    let labels = labels
+        .split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k, v.trim_matches('"')))
+        })
+        .collect();
+    Some((name, labels, value))
+}
+
+/// Every cluster's counts in `text`, as a snapshot whose versions are the
+/// clusters: status classes from `upstream_rq_xx`, latency from
+/// `upstream_rq_time`.
+pub fn parse_clusters(text: &str) -> Snapshot {
+    let mut snap = Snapshot::default();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("envoy_cluster_upstream_rq_"))
+    {
+        let Some((name, labels, value)) = sample(line) else {
+            continue;
+        };
+        let Some(cluster) = labels.get("envoy_cluster_name") else {
+            continue;
+        };
+        match name {
+            "envoy_cluster_upstream_rq_xx" => {
+                if let Some(class) = labels.get("envoy_response_code_class") {
+                    let counts = snap.counts_mut("", cluster);
+                    *counts.by_class.entry(format!("{class}xx")).or_default() += value;
+                }
+            }
+            "envoy_cluster_upstream_rq_time_bucket" => {
+                if let Some(Ok(le)) = labels.get("le").map(|l| parse_le(l)) {
+                    snap.counts_mut("", cluster).latency.push((le, value));
+                }
+            }
+            _ => {}
+        }
+    }
+    snap.sort_buckets();
+    snap
+}
+
 /// Every rollout's counts in `text`.
 pub fn parse_all(text: &str) -> Batch {
     let mut batch = Batch::new();
     for line in text.lines().filter(|l| l.starts_with("dimmer_")) {
-        let Some((name, rest)) = line.split_once('{') else {
+        let Some((name, labels, value)) = sample(line) else {
             continue;
         };
-        let Some((labels, value)) = rest.rsplit_once('}') else {
-            continue;
-        };
-        let Ok(value) = value.trim().parse::<f64>() else {
-            continue;
-        };
-        let labels: BTreeMap<&str, &str> = labels
-            .split(',')
-            .filter_map(|kv| {
-                let (k, v) = kv.split_once('=')?;
-                Some((k, v.trim_matches('"')))
-            })
-            .collect();
         let (Some(rollout), Some(version)) = (labels.get("rollout"), labels.get("version")) else {
             continue;
         };

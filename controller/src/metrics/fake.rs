@@ -65,6 +65,21 @@ impl MetricsSource for FakeSource {
         })
     }
 
+    fn cluster_counts<'a>(
+        &'a self,
+        clusters: &'a [String],
+    ) -> BoxFuture<'a, Result<Snapshot, MetricsError>> {
+        // Clusters are told like rollouts, under the name `clusters`.
+        Box::pin(async move {
+            let mut snap = self.counts(&[String::from("clusters")]).await?;
+            let mut all = snap.remove("clusters").unwrap_or_default();
+            for versions in all.sources.values_mut() {
+                versions.retain(|c, _| clusters.contains(c));
+            }
+            Ok(all)
+        })
+    }
+
     fn health(&self) -> BoxFuture<'_, Result<(), MetricsError>> {
         Box::pin(async move { Ok(()) })
     }

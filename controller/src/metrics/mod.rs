@@ -202,6 +202,24 @@ impl Snapshot {
         }
     }
 
+    /// The rollout's snapshot out of a snapshot of clusters: each version
+    /// takes its cluster's counts, source by source.
+    pub fn of_clusters(clusters: &Snapshot, versions: &BTreeMap<String, String>) -> Snapshot {
+        Snapshot {
+            sources: clusters
+                .sources
+                .iter()
+                .map(|(src, by_cluster)| {
+                    let mapped = versions
+                        .iter()
+                        .filter_map(|(v, c)| Some((v.clone(), by_cluster.get(c)?.clone())))
+                        .collect();
+                    (src.clone(), mapped)
+                })
+                .collect(),
+        }
+    }
+
     pub(crate) fn sort_buckets(&mut self) {
         for versions in self.sources.values_mut() {
             for counts in versions.values_mut() {
@@ -222,6 +240,13 @@ pub trait MetricsSource: Send + Sync {
     /// The cumulative counts of each of `rollouts`, by version, in one call.
     /// A rollout with no counts yet is absent or empty, not an error.
     fn counts<'a>(&'a self, rollouts: &'a [String]) -> BoxFuture<'a, Result<Batch, MetricsError>>;
+    /// Envoy's own counts of `clusters` (`upstream_rq_<class>xx` and the
+    /// `upstream_rq_time` histogram), for rollouts counted by Envoy: a
+    /// snapshot whose "versions" are the cluster names.
+    fn cluster_counts<'a>(
+        &'a self,
+        clusters: &'a [String],
+    ) -> BoxFuture<'a, Result<Snapshot, MetricsError>>;
     /// Whether the back-end answers at all.
     fn health(&self) -> BoxFuture<'_, Result<(), MetricsError>>;
     /// For logs and status: `envoy admin http://…`.
@@ -257,6 +282,31 @@ dimmer_latency_ms_bucket{rollout="checkout",version="v2",le="+Inf"} 100
         assert!((p50 - 10.0).abs() < 1e-9, "{p50}");
         let p70 = s.version("v2").latency_quantile(0.7).unwrap();
         assert!((p70 - 55.0).abs() < 1e-9, "{p70}");
+    }
+
+    #[test]
+    fn envoys_cluster_stats_become_a_rollouts_versions() {
+        let text = r#"# TYPE envoy_cluster_upstream_rq_xx counter
+envoy_cluster_upstream_rq_xx{envoy_response_code_class="2",envoy_cluster_name="app-v1"} 900
+envoy_cluster_upstream_rq_xx{envoy_response_code_class="5",envoy_cluster_name="app-v1"} 9
+envoy_cluster_upstream_rq_xx{envoy_response_code_class="2",envoy_cluster_name="app-v2"} 80
+envoy_cluster_upstream_rq_xx{envoy_response_code_class="5",envoy_cluster_name="app-v2"} 20
+envoy_cluster_upstream_rq_xx{envoy_response_code_class="2",envoy_cluster_name="dimmer-controller"} 50
+# TYPE envoy_cluster_upstream_rq_time histogram
+envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="app-v2",le="10"} 70
+envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="app-v2",le="+Inf"} 100
+"#;
+        let clusters = exposition::parse_clusters(text);
+        let versions = [
+            ("v1".to_string(), "app-v1".to_string()),
+            ("v2".into(), "app-v2".into()),
+        ]
+        .into();
+        let s = Snapshot::of_clusters(&clusters, &versions);
+        assert_eq!(s.version("v1").requests(), 909.0);
+        assert_eq!(s.version("v2").error_rate(), Some(0.2));
+        assert_eq!(s.version("v2").slower_than(10.0), 30.0);
+        assert_eq!(s.sources[""].len(), 2, "only the rollout's clusters");
     }
 
     #[test]

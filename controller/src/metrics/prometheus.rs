@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::exposition::parse_le;
 use super::http::{client, get_text};
-use super::{Batch, BoxFuture, MetricsError, MetricsSource};
+use super::{Batch, BoxFuture, MetricsError, MetricsSource, Snapshot};
 
 pub struct Prometheus {
     base: String,
@@ -77,6 +77,49 @@ impl MetricsSource for Prometheus {
                 snap.sort_buckets();
             }
             Ok(batch)
+        })
+    }
+
+    fn cluster_counts<'a>(
+        &'a self,
+        clusters: &'a [String],
+    ) -> BoxFuture<'a, Result<Snapshot, MetricsError>> {
+        Box::pin(async move {
+            let req = self
+                .query("sum by (envoy_cluster_name, envoy_response_code_class, instance) (envoy_cluster_upstream_rq_xx)")
+                .await?;
+            let lat = self
+                .query("sum by (envoy_cluster_name, le, instance) (envoy_cluster_upstream_rq_time_bucket)")
+                .await?;
+            let mut snap = Snapshot::default();
+            for row in req {
+                let (Some(c), Some(class)) = (
+                    row.label("envoy_cluster_name"),
+                    row.label("envoy_response_code_class"),
+                ) else {
+                    continue;
+                };
+                if clusters.iter().any(|k| k == c) {
+                    let src = row.label("instance").unwrap_or_default();
+                    *snap
+                        .counts_mut(src, c)
+                        .by_class
+                        .entry(format!("{class}xx"))
+                        .or_default() += row.value;
+                }
+            }
+            for row in lat {
+                let (Some(c), Some(le)) = (row.label("envoy_cluster_name"), row.label("le")) else {
+                    continue;
+                };
+                let Ok(le) = parse_le(le) else { continue };
+                if clusters.iter().any(|k| k == c) {
+                    let src = row.label("instance").unwrap_or_default();
+                    snap.counts_mut(src, c).latency.push((le, row.value));
+                }
+            }
+            snap.sort_buckets();
+            Ok(snap)
         })
     }
 

@@ -5,7 +5,9 @@
 
 use super::{now_ms, Service, ServiceError};
 use crate::engine::{self, Observation, Phase};
-use crate::metrics::Batch;
+use std::collections::BTreeMap;
+
+use crate::metrics::{Batch, Snapshot};
 
 impl Service {
     /// One pass of the analysis loop.
@@ -36,8 +38,21 @@ impl Service {
         if due.is_empty() {
             return;
         }
-        let names: Vec<String> = due.iter().map(|d| d.0.clone()).collect();
-        let fetched = self.fetch(&names).await;
+        let clustered: Vec<(String, BTreeMap<String, String>)> = {
+            let state = self.state.lock().await;
+            due.iter()
+                .filter_map(|d| {
+                    let s = state.rollouts.get(&d.0)?;
+                    Some((d.0.clone(), s.spec.counting.envoy_clusters()?.clone()))
+                })
+                .collect()
+        };
+        let names: Vec<String> = due
+            .iter()
+            .map(|d| d.0.clone())
+            .filter(|n| !clustered.iter().any(|(c, _)| c == n))
+            .collect();
+        let fetched = self.fetch_with_clusters(&names, &clustered).await;
         for (name, revision, step) in due {
             let seen = match &fetched {
                 Ok(batch) => Ok(batch.get(&name).cloned().unwrap_or_default()),
@@ -64,8 +79,47 @@ impl Service {
     /// One batch of counts, or why there is none; never longer than the
     /// metrics timeout.
     pub(super) async fn fetch(&self, names: &[String]) -> Result<Batch, String> {
+        self.fetch_with_clusters(names, &[]).await
+    }
+
+    /// The same, with rollouts counted by Envoy: their clusters' counts,
+    /// read beside the filter's under the same timeout, each version
+    /// taking its cluster's.
+    async fn fetch_with_clusters(
+        &self,
+        names: &[String],
+        clustered: &[(String, BTreeMap<String, String>)],
+    ) -> Result<Batch, String> {
         let limit = self.settings.metrics_timeout;
-        let result = match tokio::time::timeout(limit, self.source.counts(names)).await {
+        let clusters: Vec<String> = clustered
+            .iter()
+            .flat_map(|(_, m)| m.values().cloned())
+            .collect();
+        let both = async {
+            let filter = async {
+                if names.is_empty() {
+                    Ok(Batch::new())
+                } else {
+                    self.source.counts(names).await
+                }
+            };
+            let envoy = async {
+                if clusters.is_empty() {
+                    Ok(Snapshot::default())
+                } else {
+                    self.source.cluster_counts(&clusters).await
+                }
+            };
+            let (mut batch, by_cluster) = tokio::join!(filter, envoy);
+            let by_cluster = by_cluster?;
+            if let Ok(batch) = &mut batch {
+                for (name, versions) in clustered {
+                    batch.insert(name.clone(), Snapshot::of_clusters(&by_cluster, versions));
+                }
+            }
+            batch
+        };
+        let result = match tokio::time::timeout(limit, both).await {
             Ok(Ok(batch)) => Ok(batch),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!(

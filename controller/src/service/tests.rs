@@ -470,3 +470,76 @@ async fn the_listing_marks_expired_flags_and_flags_ready_for_removal() {
         ["expired"]
     );
 }
+
+#[tokio::test]
+async fn a_rollout_counted_by_envoy_reads_its_clusters_and_holds_without_them() {
+    let f = fixture(Duration::from_secs(1));
+    let counted = "counting: {by: envoy, clusters: {v1: app-v1, v2: app-v2}}\n";
+    f.service
+        .apply(spec(counted), "alice", false)
+        .await
+        .unwrap();
+    // The filter does not count it.
+    assert!(!f.service.config_doc().rollouts[0].count);
+    // Counts under the rollout's name are not its counts: only its clusters'.
+    f.source.set("checkout", snap(1000.0, 1000.0));
+    let v = look_until(&f, |v| v.reason.contains("no counts")).await;
+    assert_eq!(v.phase, Phase::Progressing);
+    let mut clusters = Snapshot::default();
+    for (cluster, n) in [("app-v1", 900.0), ("app-v2", 100.0), ("other", 5.0)] {
+        clusters
+            .counts_mut("", cluster)
+            .by_class
+            .insert("2xx".into(), n);
+    }
+    f.source.set("clusters", clusters.clone());
+    let v = look_until(&f, |v| v.reason.contains("baseline taken")).await;
+    // More traffic, all healthy: the gate is the only thing that holds it.
+    for (cluster, n) in [("app-v1", 1800.0), ("app-v2", 200.0)] {
+        clusters
+            .counts_mut("", cluster)
+            .by_class
+            .insert("2xx".into(), n);
+    }
+    f.source.set("clusters", clusters);
+    let v2 = look_until(&f, |v| v.reason.contains("approval")).await;
+    assert_eq!(
+        v2.phase,
+        Phase::Progressing,
+        "{} then {}",
+        v.reason,
+        v2.reason
+    );
+}
+
+#[test]
+fn counting_by_envoy_names_a_cluster_per_version() {
+    let bad = [
+        (
+            "counting: {by: envoy}\n",
+            "names no cluster for version \"v1\"",
+        ),
+        (
+            "counting: {by: envoy, clusters: {v1: a, v2: a}}\n",
+            "a cluster of its own",
+        ),
+        (
+            "counting: {by: envoy, clusters: {v1: a, v2: b, v3: c}}\n",
+            "names exactly the versions",
+        ),
+        (
+            "counting: {by: envoy, clusters: {v1: a, v2: \"b,c\"}}\n",
+            "counting.clusters.v2",
+        ),
+        (
+            "counting: {clusters: {v1: a, v2: b}}\n",
+            "only with `by: envoy`",
+        ),
+    ];
+    for (extra, want) in bad {
+        let text =
+            format!("name: checkout\nstable: v1\ncanary: v2\nsteps:\n- {{percent: 10}}\n{extra}");
+        let err = RolloutSpec::from_yaml(&text).unwrap_err().to_string();
+        assert!(err.contains(want), "{err:?} should contain {want:?}");
+    }
+}
