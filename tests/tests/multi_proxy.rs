@@ -13,6 +13,17 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_envoys_one_controller_metrics_from_prometheus() -> anyhow::Result<()> {
+    two_envoys("").await
+}
+
+/// The same, counted by Envoy's own cluster stats through Prometheus: the
+/// evidence still sums both proxies.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_envoys_counted_by_their_cluster_stats_through_prometheus() -> anyhow::Result<()> {
+    two_envoys("counting:\n  by: envoy\n  clusters: {v1: app-v1, v2: app-v2}\n").await
+}
+
+async fn two_envoys(extra_spec: &str) -> anyhow::Result<()> {
     let admins = [free_port()?, free_port()?];
     let prom = Prometheus::start(&admins).await?;
     let controller = Controller::start(MetricsFrom::Prometheus(prom.url()), &[]).await?;
@@ -38,7 +49,7 @@ async fn two_envoys_one_controller_metrics_from_prometheus() -> anyhow::Result<(
     let path = controller.dir().join("spec.yaml");
     std::fs::write(
         &path,
-        spec_yaml(&[(10.0, "2s"), (50.0, "2s"), (100.0, "2s")], 40),
+        spec_yaml(&[(10.0, "2s"), (50.0, "2s"), (100.0, "2s")], 40) + extra_spec,
     )?;
     controller.ok(&["apply", "-f", &path.display().to_string()])?;
     let done = controller
