@@ -190,7 +190,9 @@ async fn apply(
     let text = String::from_utf8(bytes).map_err(|_| ApiError::BadBody("not UTF-8".into()))?;
     let spec = RolloutSpec::from_yaml(&text)?;
     if q.dry_run {
-        return Ok(Json(serde_json::json!({"valid": true, "spec": spec})).into_response());
+        return Ok(
+            Json(serde_json::json!({"valid": true, "spec": spec.authored()})).into_response(),
+        );
     }
     Ok(Json(app.service.apply(spec, &who.name, q.restart).await?).into_response())
 }

@@ -296,6 +296,71 @@ impl FlagSpec {
     }
 }
 
+impl FlagSpec {
+    /// The flag spec a flag's rollout was made from: `into_rollout`
+    /// undone, so that what is written out reads back as the same flag.
+    pub fn from_rollout(spec: &RolloutSpec) -> Option<FlagSpec> {
+        let meta = spec.flag.clone()?;
+        Some(FlagSpec {
+            kind: Kind::Flag,
+            key: spec.name.clone(),
+            owner: meta.owner,
+            lifecycle: meta.lifecycle,
+            expires: meta.expires,
+            description: meta.description,
+            matcher: spec.matcher.clone(),
+            identity: spec.identity.clone(),
+            anonymous: meta.anonymous,
+            salt: spec.salt.clone(),
+            default_variant: spec.stable.clone(),
+            variant: spec.canary.clone(),
+            values: meta.values,
+            overrides: spec
+                .overrides
+                .iter()
+                .map(|o| FlagOverride {
+                    header: o.header.clone(),
+                    values: o.values.clone(),
+                    variant: o.version.clone(),
+                })
+                .collect(),
+            requires: meta.requires,
+            exclusion: meta.exclusion.map(|e| ExclusionSpec {
+                group: e.group,
+                from_percent: f64::from(e.from_bp) / 100.0,
+                to_percent: f64::from(e.to_bp) / 100.0,
+            }),
+            steps: spec.steps.clone(),
+            analysis: spec.analysis.clone(),
+            slo: spec.slo.clone(),
+            webhooks: spec.webhooks.clone(),
+        })
+    }
+}
+
+/// A spec as its author writes it: a rollout's as it is, a flag's in the
+/// flag spec's own fields.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum AuthoredSpec<'a> {
+    Rollout(&'a RolloutSpec),
+    Flag(Box<FlagSpec>),
+}
+
+impl RolloutSpec {
+    pub fn authored(&self) -> AuthoredSpec<'_> {
+        match FlagSpec::from_rollout(self) {
+            Some(f) => AuthoredSpec::Flag(Box::new(f)),
+            None => AuthoredSpec::Rollout(self),
+        }
+    }
+
+    /// YAML that `from_yaml` reads back as this spec.
+    pub fn to_yaml(&self) -> Result<String, SpecError> {
+        serde_norway::to_string(&self.authored()).map_err(|e| SpecError::Yaml(e.to_string()))
+    }
+}
+
 fn core_error(e: dimmer_core::ConfigError) -> SpecError {
     match e {
         dimmer_core::ConfigError::Invalid { field, problem } => invalid(
@@ -459,6 +524,24 @@ mod tests {
         );
         let err = RolloutSpec::from_yaml(&text).unwrap_err().to_string();
         assert!(err.contains("kind: flag"), "{err}");
+    }
+
+    #[test]
+    fn a_flag_written_out_reads_back_as_the_same_flag() {
+        let text = with("exclusion: {group: g, from_percent: 12.5, to_percent: 40}\n");
+        let spec = RolloutSpec::from_yaml(&text).unwrap();
+        let yaml = spec.to_yaml().unwrap();
+        assert!(
+            yaml.contains("kind: flag") && yaml.contains("key: new-cart"),
+            "{yaml}"
+        );
+        assert_eq!(RolloutSpec::from_yaml(&yaml).unwrap(), spec);
+        let rollout =
+            RolloutSpec::from_yaml(include_str!("../../examples/checkout-rollout.yaml")).unwrap();
+        assert_eq!(
+            RolloutSpec::from_yaml(&rollout.to_yaml().unwrap()).unwrap(),
+            rollout
+        );
     }
 
     #[test]
