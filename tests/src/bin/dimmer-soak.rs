@@ -51,16 +51,34 @@ struct Row {
     requests: usize,
     failures: usize,
     envoy_kib: u64,
+    /// What Envoy's allocator says is in use (`/memory` `allocated`), beside
+    /// the heap it holds (`heap_size`): RSS that grows while `allocated`
+    /// stays flat is the allocator keeping pages, not a leak.
+    envoy_allocated: f64,
+    envoy_heap: f64,
     vm_bytes: f64,
     vms: f64,
     controller_kib: u64,
     rollouts: u64,
 }
 
+/// Envoy's `/memory`: `(allocated, heap_size)` in bytes (tcmalloc's figures).
+async fn envoy_memory(envoy: &Envoy) -> anyhow::Result<(f64, f64)> {
+    let v: serde_json::Value = reqwest::get(envoy.admin_url("/memory")).await?.json().await?;
+    let bytes = |k: &str| -> f64 {
+        v[k].as_str()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| v[k].as_f64())
+            .unwrap_or(0.0)
+    };
+    Ok((bytes("allocated"), bytes("heap_size")))
+}
+
 /// One sample: requests so far, failures (the 503s a faulty canary gives on
 /// purpose are not failures), and everyone's memory.
 async fn row(stack: &Stack, load: &Load, start: Instant, rollouts: u64) -> anyhow::Result<Row> {
     let text = stack.lab.envoy.prometheus().await?;
+    let memory = envoy_memory(&stack.lab.envoy).await?;
     let served = load.served();
     Ok(Row {
         at_s: start.elapsed().as_secs(),
@@ -70,6 +88,8 @@ async fn row(stack: &Stack, load: &Load, start: Instant, rollouts: u64) -> anyho
             .filter(|s| s.status != 200 && s.status != 503)
             .count(),
         envoy_kib: rss_kib(stack.lab.envoy.pid())?,
+        envoy_allocated: memory.0,
+        envoy_heap: memory.1,
         vm_bytes: sample(&text, "dimmer_vm_memory_bytes", &[]),
         vms: sample(&text, "envoy_wasm_envoy_wasm_runtime_v8_active", &[]),
         controller_kib: stack.controller.pid().map_or(Ok(0), rss_kib)?,
@@ -204,15 +224,17 @@ async fn main() -> anyhow::Result<()> {
         failed.len(),
         injected
     );
-    println!("| minute | requests | failures | Envoy RSS | wasm VM memory | V8 VMs | controller RSS | rollouts |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| minute | requests | failures | Envoy RSS | Envoy allocated | Envoy heap | wasm VM memory | V8 VMs | controller RSS | rollouts |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {:.1} MiB | {:.2} MiB | {} | {:.1} MiB | {} |",
+            "| {} | {} | {} | {:.1} MiB | {:.2} MiB | {:.1} MiB | {:.2} MiB | {} | {:.1} MiB | {} |",
             r.at_s / 60,
             r.requests,
             r.failures,
             r.envoy_kib as f64 / 1024.0,
+            r.envoy_allocated / 1_048_576.0,
+            r.envoy_heap / 1_048_576.0,
             r.vm_bytes / 1_048_576.0,
             r.vms,
             r.controller_kib as f64 / 1024.0,
