@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::upstream::{SAW_FLAGS, SAW_ROUTE, SERVED_BY};
+use crate::upstream::{SAW_COPIES, SAW_FLAGS, SAW_ROUTE, SERVED_BY};
 
 #[derive(Clone)]
 pub struct Client {
@@ -21,6 +21,8 @@ pub struct Reply {
     pub saw_route: String,
     /// The flags header the upstream received.
     pub saw_flags: String,
+    /// Copies of the route and flags headers the upstream received: `route,flags`.
+    pub saw_copies: String,
     pub set_cookie: Option<String>,
 }
 
@@ -71,6 +73,7 @@ impl Client {
             version: text(SERVED_BY).unwrap_or_default(),
             saw_route: text(SAW_ROUTE).unwrap_or_default(),
             saw_flags: text(SAW_FLAGS).unwrap_or_default(),
+            saw_copies: text(SAW_COPIES).unwrap_or_default(),
             set_cookie: text("set-cookie"),
         })
     }

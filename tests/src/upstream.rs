@@ -14,6 +14,9 @@ use tokio::task::JoinHandle;
 pub const SERVED_BY: &str = "x-served-by";
 pub const SAW_ROUTE: &str = "x-saw-route";
 pub const SAW_FLAGS: &str = "x-saw-flags";
+/// How many copies of the route and flags headers the upstream received,
+/// as `route,flags`: a client's second copy must never survive.
+pub const SAW_COPIES: &str = "x-saw-copies";
 
 #[derive(Debug, Default)]
 pub struct Fault {
@@ -72,6 +75,17 @@ async fn handle(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         .get(dimmer_core::config::DEFAULT_ROUTE_HEADER)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
+    let copies = format!(
+        "{},{}",
+        headers
+            .get_all(dimmer_core::config::DEFAULT_ROUTE_HEADER)
+            .iter()
+            .count(),
+        headers
+            .get_all(dimmer_core::config::DEFAULT_FLAGS_HEADER)
+            .iter()
+            .count()
+    );
     let flags = headers
         .get(dimmer_core::config::DEFAULT_FLAGS_HEADER)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
@@ -98,6 +112,7 @@ async fn handle(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
             (SERVED_BY, app.version.clone()),
             (SAW_ROUTE, saw),
             (SAW_FLAGS, flags),
+            (SAW_COPIES, copies),
         ],
         format!("{}\n", app.version),
     )

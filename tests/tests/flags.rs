@@ -276,3 +276,31 @@ async fn exclusion_groups_and_prerequisites_hold_at_the_proxy() -> anyhow::Resul
     assert!((100..320).contains(&outside), "{outside}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_copy_of_either_header_never_survives() -> anyhow::Result<()> {
+    let two = [
+        ("x-user-id", &b"dup"[..]),
+        ("x-dimmer-version", b"v2"),
+        ("x-dimmer-version", b"v2"),
+        ("x-dimmer-flags", b"search=on"),
+        ("x-dimmer-flags", b"admin=on"),
+    ];
+    // Flags and a rollout configured: both headers written by the filter.
+    let lab = Lab::start(json!({"rollouts": [rollout(0)], "flags": [flag("search", 0)]})).await?;
+    let r = lab.client.get("/", &two).await?;
+    assert_eq!(r.saw_copies, "1,1", "{r:?}");
+    assert_eq!(
+        (r.saw_route.as_str(), r.saw_flags.as_str()),
+        ("v1", "search=off")
+    );
+    // Nothing configured that matches: both removed, every copy.
+    let lab = Lab::start(json!({"rollouts": [{
+        "name": "elsewhere", "match": {"host": "nowhere.example"}, "salt": "s", "stable": "v1",
+        "versions": [{"name": "v1", "weight": 10000}]
+    }]}))
+    .await?;
+    let r = lab.client.get("/", &two).await?;
+    assert_eq!(r.saw_copies, "0,0", "{r:?}");
+    Ok(())
+}

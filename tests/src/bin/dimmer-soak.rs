@@ -64,7 +64,10 @@ struct Row {
 
 /// Envoy's `/memory`: `(allocated, heap_size)` in bytes (tcmalloc's figures).
 async fn envoy_memory(envoy: &Envoy) -> anyhow::Result<(f64, f64)> {
-    let v: serde_json::Value = reqwest::get(envoy.admin_url("/memory")).await?.json().await?;
+    let v: serde_json::Value = reqwest::get(envoy.admin_url("/memory"))
+        .await?
+        .json()
+        .await?;
     let bytes = |k: &str| -> f64 {
         v[k].as_str()
             .and_then(|s| s.parse().ok())
