@@ -6,7 +6,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::config::{
-    Anonymous, ConfigDoc, ControllerConfig, Flag, IdentitySource, PluginConfig, Rollout,
+    Anonymous, ConfigDoc, ControllerConfig, Flag, IdentitySource, PluginConfig, Rollout, Version,
 };
 use crate::error::{ConfigError, Problem};
 
@@ -17,6 +17,7 @@ type Result<T = ()> = core::result::Result<T, ConfigError>;
 pub const MAX_DOC_BYTES: usize = 1 << 20;
 pub const MAX_ROLLOUTS: usize = 256;
 pub const MAX_FLAGS: usize = 128;
+/// Versions of a rollout, variants of a flag.
 pub const MAX_VARIANTS: usize = 16;
 pub const MAX_OVERRIDES: usize = 32;
 pub const MAX_OVERRIDE_VALUES: usize = 256;
@@ -149,35 +150,7 @@ pub fn validate_rollout(r: &Rollout, at: &str) -> Result {
         )?;
     }
     non_empty(&r.salt, &format!("{at}.salt"))?;
-    if r.versions.is_empty() {
-        return Err(ConfigError::invalid(
-            format!("{at}.versions"),
-            Problem::Empty,
-        ));
-    }
-    let mut sum: u64 = 0;
-    for (i, v) in r.versions.iter().enumerate() {
-        check_name(&v.name, &format!("{at}.versions[{i}].name"))?;
-        if r.versions[..i].iter().any(|o| o.name == v.name) {
-            return Err(ConfigError::invalid(
-                format!("{at}.versions[{i}].name"),
-                Problem::Duplicate(v.name.clone()),
-            ));
-        }
-        if v.weight > 10_000 {
-            return Err(ConfigError::invalid(
-                format!("{at}.versions[{i}].weight"),
-                Problem::WeightTooLarge(v.weight),
-            ));
-        }
-        sum += u64::from(v.weight);
-    }
-    if sum != 10_000 {
-        return Err(ConfigError::invalid(
-            format!("{at}.versions"),
-            Problem::WeightsSum(sum),
-        ));
-    }
+    check_split(&r.versions, &format!("{at}.versions"))?;
     known_version(r, &r.stable, &format!("{at}.stable"))?;
     max_len(r.overrides.len(), MAX_OVERRIDES, &format!("{at}.overrides"))?;
     for (i, o) in r.overrides.iter().enumerate() {
@@ -189,6 +162,36 @@ pub fn validate_rollout(r: &Rollout, at: &str) -> Result {
             ));
         }
         known_version(r, &o.version, &format!("{at}.overrides[{i}].version"))?;
+    }
+    Ok(())
+}
+
+/// A rollout's versions or a flag's variants: 1 to 16 uniquely named
+/// entries whose weights, each at most 10000, add up to 10000 basis points.
+fn check_split(entries: &[Version], field: &str) -> Result {
+    if entries.is_empty() {
+        return Err(ConfigError::invalid(field, Problem::Empty));
+    }
+    max_len(entries.len(), MAX_VARIANTS, field)?;
+    let mut sum: u64 = 0;
+    for (i, v) in entries.iter().enumerate() {
+        check_name(&v.name, &format!("{field}[{i}].name"))?;
+        if entries[..i].iter().any(|o| o.name == v.name) {
+            return Err(ConfigError::invalid(
+                format!("{field}[{i}].name"),
+                Problem::Duplicate(v.name.clone()),
+            ));
+        }
+        if v.weight > 10_000 {
+            return Err(ConfigError::invalid(
+                format!("{field}[{i}].weight"),
+                Problem::WeightTooLarge(v.weight),
+            ));
+        }
+        sum += u64::from(v.weight);
+    }
+    if sum != 10_000 {
+        return Err(ConfigError::invalid(field, Problem::WeightsSum(sum)));
     }
     Ok(())
 }
@@ -347,36 +350,7 @@ pub fn validate_flag(f: &Flag, at: &str) -> Result {
     if let Some(salt) = &f.salt {
         non_empty(salt, &format!("{at}.salt"))?;
     }
-    if f.variants.is_empty() {
-        return Err(ConfigError::invalid(
-            format!("{at}.variants"),
-            Problem::Empty,
-        ));
-    }
-    max_len(f.variants.len(), MAX_VARIANTS, &format!("{at}.variants"))?;
-    let mut sum: u64 = 0;
-    for (i, v) in f.variants.iter().enumerate() {
-        check_name(&v.name, &format!("{at}.variants[{i}].name"))?;
-        if f.variants[..i].iter().any(|o| o.name == v.name) {
-            return Err(ConfigError::invalid(
-                format!("{at}.variants[{i}].name"),
-                Problem::Duplicate(v.name.clone()),
-            ));
-        }
-        if v.weight > 10_000 {
-            return Err(ConfigError::invalid(
-                format!("{at}.variants[{i}].weight"),
-                Problem::WeightTooLarge(v.weight),
-            ));
-        }
-        sum += u64::from(v.weight);
-    }
-    if sum != 10_000 {
-        return Err(ConfigError::invalid(
-            format!("{at}.variants"),
-            Problem::WeightsSum(sum),
-        ));
-    }
+    check_split(&f.variants, &format!("{at}.variants"))?;
     let known = |name: &str, field: &str| {
         if f.variants.iter().any(|v| v.name == name) {
             Ok(())

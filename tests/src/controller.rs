@@ -202,6 +202,22 @@ impl Controller {
         Ok(serde_json::from_str(&body)?)
     }
 
+    /// The first audit record of `name` whose action is `action` (`null` if none).
+    pub async fn first_record(
+        &self,
+        name: &str,
+        action: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        let history = self
+            .get(&format!("/v1/rollouts/{name}/history"), VIEWER_TOKEN)
+            .await?;
+        Ok(history
+            .as_array()
+            .and_then(|h| h.iter().find(|r| r["action"] == action))
+            .cloned()
+            .unwrap_or_default())
+    }
+
     pub async fn rollout(&self, name: &str) -> anyhow::Result<serde_json::Value> {
         self.get(&format!("/v1/rollouts/{name}"), VIEWER_TOKEN)
             .await

@@ -77,15 +77,7 @@ async fn a_faulty_canary_is_aborted_and_its_share_is_zero_within_2s() -> anyhow:
         "{aborted}"
     );
 
-    let history = stack
-        .controller
-        .get("/v1/rollouts/checkout/history", VIEWER_TOKEN)
-        .await?;
-    let abort = history
-        .as_array()
-        .and_then(|h| h.iter().find(|r| r["action"] == "abort"))
-        .cloned()
-        .unwrap_or_default();
+    let abort = stack.controller.first_record("checkout", "abort").await?;
     assert_eq!(abort["actor"], "controller");
     assert!(
         abort["evidence"]["canary_errors"].as_f64().unwrap_or(0.0) > 0.0,
