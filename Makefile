@@ -9,14 +9,19 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
 export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: .wasm-target .prometheus demo-flags demo-static setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults soak fuzz .cargo-fuzz clean
+.PHONY: .wasm-target .prometheus .skopeo demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults soak fuzz .cargo-fuzz clean
 
-setup: $(ENVOY) .wasm-target .prometheus
+setup: $(ENVOY) .wasm-target .prometheus .skopeo
 
 # Prometheus, from Debian's packages: the multi-proxy tests scrape with it.
 .prometheus:
 	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 	@prometheus --version 2>&1 | head -1
+
+# skopeo, from Debian's packages: an OCI tool nobody here wrote reads the
+# image layout `make oci` writes (tests/tests/oci.rs).
+.skopeo:
+	@command -v skopeo >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null; }
 
 $(ENVOY):
 	python3 -m venv $(VENV)
@@ -78,6 +83,12 @@ bench-instructions: setup-bench build
 # hang, beside a healthy source (bench/RESULTS.md).
 bench-faults: build
 	target/release/dimmer-fault-bench $(BENCH_ARGS)
+
+# The filter as an OCI image layout (target/oci/dimmer-filter) for Istio and
+# Envoy Gateway; prints the digest to pin (deploy/, docs/istio.md).
+oci: wasm
+	cargo build --release -q -p dimmer-e2e --bin dimmer-oci
+	target/release/dimmer-oci
 
 # Not in `make test`: SOAK_MINUTES of load, rollouts and config changes,
 # recording failures and memory (bench/RESULTS.md).

@@ -10,6 +10,7 @@ pub mod envoy;
 pub mod faults;
 pub mod fixtures;
 pub mod load;
+pub mod oci;
 pub mod paths;
 pub mod ports;
 pub mod prometheus;
