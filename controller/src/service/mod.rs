@@ -341,6 +341,9 @@ impl Service {
             evidence: evidence_json.clone(),
         };
         let now = now_ms();
+        // A revision names one document: whatever changes what the filters
+        // receive gets a new one, whoever asked for the change.
+        let bump = bump || before.map(served) != next.as_ref().map(served);
         let revision = self
             .store
             .transition(name, next.as_mut(), bump, entry, now)?;
@@ -404,22 +407,36 @@ fn doc_of<'a>(revision: u64, states: impl Iterator<Item = &'a RolloutState>) -> 
         flags: Vec::new(),
     };
     for s in states {
-        let state = if s.flag_off {
-            FlagState::Disabled
-        } else {
-            FlagState::Enabled
-        };
-        match s.spec.flag_at(s.weight_bp, state) {
-            Some(mut flag) => {
-                // Latency per variant is for the analysis: a flag whose
-                // rollout has ended costs the proxies no histogram call.
-                flag.record_latency = !s.phase.is_final();
-                doc.flags.push(flag)
-            }
-            None => doc.rollouts.push(s.spec.rollout_at(s.weight_bp)),
+        match served(s) {
+            Served::Flag(flag) => doc.flags.push(flag),
+            Served::Rollout(rollout) => doc.rollouts.push(rollout),
         }
     }
     doc
+}
+
+/// What the filters receive of one rollout or flag.
+#[derive(PartialEq)]
+enum Served {
+    Rollout(dimmer_core::Rollout),
+    Flag(dimmer_core::Flag),
+}
+
+fn served(s: &RolloutState) -> Served {
+    let state = if s.flag_off {
+        FlagState::Disabled
+    } else {
+        FlagState::Enabled
+    };
+    match s.spec.flag_at(s.weight_bp, state) {
+        Some(mut flag) => {
+            // Latency per variant is for the analysis: a flag whose
+            // rollout has ended costs the proxies no histogram call.
+            flag.record_latency = !s.phase.is_final();
+            Served::Flag(flag)
+        }
+        None => Served::Rollout(s.spec.rollout_at(s.weight_bp)),
+    }
 }
 
 /// Whether the document with `changed` in place of (or without) `name`

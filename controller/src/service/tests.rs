@@ -430,10 +430,14 @@ async fn the_listing_marks_expired_flags_and_flags_ready_for_removal() {
         .apply(flag("kept", "expires: 2999-01-01\n"), "alice", false)
         .await
         .unwrap();
+    let before = f.service.config_doc().revision;
     f.service
         .command("old", Command::Promote, "alice", "done")
         .await
         .unwrap();
+    // Completing at 100% changes no weight, but it changes the document (no
+    // more latency per variant): a new revision, or no proxy would fetch it.
+    assert!(f.service.config_doc().revision > before);
     let mut c = VersionCounts::default();
     c.by_class.insert("2xx".into(), 12.0);
     f.source.set(
