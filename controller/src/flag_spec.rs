@@ -239,15 +239,7 @@ impl FlagSpec {
             self.salt.as_deref().unwrap_or(&self.key),
             &self.default_variant,
             &self.variant,
-            &self
-                .overrides
-                .iter()
-                .map(|o| Override {
-                    header: o.header.clone(),
-                    values: o.values.clone(),
-                    version: o.variant.clone(),
-                })
-                .collect::<Vec<_>>(),
+            &rollout_overrides(&self.overrides),
             variant_bp,
             state,
             &self.requires,
@@ -268,15 +260,7 @@ impl FlagSpec {
             anonymous_cookie: Default::default(),
             stable: self.default_variant,
             canary: self.variant,
-            overrides: self
-                .overrides
-                .into_iter()
-                .map(|o| Override {
-                    header: o.header,
-                    values: o.values,
-                    version: o.variant,
-                })
-                .collect(),
+            overrides: rollout_overrides(&self.overrides),
             steps: self.steps,
             analysis: self.analysis,
             slo: self.slo,
@@ -315,15 +299,7 @@ impl FlagSpec {
             default_variant: spec.stable.clone(),
             variant: spec.canary.clone(),
             values: meta.values,
-            overrides: spec
-                .overrides
-                .iter()
-                .map(|o| FlagOverride {
-                    header: o.header.clone(),
-                    values: o.values.clone(),
-                    variant: o.version.clone(),
-                })
-                .collect(),
+            overrides: flag_overrides(&spec.overrides),
             requires: meta.requires,
             exclusion: meta.exclusion.map(|e| ExclusionSpec {
                 group: e.group,
@@ -359,6 +335,30 @@ impl RolloutSpec {
     pub fn to_yaml(&self) -> Result<String, SpecError> {
         serde_norway::to_string(&self.authored()).map_err(|e| SpecError::Yaml(e.to_string()))
     }
+}
+
+/// A flag's overrides as the rollout that carries it holds them (the
+/// variant in `version`), and back.
+fn rollout_overrides(overrides: &[FlagOverride]) -> Vec<Override> {
+    overrides
+        .iter()
+        .map(|o| Override {
+            header: o.header.clone(),
+            values: o.values.clone(),
+            version: o.variant.clone(),
+        })
+        .collect()
+}
+
+fn flag_overrides(overrides: &[Override]) -> Vec<FlagOverride> {
+    overrides
+        .iter()
+        .map(|o| FlagOverride {
+            header: o.header.clone(),
+            values: o.values.clone(),
+            variant: o.version.clone(),
+        })
+        .collect()
 }
 
 fn core_error(e: dimmer_core::ConfigError) -> SpecError {
@@ -406,14 +406,7 @@ fn flag_of(
                 weight: variant_bp,
             },
         ],
-        overrides: overrides
-            .iter()
-            .map(|o| FlagOverride {
-                header: o.header.clone(),
-                values: o.values.clone(),
-                variant: o.version.clone(),
-            })
-            .collect(),
+        overrides: flag_overrides(overrides),
         state,
         requires: requires.to_vec(),
         exclusion,
