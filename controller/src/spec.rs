@@ -397,7 +397,6 @@ mod duration {
 }
 
 impl RolloutSpec {
-    /// Parses and validates a YAML spec.
     /// Parses and validates a YAML spec: a rollout's, or a flag's
     /// (`kind: flag`), which becomes the rollout that carries the flag.
     pub fn from_yaml(text: &str) -> Result<RolloutSpec, SpecError> {
@@ -429,17 +428,7 @@ impl RolloutSpec {
                 "is not a field of a rollout spec; a flag spec starts with `kind: flag`",
             ));
         }
-        spec.validate().map_err(|e| match e {
-            SpecError::Invalid { field, reason, .. } => {
-                let line = crate::yaml_lines::line_of(text, &field);
-                SpecError::Invalid {
-                    field,
-                    reason,
-                    line,
-                }
-            }
-            other => other,
-        })?;
+        spec.validate().map_err(with_line)?;
         Ok(spec)
     }
 

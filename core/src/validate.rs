@@ -6,7 +6,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::config::{
-    Anonymous, ConfigDoc, ControllerConfig, Flag, IdentitySource, PluginConfig, Rollout, Version,
+    Anonymous, ConfigDoc, ControllerConfig, Flag, IdentitySource, Match, PluginConfig, Rollout,
+    Version,
 };
 use crate::error::{ConfigError, Problem};
 
@@ -22,6 +23,8 @@ pub const MAX_VARIANTS: usize = 16;
 pub const MAX_OVERRIDES: usize = 32;
 pub const MAX_OVERRIDE_VALUES: usize = 256;
 pub const MAX_REQUIRES: usize = 8;
+/// Identity sources a rollout or flag tries in turn.
+pub const MAX_IDENTITY: usize = 8;
 
 fn check_size(bytes: &[u8]) -> Result {
     if bytes.len() > MAX_DOC_BYTES {
@@ -122,27 +125,8 @@ pub fn validate_rollouts(rollouts: &[Rollout], at: &str) -> Result {
 
 pub fn validate_rollout(r: &Rollout, at: &str) -> Result {
     check_name(&r.name, &format!("{at}.name"))?;
-    if let Some(host) = &r.matcher.host {
-        non_empty(host, &format!("{at}.match.host"))?;
-    }
-    if let Some(prefix) = &r.matcher.path_prefix {
-        if !prefix.starts_with('/') {
-            return Err(ConfigError::invalid(
-                format!("{at}.match.path_prefix"),
-                Problem::MustStartWithSlash,
-            ));
-        }
-    }
-    for (i, src) in r.identity.iter().enumerate() {
-        match src {
-            IdentitySource::Header(h) => {
-                check_header_name(h, &format!("{at}.identity[{i}].header"))?
-            }
-            IdentitySource::Cookie(c) => {
-                check_cookie_name(c, &format!("{at}.identity[{i}].cookie"))?
-            }
-        }
-    }
+    check_match(&r.matcher, at)?;
+    check_identity(&r.identity, at)?;
     if r.anonymous == Anonymous::Cookie {
         check_cookie_name(
             &r.anonymous_cookie.name,
@@ -154,16 +138,66 @@ pub fn validate_rollout(r: &Rollout, at: &str) -> Result {
     known_version(r, &r.stable, &format!("{at}.stable"))?;
     max_len(r.overrides.len(), MAX_OVERRIDES, &format!("{at}.overrides"))?;
     for (i, o) in r.overrides.iter().enumerate() {
-        check_header_name(&o.header, &format!("{at}.overrides[{i}].header"))?;
-        if o.values.is_empty() {
-            return Err(ConfigError::invalid(
-                format!("{at}.overrides[{i}].values"),
-                Problem::Empty,
-            ));
-        }
-        known_version(r, &o.version, &format!("{at}.overrides[{i}].version"))?;
+        check_override(
+            &o.header,
+            &o.values,
+            &o.version,
+            "version",
+            &format!("{at}.overrides[{i}]"),
+            |name, field| known_version(r, name, field),
+        )?;
     }
     Ok(())
+}
+
+/// `{at}.match`: a host that is not empty, a path prefix from `/`.
+fn check_match(m: &Match, at: &str) -> Result {
+    if let Some(host) = &m.host {
+        non_empty(host, &format!("{at}.match.host"))?;
+    }
+    if let Some(prefix) = &m.path_prefix {
+        if !prefix.starts_with('/') {
+            return Err(ConfigError::invalid(
+                format!("{at}.match.path_prefix"),
+                Problem::MustStartWithSlash,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `{at}.identity`: at most [`MAX_IDENTITY`] header or cookie names.
+fn check_identity(sources: &[IdentitySource], at: &str) -> Result {
+    max_len(sources.len(), MAX_IDENTITY, &format!("{at}.identity"))?;
+    for (i, src) in sources.iter().enumerate() {
+        match src {
+            IdentitySource::Header(h) => {
+                check_header_name(h, &format!("{at}.identity[{i}].header"))?
+            }
+            IdentitySource::Cookie(c) => {
+                check_cookie_name(c, &format!("{at}.identity[{i}].cookie"))?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `{at}.overrides[i]`: a header, 1 to [`MAX_OVERRIDE_VALUES`] values, and
+/// a target that `known` accepts.
+fn check_override(
+    header: &str,
+    values: &[String],
+    target: &str,
+    target_field: &str,
+    at: &str,
+    known: impl Fn(&str, &str) -> Result,
+) -> Result {
+    check_header_name(header, &format!("{at}.header"))?;
+    if values.is_empty() {
+        return Err(ConfigError::invalid(format!("{at}.values"), Problem::Empty));
+    }
+    max_len(values.len(), MAX_OVERRIDE_VALUES, &format!("{at}.values"))?;
+    known(target, &format!("{at}.{target_field}"))
 }
 
 /// A rollout's versions or a flag's variants: 1 to 16 uniquely named
@@ -325,28 +359,8 @@ fn find_cycle(flags: &[Flag]) -> Option<(usize, String)> {
 
 pub fn validate_flag(f: &Flag, at: &str) -> Result {
     check_name(&f.key, &format!("{at}.key"))?;
-    if let Some(host) = &f.matcher.host {
-        non_empty(host, &format!("{at}.match.host"))?;
-    }
-    if let Some(prefix) = &f.matcher.path_prefix {
-        if !prefix.starts_with('/') {
-            return Err(ConfigError::invalid(
-                format!("{at}.match.path_prefix"),
-                Problem::MustStartWithSlash,
-            ));
-        }
-    }
-    max_len(f.identity.len(), MAX_OVERRIDES, &format!("{at}.identity"))?;
-    for (i, src) in f.identity.iter().enumerate() {
-        match src {
-            IdentitySource::Header(h) => {
-                check_header_name(h, &format!("{at}.identity[{i}].header"))?
-            }
-            IdentitySource::Cookie(c) => {
-                check_cookie_name(c, &format!("{at}.identity[{i}].cookie"))?
-            }
-        }
-    }
+    check_match(&f.matcher, at)?;
+    check_identity(&f.identity, at)?;
     if let Some(salt) = &f.salt {
         non_empty(salt, &format!("{at}.salt"))?;
     }
@@ -364,19 +378,14 @@ pub fn validate_flag(f: &Flag, at: &str) -> Result {
     known(&f.default_variant, &format!("{at}.default_variant"))?;
     max_len(f.overrides.len(), MAX_OVERRIDES, &format!("{at}.overrides"))?;
     for (i, o) in f.overrides.iter().enumerate() {
-        check_header_name(&o.header, &format!("{at}.overrides[{i}].header"))?;
-        if o.values.is_empty() {
-            return Err(ConfigError::invalid(
-                format!("{at}.overrides[{i}].values"),
-                Problem::Empty,
-            ));
-        }
-        max_len(
-            o.values.len(),
-            MAX_OVERRIDE_VALUES,
-            &format!("{at}.overrides[{i}].values"),
+        check_override(
+            &o.header,
+            &o.values,
+            &o.variant,
+            "variant",
+            &format!("{at}.overrides[{i}]"),
+            known,
         )?;
-        known(&o.variant, &format!("{at}.overrides[{i}].variant"))?;
     }
     max_len(f.requires.len(), MAX_REQUIRES, &format!("{at}.requires"))?;
     for (i, p) in f.requires.iter().enumerate() {

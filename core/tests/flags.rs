@@ -371,3 +371,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn rollouts_and_flags_share_the_same_bounds() {
+    let sources: Vec<Value> = (0..=dimmer_core::validate::MAX_IDENTITY)
+        .map(|i| json!({"header": format!("x-id-{i}")}))
+        .collect();
+    let rollout = json!({"revision": 1, "rollouts": [{
+        "name": "r", "salt": "r", "stable": "v1", "identity": sources,
+        "versions": [{"name": "v1", "weight": 10000}],
+        "overrides": [{"header": "x-t", "values": vec!["a"; 257], "version": "v1"}]
+    }]});
+    let err = parse_config_doc(&serde_json::to_vec(&rollout).unwrap()).unwrap_err();
+    assert!(
+        err.to_string().contains("rollouts[0].identity: at most 8"),
+        "{err}"
+    );
+    let mut f = flag("a", 10);
+    f["identity"] = json!(sources);
+    assert!(doc(vec![f])
+        .unwrap_err()
+        .contains("flags[0].identity: at most 8"));
+    let mut one = rollout.clone();
+    one["rollouts"][0]["identity"] = json!([]);
+    let err = parse_config_doc(&serde_json::to_vec(&one).unwrap()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("rollouts[0].overrides[0].values: at most 256"),
+        "{err}"
+    );
+}

@@ -14,23 +14,28 @@ impl Service {
     pub async fn tick(&self) {
         let now = now_ms();
         self.sample_flags_now_and_then(now).await;
-        let due: Vec<(String, u64, usize)> = {
+        // Each due rollout, and the clusters Envoy counts it by, if it is.
+        type Due = (String, u64, usize, Option<BTreeMap<String, String>>);
+        let due: Vec<Due> = {
             let mut state = self.state.lock().await;
             let super::Rollouts {
                 rollouts,
                 last_analysis,
                 ..
             } = &mut *state;
-            let due: Vec<(String, u64, usize)> = rollouts
+            let due: Vec<Due> = rollouts
                 .values()
                 .filter(|s| s.phase == Phase::Progressing)
                 .filter(|s| {
                     let last = last_analysis.get(&s.spec.name).copied().unwrap_or(0);
                     now.saturating_sub(last) >= s.spec.analysis.interval.as_millis() as u64
                 })
-                .map(|s| (s.spec.name.clone(), s.revision, s.step))
+                .map(|s| {
+                    let clusters = s.spec.counting.envoy_clusters().cloned();
+                    (s.spec.name.clone(), s.revision, s.step, clusters)
+                })
                 .collect();
-            for (name, _, _) in &due {
+            for (name, ..) in &due {
                 last_analysis.insert(name.clone(), now);
             }
             due
@@ -38,22 +43,17 @@ impl Service {
         if due.is_empty() {
             return;
         }
-        let clustered: Vec<(String, BTreeMap<String, String>)> = {
-            let state = self.state.lock().await;
-            due.iter()
-                .filter_map(|d| {
-                    let s = state.rollouts.get(&d.0)?;
-                    Some((d.0.clone(), s.spec.counting.envoy_clusters()?.clone()))
-                })
-                .collect()
-        };
+        let clustered: Vec<(String, BTreeMap<String, String>)> = due
+            .iter()
+            .filter_map(|(n, _, _, c)| Some((n.clone(), c.clone()?)))
+            .collect();
         let names: Vec<String> = due
             .iter()
+            .filter(|d| d.3.is_none())
             .map(|d| d.0.clone())
-            .filter(|n| !clustered.iter().any(|(c, _)| c == n))
             .collect();
         let fetched = self.fetch_with_clusters(&names, &clustered).await;
-        for (name, revision, step) in due {
+        for (name, revision, step, _) in due {
             let seen = match &fetched {
                 Ok(batch) => Ok(batch.get(&name).cloned().unwrap_or_default()),
                 Err(e) => Err(e.clone()),

@@ -496,7 +496,7 @@ async fn a_rollout_counted_by_envoy_reads_its_clusters_and_holds_without_them() 
             .by_class
             .insert("2xx".into(), n);
     }
-    f.source.set("clusters", clusters.clone());
+    f.source.set_clusters(clusters.clone());
     let v = look_until(&f, |v| v.reason.contains("baseline taken")).await;
     // More traffic, all healthy: the gate is the only thing that holds it.
     for (cluster, n) in [("app-v1", 1800.0), ("app-v2", 200.0)] {
@@ -505,7 +505,7 @@ async fn a_rollout_counted_by_envoy_reads_its_clusters_and_holds_without_them() 
             .by_class
             .insert("2xx".into(), n);
     }
-    f.source.set("clusters", clusters);
+    f.source.set_clusters(clusters);
     let v2 = look_until(&f, |v| v.reason.contains("approval")).await;
     assert_eq!(
         v2.phase,
