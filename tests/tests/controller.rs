@@ -309,7 +309,7 @@ async fn a_rollout_counted_by_envoys_cluster_stats_is_judged_and_aborted() -> an
         !text.contains("dimmer_requests{rollout=\"checkout\""),
         "the filter counted a rollout Envoy counts"
     );
+    // Routing is still the filter's: the canary had its cohort while it ran.
     assert!(load.served().iter().any(|s| s.version == "v2"));
-    // Routing is the filter's as ever: the split held while it ran.
     Ok(())
 }
