@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::{analyzer_for, AnalysisState, Counts, Evidence, Input, Verdict};
 use crate::metrics::Snapshot;
-use crate::spec::{MetricsLossPolicy, RolloutSpec};
+use crate::spec::{MetricsLossPolicy, RolloutSpec, StepTraffic};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,7 +95,38 @@ impl RolloutState {
     }
 
     pub fn label(&self) -> String {
+        let traffic = self.spec.steps.get(self.step).map(|s| s.traffic);
+        let blue_green = self.spec.blue_green().is_some();
         match self.phase {
+            Phase::Progressing | Phase::Paused if traffic == Some(StepTraffic::Preview) => format!(
+                "{} at step {}/{} (0%: previewing {} to the people overrides name)",
+                self.phase.name(),
+                self.step + 1,
+                self.spec.steps.len(),
+                self.spec.canary
+            ),
+            Phase::Progressing | Phase::Paused if traffic == Some(StepTraffic::Shadow) => format!(
+                "{} at step {}/{} (0%: judging the requests Envoy mirrors to {})",
+                self.phase.name(),
+                self.step + 1,
+                self.spec.steps.len(),
+                self.spec.canary
+            ),
+            Phase::Progressing | Phase::Paused if blue_green => format!(
+                "{} at step {}/{} (switched to {}; {} kept ready to switch back)",
+                self.phase.name(),
+                self.step + 1,
+                self.spec.steps.len(),
+                self.spec.canary,
+                self.spec.stable
+            ),
+            Phase::Completed if blue_green => format!(
+                "completed (switched to {}; {} released)",
+                self.spec.canary, self.spec.stable
+            ),
+            Phase::Aborted if blue_green => {
+                format!("aborted (switched back to {})", self.spec.stable)
+            }
             Phase::Progressing | Phase::Paused => format!(
                 "{:?} at step {}/{} ({}%)",
                 self.phase,
@@ -302,8 +333,14 @@ fn decide(
     let since = now.since(baseline);
     let fresh = now.since(analysed_at);
     let with_baseline = state.weight_bp < 10_000;
-    let (canary, stable) = (since.version(&spec.canary), since.version(&spec.stable));
-    let (i_canary, i_stable) = (fresh.version(&spec.canary), fresh.version(&spec.stable));
+    // A shadow step judges the canary on what Envoy mirrored to it, which
+    // the filter counts apart from the users' requests.
+    let canary_key = match spec.steps.get(state.step).map(|s| s.traffic) {
+        Some(StepTraffic::Shadow) => crate::metrics::shadow_key(&spec.canary),
+        _ => spec.canary.clone(),
+    };
+    let (canary, stable) = (since.version(&canary_key), since.version(&spec.stable));
+    let (i_canary, i_stable) = (fresh.version(&canary_key), fresh.version(&spec.stable));
     let input = Input {
         analysis: &spec.analysis,
         slo: spec.slo.as_ref(),
@@ -344,6 +381,13 @@ fn decide(
     };
     let held_ms = now_ms.saturating_sub(state.step_started_ms);
     let pause_ms = step.pause.as_millis() as u64;
+    if held_ms < pause_ms && spec.blue_green().is_some() && step.percent >= 100.0 {
+        return hold(format!(
+            "healthy; {} kept ready for an instant switch back (dimmer abort) for {}s more",
+            spec.stable,
+            (pause_ms - held_ms) / 1000
+        ));
+    }
     if held_ms < pause_ms {
         return hold(format!(
             "healthy; pausing {}s of {}s at {}%",
@@ -533,6 +577,127 @@ mod tests {
             o.decision
         );
         assert_eq!((o.next.phase, o.next.weight_bp), (Phase::Completed, 10_000));
+    }
+
+    fn blue_green() -> RolloutSpec {
+        RolloutSpec::from_yaml(
+            "name: checkout\nstable: v1\ncanary: v2\nidentity: [{header: x-user-id}]\n\
+             overrides: [{header: x-preview, values: [qa], version: v2}]\n\
+             strategy: {blue_green: {keep_previous_for: 10m}}\n\
+             analysis: {min_requests: 100, method: threshold}\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn blue_green_previews_then_switches_once_and_keeps_blue_ready() {
+        let zero = snap((0.0, 0.0), (0.0, 0.0));
+        let s = RolloutState::new(blue_green(), 0);
+        assert_eq!(s.weight_bp, 0, "green gets no users before the switch");
+        assert!(s.label().contains("previewing v2"), "{}", s.label());
+        let s = counts(&s, &zero, 0).next;
+        // Only the preview's requests reach green: it is judged on them.
+        let few = snap((10_000.0, 0.0), (40.0, 0.0));
+        let d = counts(&s, &few, 10_000).decision;
+        assert!(
+            matches!(d, Decision::Hold { ref reason } if reason.contains("canary has 40 of 100")),
+            "{d:?}"
+        );
+        let enough = snap((10_000.0, 0.0), (150.0, 0.0));
+        let o = counts(&s, &enough, 20_000);
+        assert!(
+            matches!(o.decision, Decision::Hold { ref reason } if reason.contains("approval")),
+            "no sample-ratio hold at 0%, and the switch is gated: {:?}",
+            o.decision
+        );
+        let mut s = o.next;
+        s.approved = true;
+        let o = counts(&s, &enough, 20_000);
+        assert!(
+            matches!(
+                o.decision,
+                Decision::StepUp {
+                    step: 1,
+                    weight_bp: 10_000,
+                    ..
+                }
+            ),
+            "one step to 100%: {:?}",
+            o.decision
+        );
+        let s = o.next;
+        assert!(s.label().contains("v1 kept ready"), "{}", s.label());
+        let later = snap((10_000.0, 0.0), (5000.0, 0.0));
+        let d = counts(&s, &later, 80_000).decision;
+        assert!(
+            matches!(d, Decision::Hold { ref reason } if reason.contains("instant switch back")),
+            "{d:?}"
+        );
+        // A bad green within the window switches back to blue at once.
+        let bad = snap((10_000.0, 0.0), (5000.0, 900.0));
+        let o = counts(&s, &bad, 80_000);
+        assert!(
+            matches!(o.decision, Decision::Abort { .. }),
+            "{:?}",
+            o.decision
+        );
+        assert_eq!(o.next.weight_bp, 0);
+        assert!(o.next.label().contains("switched back to v1"));
+        // A good one is done once the window is over.
+        let o = counts(&s, &later, 20_000 + 600_000);
+        assert!(
+            matches!(o.decision, Decision::Complete { .. }),
+            "{:?}",
+            o.decision
+        );
+        assert!(o.next.label().contains("switched to v2"));
+    }
+
+    #[test]
+    fn a_shadow_step_judges_the_mirrored_requests_only() {
+        let spec = RolloutSpec::from_yaml(
+            "name: checkout\nstable: v1\ncanary: v2\nidentity: [{header: x-user-id}]\n\
+             steps: [{percent: 0, traffic: shadow}, {percent: 10}]\n\
+             analysis: {min_requests: 100, method: threshold}\n",
+        )
+        .unwrap();
+        let with_shadow = |users: (f64, f64), shadow: (f64, f64)| {
+            let stable = if shadow.0 > 0.0 { 20_000.0 } else { 10_000.0 };
+            let mut s = snap((stable, 0.0), users);
+            let c = s.counts_mut("", &crate::metrics::shadow_key("v2"));
+            c.by_class.insert("2xx".into(), shadow.0);
+            c.by_class.insert("5xx".into(), shadow.1);
+            s
+        };
+        let s = RolloutState::new(spec, 0);
+        assert!(s.label().contains("mirrors to v2"), "{}", s.label());
+        let s = counts(&s, &with_shadow((0.0, 0.0), (0.0, 0.0)), 0).next;
+        // Users' requests on v2 (a stray override, say) do not count...
+        let d = counts(&s, &with_shadow((500.0, 0.0), (20.0, 0.0)), 5000).decision;
+        assert!(
+            matches!(d, Decision::Hold { ref reason } if reason.contains("canary has 20 of 100")),
+            "{d:?}"
+        );
+        // ...the shadow's errors do.
+        let o = counts(&s, &with_shadow((500.0, 0.0), (300.0, 100.0)), 10_000);
+        assert!(
+            matches!(o.decision, Decision::Abort { .. }),
+            "{:?}",
+            o.decision
+        );
+        let o = counts(&s, &with_shadow((0.0, 0.0), (300.0, 0.0)), 10_000);
+        assert!(
+            matches!(
+                o.decision,
+                Decision::StepUp {
+                    step: 1,
+                    weight_bp: 1000,
+                    ..
+                }
+            ),
+            "{:?}",
+            o.decision
+        );
     }
 
     #[test]

@@ -262,6 +262,7 @@ impl FlagSpec {
             canary: self.variant,
             overrides: rollout_overrides(&self.overrides),
             steps: self.steps,
+            strategy: None,
             analysis: self.analysis,
             slo: self.slo,
             webhooks: self.webhooks,

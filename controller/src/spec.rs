@@ -86,7 +86,11 @@ pub struct RolloutSpec {
     pub canary: String,
     #[serde(default)]
     pub overrides: Vec<Override>,
+    /// Written out, or made by `strategy` when it names one.
+    #[serde(default)]
     pub steps: Vec<Step>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
     #[serde(default)]
     pub analysis: Analysis,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +119,83 @@ pub struct Step {
     /// Wait for `dimmer promote` before leaving this step.
     #[serde(default)]
     pub approval: bool,
+    /// Whose requests the step judges: the users its weight sends to the
+    /// canary (the default), or, at 0%, the people `overrides` send there
+    /// (`preview`) or the requests Envoy mirrors to it (`shadow`).
+    #[serde(default, skip_serializing_if = "StepTraffic::is_users")]
+    pub traffic: StepTraffic,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepTraffic {
+    #[default]
+    Users,
+    Preview,
+    Shadow,
+}
+
+impl StepTraffic {
+    pub fn is_users(&self) -> bool {
+        *self == StepTraffic::Users
+    }
+}
+
+/// How the canary reaches users: by steps (the default), or blue/green.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Strategy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreen>,
+}
+
+/// The canary (green) gets no users until one switch to 100%; before it,
+/// only the people `overrides` name reach it, and the analysis judges their
+/// requests. After it, the stable (blue) stays the instant switch back
+/// (`dimmer abort`, or the analysis) for `keep_previous_for`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlueGreen {
+    /// Whether the switch waits for `dimmer promote` (the default), or
+    /// happens once the preview's analysis passes.
+    #[serde(default = "yes")]
+    pub approval: bool,
+    /// Minimum time in preview before the switch.
+    #[serde(default, with = "duration::preview_for")]
+    pub preview_for: Duration,
+    #[serde(
+        default = "default_keep_previous",
+        with = "duration::keep_previous_for"
+    )]
+    pub keep_previous_for: Duration,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_keep_previous() -> Duration {
+    Duration::from_secs(600)
+}
+
+impl BlueGreen {
+    /// The steps a blue/green rollout walks: the preview, then the switch.
+    pub fn steps(&self) -> Vec<Step> {
+        vec![
+            Step {
+                percent: 0.0,
+                pause: self.preview_for,
+                approval: self.approval,
+                traffic: StepTraffic::Preview,
+            },
+            Step {
+                percent: 100.0,
+                pause: self.keep_previous_for,
+                approval: false,
+                traffic: StepTraffic::Users,
+            },
+        ]
+    }
 }
 
 impl Step {
@@ -394,6 +475,8 @@ mod duration {
     field!(pause);
     field!(interval);
     field!(after);
+    field!(keep_previous_for);
+    field!(preview_for);
 }
 
 impl RolloutSpec {
@@ -420,8 +503,17 @@ impl RolloutSpec {
             spec.validate().map_err(with_line)?;
             return Ok(spec);
         }
-        let spec: RolloutSpec =
+        let mut spec: RolloutSpec =
             serde_norway::from_str(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+        if let Some(bg) = spec.blue_green() {
+            if !spec.steps.is_empty() && spec.steps != bg.steps() {
+                return Err(with_line(invalid(
+                    "steps",
+                    "are made by strategy.blue_green (the preview, then the switch): leave them out",
+                )));
+            }
+            spec.steps = bg.steps();
+        }
         if spec.flag.is_some() {
             return Err(invalid(
                 "flag",
@@ -430,6 +522,15 @@ impl RolloutSpec {
         }
         spec.validate().map_err(with_line)?;
         Ok(spec)
+    }
+
+    pub fn blue_green(&self) -> Option<&BlueGreen> {
+        self.strategy.as_ref()?.blue_green.as_ref()
+    }
+
+    /// Whether `overrides` send anyone to the canary: a preview needs them.
+    fn previews_canary(&self) -> bool {
+        self.overrides.iter().any(|o| o.version == self.canary)
     }
 
     pub fn salt(&self) -> &str {
@@ -441,6 +542,35 @@ impl RolloutSpec {
         if self.stable == self.canary {
             return Err(invalid("canary", "must differ from stable"));
         }
+        if let Some(bg) = self.blue_green() {
+            if self.steps != bg.steps() {
+                return Err(invalid(
+                    "steps",
+                    "are made by strategy.blue_green (the preview, then the switch): leave them out",
+                ));
+            }
+            if bg.keep_previous_for > MAX_PAUSE {
+                return Err(invalid(
+                    "strategy.blue_green.keep_previous_for",
+                    "must be at most 30 days",
+                ));
+            }
+            if bg.preview_for > MAX_PAUSE {
+                return Err(invalid(
+                    "strategy.blue_green.preview_for",
+                    "must be at most 30 days",
+                ));
+            }
+            if !self.previews_canary() {
+                return Err(invalid(
+                    "overrides",
+                    format!(
+                        "blue/green previews {:?} to the people overrides send there: name at least one",
+                        self.canary
+                    ),
+                ));
+            }
+        }
         if self.steps.is_empty() {
             return Err(invalid("steps", "must not be empty"));
         }
@@ -450,14 +580,43 @@ impl RolloutSpec {
         let mut last = 0;
         for (i, s) in self.steps.iter().enumerate() {
             let at = |f: &str| format!("steps[{i}].{f}");
-            // Weights are basis points: a share below 0.01% would be a 0% step.
-            in_range(
-                s.percent,
-                0.01,
-                100.0,
-                &at("percent"),
-                "from 0.01 (one basis point) to 100",
-            )?;
+            if s.traffic.is_users() {
+                // Weights are basis points: a share below 0.01% would be a 0% step.
+                in_range(
+                    s.percent,
+                    0.01,
+                    100.0,
+                    &at("percent"),
+                    "from 0.01 (one basis point) to 100",
+                )?;
+            } else if s.percent != 0.0 {
+                return Err(invalid(
+                    at("percent"),
+                    format!(
+                        "must be 0 in a {} step: its traffic reaches the canary without users",
+                        if s.traffic == StepTraffic::Preview {
+                            "preview"
+                        } else {
+                            "shadow"
+                        }
+                    ),
+                ));
+            }
+            if s.traffic == StepTraffic::Shadow && self.flag.is_some() {
+                return Err(invalid(
+                    at("traffic"),
+                    "a flag has no mirrored requests: Envoy mirrors to clusters, not variants",
+                ));
+            }
+            if s.traffic == StepTraffic::Preview && !self.previews_canary() {
+                return Err(invalid(
+                    at("traffic"),
+                    format!(
+                        "a preview step judges the people `overrides` send to {:?}, and none do",
+                        self.canary
+                    ),
+                ));
+            }
             if s.weight_bp() < last {
                 return Err(invalid(
                     at("percent"),
@@ -697,4 +856,91 @@ impl RolloutSpec {
 fn kind_of(text: &str) -> Option<Kind> {
     let value: serde_norway::Value = serde_norway::from_str(text).ok()?;
     serde_norway::from_value(value.get("kind")?.clone()).ok()
+}
+
+#[cfg(test)]
+mod strategy_tests {
+    use super::*;
+
+    const BASE: &str =
+        "name: checkout\nstable: blue\ncanary: green\nidentity: [{header: x-user-id}]\n";
+    const PREVIEW: &str = "overrides: [{header: x-preview, values: [qa], version: green}]\n";
+
+    fn refused(yaml: &str) -> String {
+        RolloutSpec::from_yaml(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn blue_green_makes_its_two_steps() {
+        let spec = RolloutSpec::from_yaml(&format!(
+            "{BASE}{PREVIEW}strategy: {{blue_green: {{keep_previous_for: 5m, preview_for: 1m}}}}\n"
+        ))
+        .unwrap();
+        assert_eq!(spec.steps.len(), 2);
+        assert_eq!(
+            (
+                spec.steps[0].percent,
+                spec.steps[0].traffic,
+                spec.steps[0].approval
+            ),
+            (0.0, StepTraffic::Preview, true)
+        );
+        assert_eq!(spec.steps[0].pause, Duration::from_secs(60));
+        assert_eq!(
+            (spec.steps[1].percent, spec.steps[1].pause),
+            (100.0, Duration::from_secs(300))
+        );
+        // What the store keeps reads back as itself.
+        let json = serde_json::to_string(&spec).unwrap();
+        let back: RolloutSpec = serde_json::from_str(&json).unwrap();
+        back.validate().unwrap();
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn blue_green_and_zero_percent_steps_are_checked_naming_the_field() {
+        let bg = "strategy: {blue_green: {}}\n";
+        assert!(
+            refused(&format!("{BASE}{bg}")).contains("overrides: blue/green previews \"green\""),
+            "{}",
+            refused(&format!("{BASE}{bg}"))
+        );
+        let e = refused(&format!("{BASE}{PREVIEW}{bg}steps: [{{percent: 10}}]\n"));
+        assert!(e.contains("steps: are made by strategy.blue_green"), "{e}");
+        let e = refused(&format!(
+            "{BASE}{PREVIEW}strategy: {{blue_green: {{keep_previous_for: 400d}}}}\n"
+        ));
+        assert!(e.contains("strategy.blue_green.keep_previous_for"), "{e}");
+        let e = refused(&format!(
+            "{BASE}{PREVIEW}strategy: {{blue_green: {{keep_previous_for: soon}}}}\n"
+        ));
+        assert!(e.contains("keep_previous_for: \"soon\""), "{e}");
+        let e = refused(&format!("{BASE}steps: [{{percent: 0}}]\n"));
+        assert!(e.contains("steps[0].percent: must be from 0.01"), "{e}");
+        let e = refused(&format!("{BASE}steps: [{{percent: 5, traffic: shadow}}]\n"));
+        assert!(
+            e.contains("steps[0].percent: must be 0 in a shadow step"),
+            "{e}"
+        );
+        let e = refused(&format!(
+            "{BASE}steps: [{{percent: 0, traffic: preview}}]\n"
+        ));
+        assert!(e.contains("steps[0].traffic: a preview step judges"), "{e}");
+        let e = refused(&format!(
+            "{BASE}steps: [{{percent: 0, traffic: mirrored}}]\n"
+        ));
+        assert!(e.contains("unknown variant `mirrored`"), "{e}");
+        // A 0% step cannot follow users: steps never go down.
+        let e = refused(&format!(
+            "{BASE}steps: [{{percent: 1}}, {{percent: 0, traffic: shadow}}]\n"
+        ));
+        assert!(
+            e.contains("steps[1].percent: steps must not go down"),
+            "{e}"
+        );
+        RolloutSpec::from_yaml(&format!(
+            "{BASE}steps: [{{percent: 0, traffic: shadow}}, {{percent: 10}}, {{percent: 100}}]\n"
+        ))
+        .unwrap();
+    }
 }

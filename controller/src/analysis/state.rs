@@ -89,7 +89,11 @@ impl AnalysisState {
             let (sc, sb) = (c.slower_than(*bound), b.slower_than(*bound));
             test.update(sc, sc + sb, pi);
         }
-        self.share.update(nc, nc + nb, input.weight);
+        // At 0% the canary's requests are a preview's or a shadow's: there
+        // is no share of users to check them against.
+        if input.weight > 0.0 {
+            self.share.update(nc, nc + nb, input.weight);
+        }
     }
 
     /// The latency tests' e-value: the average over the bounds.

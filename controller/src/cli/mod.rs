@@ -12,7 +12,7 @@ use dimmer::audit::{self, AuditKey, AuditRecord};
 use dimmer::client::{Body, Client};
 use dimmer::render;
 use dimmer::service::{FlagView, StatusView};
-use dimmer::spec::RolloutSpec;
+use dimmer::spec::{RolloutSpec, StepTraffic};
 use dimmer::store::{self, Store};
 use dimmer_core::config::ConfigDoc;
 use dimmer_core::Compiled;
@@ -196,10 +196,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         ""
                     };
                     let what = if spec.is_flag() { "get variant" } else { "on" };
+                    let who = match s.traffic {
+                        StepTraffic::Users => format!("{}% of users {what}", s.percent),
+                        StepTraffic::Preview => "preview: only the people overrides name on".into(),
+                        StepTraffic::Shadow => {
+                            "shadow: no users; the requests Envoy mirrors to".into()
+                        }
+                    };
                     println!(
-                        "  step {}: {}% of users {what} {}, at least {}{gate}",
+                        "  step {}: {who} {}, at least {}{gate}",
                         i + 1,
-                        s.percent,
                         spec.canary,
                         humantime::format_duration(s.pause),
                     );

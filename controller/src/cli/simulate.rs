@@ -54,7 +54,11 @@ pub fn estimate(spec: &RolloutSpec, rps: f64, baseline_error: f64) {
         "\nAt {rps} requests/s and {:.2}% baseline errors, a canary with twice the errors would be caught:",
         100.0 * baseline_error
     );
-    for s in spec.steps.iter().filter(|s| s.percent < 100.0) {
+    for s in spec
+        .steps
+        .iter()
+        .filter(|s| s.percent > 0.0 && s.percent < 100.0)
+    {
         let scenario = Scenario {
             rps,
             split: s.percent / 100.0,

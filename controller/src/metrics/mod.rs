@@ -229,6 +229,13 @@ impl Snapshot {
     }
 }
 
+/// The snapshot's key for the requests Envoy mirrored to `version`: the
+/// filter counts them apart (`dimmer_shadow_requests`), and `:` is not in
+/// any version's name.
+pub fn shadow_key(version: &str) -> String {
+    format!("shadow:{version}")
+}
+
 /// Cumulative counts of several rollouts, by name.
 pub type Batch = BTreeMap<String, Snapshot>;
 
