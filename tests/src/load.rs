@@ -34,6 +34,19 @@ pub fn now_ms() -> u64 {
 impl Load {
     /// About `rps` requests a second, each from one of `users` users.
     pub fn start(client: Client, users: usize, rps: u32) -> Load {
+        Self::start_with(client, users, rps, "user", Vec::new())
+    }
+
+    /// The same from users `{prefix}-N`, each request carrying `headers` too.
+    pub fn start_with(
+        client: Client,
+        users: usize,
+        rps: u32,
+        prefix: &str,
+        headers: Vec<(String, String)>,
+    ) -> Load {
+        let prefix = prefix.to_owned();
+        let headers = Arc::new(headers);
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
         let (s, l) = (Arc::clone(&stop), Arc::clone(&log));
@@ -51,11 +64,13 @@ impl Load {
                     let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
                         continue;
                     };
-                    let (c, l) = (client.clone(), Arc::clone(&l));
-                    let id = format!("user-{}", fastrand::usize(0..users.max(1)));
+                    let (c, l, extra) = (client.clone(), Arc::clone(&l), Arc::clone(&headers));
+                    let id = format!("{prefix}-{}", fastrand::usize(0..users.max(1)));
                     tokio::spawn(async move {
                         let at_ms = now_ms();
-                        let reply = c.get("/", &[("x-user-id", id.as_bytes())]).await;
+                        let mut sent: Vec<(&str, &[u8])> = vec![("x-user-id", id.as_bytes())];
+                        sent.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+                        let reply = c.get("/", &sent).await;
                         let (version, status, flags) = match reply {
                             Ok(r) => (r.version, r.status, r.saw_flags),
                             Err(_) => (String::new(), 0, String::new()),
