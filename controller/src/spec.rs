@@ -848,6 +848,9 @@ impl RolloutSpec {
             ],
             overrides: self.overrides.clone(),
             count: self.counting.by == CountedBy::Filter,
+            // Mirrors go to the canary: the filter keeps them out of every
+            // cohort and counts them apart, for a shadow step to judge.
+            shadow: Some(self.canary.clone()),
         }
     }
 }

@@ -17,7 +17,8 @@ pub struct Compiled {
     pub route_header: String,
     pub rollouts: Vec<CompiledRollout>,
     /// Whether any rollout matches on host / path: if not, the filter skips
-    /// reading `:authority` / `:path`.
+    /// reading `:authority` / `:path`. A rollout that names a shadow version
+    /// needs the host too, to know a mirrored request by its `-shadow`.
     pub needs_host: bool,
     pub needs_path: bool,
     /// The header that carries flag variants upstream, and the flags.
@@ -42,6 +43,8 @@ pub struct CompiledRollout {
     pub overrides: Vec<CompiledOverride>,
     /// Whether the filter counts this rollout's requests.
     pub count: bool,
+    /// The version mirrored requests go to, if named.
+    pub shadow: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +63,9 @@ impl Compiled {
         Compiled {
             revision,
             route_header: String::from(route_header),
-            needs_host: rollouts.iter().any(|r| r.host.is_some()),
+            needs_host: rollouts
+                .iter()
+                .any(|r| r.host.is_some() || r.shadow.is_some()),
             needs_path: rollouts.iter().any(|r| r.path_prefix.is_some()),
             rollouts,
             flags_header: String::from(DEFAULT_FLAGS_HEADER),
@@ -100,6 +105,7 @@ impl CompiledRollout {
                 })
                 .collect(),
             count: r.count,
+            shadow: r.shadow.as_deref().map(index),
         }
     }
 
@@ -165,6 +171,18 @@ pub fn lowercase_headers(sources: &[IdentitySource]) -> Vec<IdentitySource> {
         .collect()
 }
 
+/// The host a mirrored request was meant for: Envoy sends a mirror with
+/// `-shadow` appended to the host (`app-shadow:8080` for `app:8080`).
+/// `None` for a request that is not a mirror.
+pub fn shadowed_host(authority: &[u8]) -> Option<&[u8]> {
+    const SUFFIX: &[u8] = b"-shadow";
+    let host = host_without_port(authority);
+    let cut = host.len().checked_sub(SUFFIX.len())?;
+    host[cut..]
+        .eq_ignore_ascii_case(SUFFIX)
+        .then_some(&host[..cut])
+}
+
 /// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
 pub fn host_without_port(authority: &[u8]) -> &[u8] {
     if authority.first() == Some(&b'[') {
@@ -190,5 +208,24 @@ mod tests {
         assert_eq!(host_without_port(b"[::1]:80"), b"[::1]");
         assert_eq!(host_without_port(b"[::1"), b"[::1");
         assert_eq!(host_without_port(b""), b"");
+    }
+
+    #[test]
+    fn knows_a_mirror_by_its_host() {
+        assert_eq!(shadowed_host(b"app-shadow:8080"), Some(&b"app"[..]));
+        assert_eq!(shadowed_host(b"APP-SHADOW"), Some(&b"APP"[..]));
+        assert_eq!(
+            shadowed_host(b"localhost-shadow:10000"),
+            Some(&b"localhost"[..])
+        );
+        assert_eq!(shadowed_host(b"-shadow"), Some(&b""[..]));
+        assert_eq!(shadowed_host(b"app:8080"), None);
+        assert_eq!(shadowed_host(b"shadow"), None);
+        assert_eq!(
+            shadowed_host(b"app:8080-shadow"),
+            None,
+            "the port is not the host"
+        );
+        assert_eq!(shadowed_host(b""), None);
     }
 }

@@ -98,6 +98,12 @@ pub struct Rollout {
     /// status and no clock, and records nothing.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub count: bool,
+    /// The version that requests Envoy mirrors (`request_mirror_policies`,
+    /// its host suffixed `-shadow`) are sent to. The filter recognises them
+    /// whether or not this is set: they never join a cohort; with it, they
+    /// are routed to this version and counted apart as `shadow_requests`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use core::cell::RefCell;
 use core::fmt::Write;
 
 use crate::cohort::BUCKETS;
-use crate::compiled::{Compiled, CompiledRollout};
+use crate::compiled::{shadowed_host, Compiled, CompiledRollout};
 use crate::config::{Anonymous, IdentitySource};
 use crate::cookie::cookie_value;
 
@@ -23,6 +23,13 @@ pub enum Decision {
     /// No rollout applies: the route header must be removed.
     NoMatch,
     Route(Route),
+    /// A request Envoy mirrored (its host ends in `-shadow`): it joins no
+    /// cohort; it goes to the rollout's shadow version, if it names one,
+    /// and is counted apart.
+    Shadow {
+        rollout: usize,
+        version: Option<usize>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +53,16 @@ pub enum Reason {
 /// Chooses the rollout and version for a request. `random` is called only for
 /// anonymous requests in `random` or `cookie` mode.
 pub fn decide(cfg: &Compiled, req: &impl Request, random: &mut impl FnMut() -> u64) -> Decision {
-    let Some(rollout) = pick_rollout(cfg, req) else {
+    let Some((rollout, mirrored)) = pick_rollout(cfg, req) else {
         return Decision::NoMatch;
     };
     let r = &cfg.rollouts[rollout];
+    if mirrored {
+        return Decision::Shadow {
+            rollout,
+            version: r.shadow,
+        };
+    }
     let route = |version, reason| {
         Decision::Route(Route {
             rollout,
@@ -152,7 +165,8 @@ impl LazyHeader {
     }
 }
 
-fn pick_rollout(cfg: &Compiled, req: &impl Request) -> Option<usize> {
+/// The rollout for the request, and whether the request is a mirror.
+fn pick_rollout(cfg: &Compiled, req: &impl Request) -> Option<(usize, bool)> {
     if cfg.rollouts.is_empty() {
         return None;
     }
@@ -166,7 +180,12 @@ fn pick_rollout(cfg: &Compiled, req: &impl Request) -> Option<usize> {
     } else {
         Vec::new()
     };
-    cfg.rollouts.iter().position(|r| r.matches(&host, &path))
+    let (host, mirrored) = match shadowed_host(&host) {
+        Some(meant) => (meant, true),
+        None => (&host[..], false),
+    };
+    let rollout = cfg.rollouts.iter().position(|r| r.matches(host, &path))?;
+    Some((rollout, mirrored))
 }
 
 fn override_version(r: &CompiledRollout, req: &impl Request) -> Option<usize> {

@@ -75,6 +75,20 @@ pub fn latency_ms(rollout: &str, version: &str) -> String {
     format!("dimmer.rollout=.={rollout};.;version=.={version};.;latency_ms")
 }
 
+/// [`requests`] for the requests Envoy mirrored to `version`
+/// (`dimmer_shadow_requests`): apart, so that they never pass for users'.
+pub fn shadow_requests(rollout: &str, version: &str, class: StatusClass) -> String {
+    format!(
+        "dimmer.rollout=.={rollout};.;version=.={version};.;class=.={};.;shadow_requests",
+        class.label()
+    )
+}
+
+/// [`latency_ms`] for mirrored requests (`dimmer_shadow_latency_ms`).
+pub fn shadow_latency_ms(rollout: &str, version: &str) -> String {
+    format!("dimmer.rollout=.={rollout};.;version=.={version};.;shadow_latency_ms")
+}
+
 /// Revision of the config applied (gauge).
 pub const CONFIG_REVISION: &str = "dimmer.config_revision";
 /// Configs taken from the controller (counter).

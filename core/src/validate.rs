@@ -136,6 +136,9 @@ pub fn validate_rollout(r: &Rollout, at: &str) -> Result {
     non_empty(&r.salt, &format!("{at}.salt"))?;
     check_split(&r.versions, &format!("{at}.versions"))?;
     known_version(r, &r.stable, &format!("{at}.stable"))?;
+    if let Some(shadow) = &r.shadow {
+        known_version(r, shadow, &format!("{at}.shadow"))?;
+    }
     max_len(r.overrides.len(), MAX_OVERRIDES, &format!("{at}.overrides"))?;
     for (i, o) in r.overrides.iter().enumerate() {
         check_override(

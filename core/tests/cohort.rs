@@ -139,6 +139,7 @@ fn rollout(weights: &[u32]) -> Rollout {
         anonymous_cookie: Default::default(),
         salt: "salt".into(),
         stable: "v0".into(),
+        shadow: None,
         versions: weights
             .iter()
             .enumerate()

@@ -55,7 +55,7 @@ fn route(cfg: &Compiled, h: &Headers) -> (usize, usize, Reason, Option<String>) 
     };
     match decide(cfg, h, &mut rng) {
         Decision::Route(r) => (r.rollout, r.version, r.reason, r.new_cookie),
-        Decision::NoMatch => panic!("no match"),
+        other => panic!("not routed: {other:?}"),
     }
 }
 
@@ -130,4 +130,68 @@ fn anonymous_modes() {
         set_cookie_value(&cookie.rollouts[1], &id),
         format!("dimmer_uid={id}; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax")
     );
+}
+
+#[test]
+fn a_mirror_joins_no_cohort_and_goes_to_the_shadow_version() {
+    let doc: ConfigDoc = serde_json::from_value(json!({
+        "revision": 1,
+        "rollouts": [
+            {
+                "name": "api", "match": {"host": "api.example.com"},
+                "salt": "api", "stable": "a",
+                "versions": [{"name": "a", "weight": 10000}]
+            },
+            {
+                "name": "checkout",
+                "identity": [{"header": "x-user-id"}],
+                "anonymous": "cookie",
+                "salt": "checkout-7", "stable": "v1",
+                "versions": [{"name": "v1", "weight": 5000}, {"name": "v2", "weight": 5000}],
+                "overrides": [{"header": "x-tenant-id", "values": ["acme-internal"], "version": "v1"}],
+                "shadow": "v2"
+            }
+        ]
+    }))
+    .unwrap();
+    let cfg = Compiled::new(1, "x-dimmer-version", &doc.rollouts);
+    assert!(cfg.needs_host);
+    let mut never = || -> u64 { panic!("a mirror draws no random id") };
+    for h in [
+        headers(&[(":authority", b"shop-shadow:8080"), ("x-user-id", b"alice")]),
+        // An override, no identity, an anonymous cookie mode: none applies.
+        headers(&[
+            (":authority", b"shop-SHADOW"),
+            ("x-tenant-id", b"acme-internal"),
+        ]),
+        headers(&[(":authority", b"shop-shadow")]),
+    ] {
+        assert_eq!(
+            decide(&cfg, &h, &mut never),
+            Decision::Shadow {
+                rollout: 1,
+                version: Some(1)
+            }
+        );
+    }
+    // The host it was meant for picks the rollout, which need not name a shadow.
+    let h = headers(&[(":authority", b"api.example.com-shadow:443")]);
+    assert_eq!(
+        decide(&cfg, &h, &mut never),
+        Decision::Shadow {
+            rollout: 0,
+            version: None
+        }
+    );
+    // Not a mirror: routed as ever.
+    let h = headers(&[
+        (":authority", b"shadow.example.com"),
+        ("x-user-id", b"alice"),
+    ]);
+    assert!(matches!(decide(&cfg, &h, &mut never), Decision::Route(_)));
+    // A shadow version must be one of the rollout's.
+    let mut bad = doc.rollouts.clone();
+    bad[1].shadow = Some("v3".into());
+    let err = dimmer_core::validate::validate_rollouts(&bad, "rollouts").unwrap_err();
+    assert!(err.to_string().contains("rollouts[1].shadow"), "{err}");
 }

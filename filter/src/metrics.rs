@@ -115,6 +115,32 @@ fn define(registry: &mut Registry, name: &str, version: &str, latency: bool) -> 
     s
 }
 
+/// `table[rollout]`: the stats of the requests mirrored to the rollout's
+/// shadow version, where it names one and the filter counts it.
+pub fn shadow_table(cfg: &Compiled, registry: &mut Registry) -> Vec<Option<VersionStats>> {
+    cfg.rollouts
+        .iter()
+        .map(|r| {
+            let version = r.versions.get(r.shadow?)?;
+            if !r.count {
+                return None;
+            }
+            let mut s = VersionStats::default();
+            for class in StatusClass::ALL {
+                s.requests[class.index()] = registry.id(
+                    MetricType::Counter,
+                    &stats::shadow_requests(&r.name, version, class),
+                );
+            }
+            s.latency_ms = registry.id(
+                MetricType::Histogram,
+                &stats::shadow_latency_ms(&r.name, version),
+            );
+            Some(s)
+        })
+        .collect()
+}
+
 /// `table[rollout][version]`, in the compiled config's order.
 pub fn version_table(cfg: &Compiled, registry: &mut Registry) -> Vec<Vec<VersionStats>> {
     cfg.rollouts

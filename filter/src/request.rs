@@ -60,11 +60,24 @@ impl DimmerRequest {
         };
         self.rng_seed.set(rng.get_seed());
         match decision {
-            Decision::NoMatch => {
+            Decision::NoMatch | Decision::Shadow { version: None, .. } => {
                 // A client must not steer routes by sending the header itself.
                 if EnvoyRequest.header(&cfg.route_header).is_some() {
                     host::set_request_header(&cfg.route_header, None);
                 }
+            }
+            Decision::Shadow {
+                rollout,
+                version: Some(v),
+            } => {
+                // A mirror joins no cohort and sets no cookie; it goes to the
+                // shadow version and is counted apart from users' requests.
+                let Some(version) = cfg.rollouts.get(rollout).and_then(|r| r.versions.get(v))
+                else {
+                    return;
+                };
+                host::set_request_header(&cfg.route_header, Some(version));
+                self.stats = active.shadow_stats.get(rollout).copied().flatten();
             }
             Decision::Route(route) => {
                 let Some(rollout) = cfg.rollouts.get(route.rollout) else {

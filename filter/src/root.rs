@@ -9,7 +9,9 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use crate::host::{self, now_ms, property, random_seed};
-use crate::metrics::{variant_table, version_table, Health, Registry, VariantStats, VersionStats};
+use crate::metrics::{
+    shadow_table, variant_table, version_table, Health, Registry, VariantStats, VersionStats,
+};
 use crate::poller::Poller;
 use crate::request::DimmerRequest;
 
@@ -17,6 +19,8 @@ use crate::request::DimmerRequest;
 pub struct Active {
     pub cfg: Compiled,
     pub stats: Vec<Vec<VersionStats>>,
+    /// Per rollout, the stats of mirrored requests, if it counts them.
+    pub shadow_stats: Vec<Option<VersionStats>>,
     pub flag_stats: Vec<Vec<VariantStats>>,
 }
 
@@ -63,6 +67,7 @@ impl DimmerRoot {
             active: Rc::new(Active {
                 cfg: Compiled::new(0, "", &[]),
                 stats: Vec::new(),
+                shadow_stats: Vec::new(),
                 flag_stats: Vec::new(),
             }),
             poller: None,
@@ -72,9 +77,11 @@ impl DimmerRoot {
     fn install(&mut self, cfg: Compiled) {
         let stats = version_table(&cfg, &mut self.registry);
         let flag_stats = variant_table(&cfg.flags, &mut self.registry);
+        let shadow_stats = shadow_table(&cfg, &mut self.registry);
         self.active = Rc::new(Active {
             cfg,
             stats,
+            shadow_stats,
             flag_stats,
         });
     }

@@ -169,7 +169,27 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         let cfg = &c.cfg;
         let headers = Headers(envoy);
         match decide(cfg, &headers, &mut || fastrand::u64(..)) {
-            Decision::NoMatch => {
+            // A mirror goes to the shadow version, uncounted: this module
+            // keeps no shadow stats.
+            Decision::Shadow {
+                rollout,
+                version: Some(v),
+            } => {
+                let name = cfg.rollouts.get(rollout).and_then(|r| r.versions.get(v));
+                if let Some(version) = name {
+                    // SAFETY: Envoy's filter pointer, during the hook.
+                    unsafe {
+                        abi::envoy_dynamic_module_callback_http_set_header(
+                            envoy,
+                            abi::REQUEST_HEADER,
+                            Buffer::of(cfg.route_header.as_bytes()),
+                            Buffer::of(version.as_bytes()),
+                        );
+                        abi::envoy_dynamic_module_callback_http_clear_route_cache(envoy);
+                    }
+                }
+            }
+            Decision::NoMatch | Decision::Shadow { version: None, .. } => {
                 if headers.header(&cfg.route_header).is_some() {
                     // SAFETY: Envoy's filter pointer, during the hook.
                     unsafe {

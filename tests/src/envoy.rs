@@ -27,6 +27,8 @@ pub struct EnvoyOptions {
     /// The bootstrap template; the shipped `envoy-configs/envoy.yaml.tmpl`
     /// unless set.
     pub template: Option<PathBuf>,
+    /// Tokens of a template's own, beyond the shipped one's.
+    pub vars: Vec<(&'static str, String)>,
 }
 
 impl EnvoyOptions {
@@ -41,6 +43,7 @@ impl EnvoyOptions {
             listen_port: 0,
             admin_port: 0,
             template: None,
+            vars: Vec::new(),
         }
     }
 }
@@ -82,23 +85,22 @@ impl Envoy {
         let template =
             std::fs::read_to_string(opts.template.clone().unwrap_or_else(paths::envoy_template))?;
         let wasm = paths::filter_wasm()?;
-        let yaml = render(
-            &template,
-            &[
-                ("NODE_ID", opts.node_id.clone()),
-                ("ADMIN_PORT", admin_port.to_string()),
-                ("LISTEN_PORT", listen_port.to_string()),
-                ("WASM", wasm.display().to_string()),
-                // A JSON string is a valid YAML double-quoted scalar.
-                (
-                    "PLUGIN_CONFIG",
-                    serde_json::to_string(&opts.plugin_config.to_string())?,
-                ),
-                ("V1_PORT", opts.v1_port.to_string()),
-                ("V2_PORT", opts.v2_port.to_string()),
-                ("CONTROLLER_PORT", opts.controller_port.to_string()),
-            ],
-        )?;
+        let mut vars = vec![
+            ("NODE_ID", opts.node_id.clone()),
+            ("ADMIN_PORT", admin_port.to_string()),
+            ("LISTEN_PORT", listen_port.to_string()),
+            ("WASM", wasm.display().to_string()),
+            // A JSON string is a valid YAML double-quoted scalar.
+            (
+                "PLUGIN_CONFIG",
+                serde_json::to_string(&opts.plugin_config.to_string())?,
+            ),
+            ("V1_PORT", opts.v1_port.to_string()),
+            ("V2_PORT", opts.v2_port.to_string()),
+            ("CONTROLLER_PORT", opts.controller_port.to_string()),
+        ];
+        vars.extend(opts.vars.iter().cloned());
+        let yaml = render(&template, &vars)?;
         Self::start_with_yaml(&yaml, opts.concurrency, listen_port, admin_port).await
     }
 

@@ -6,8 +6,15 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use dimmer_e2e::controller::{Controller, MetricsFrom, ENVOY_TOKEN};
 use dimmer_e2e::fixtures::Stack;
 use dimmer_e2e::load::{now_ms, Load};
+use dimmer_e2e::paths::workspace_root;
+use dimmer_e2e::ports::free_port;
+use dimmer_e2e::prometheus::Prometheus;
+use dimmer_e2e::stats::sample;
+use dimmer_e2e::{Client, Envoy, EnvoyOptions, Upstream};
+use serde_json::json;
 
 /// `checkout`, v1 (blue) → v2 (green), previewed by `x-preview: qa`.
 fn blue_green_yaml(keep: &str, approval: bool) -> String {
@@ -169,6 +176,178 @@ async fn a_healthy_green_switches_by_itself_and_completes_after_the_window() -> 
     assert!(
         status.contains("completed (switched to v2; v1 released)"),
         "{status}"
+    );
+    Ok(())
+}
+
+/// A front Envoy that routes users and mirrors half of the stable version's
+/// requests (the shipped `envoy-configs/envoy-shadow.yaml.tmpl`) to an Envoy
+/// of the canary's own, both running the filter, both scraped by a real
+/// Prometheus that the controller reads.
+struct Mirrored {
+    _prom: Prometheus,
+    controller: Controller,
+    _v1: Upstream,
+    v2: Upstream,
+    canary_side: Envoy,
+    front: Envoy,
+    client: Client,
+}
+
+impl Mirrored {
+    async fn start() -> anyhow::Result<Mirrored> {
+        let admins = [free_port()?, free_port()?];
+        let prom = Prometheus::start(&admins).await?;
+        let controller = Controller::start(MetricsFrom::Prometheus(prom.url()), &[]).await?;
+        let (v1, v2) = (Upstream::start("v1").await?, Upstream::start("v2").await?);
+        let plugin = json!({"controller": {"cluster": "dimmer-controller", "poll_interval_ms": 1000, "token": ENVOY_TOKEN}});
+        // The canary's own Envoy: whatever it routes, it reaches v2.
+        let mut o = EnvoyOptions::new(plugin.clone(), v2.port, v2.port);
+        o.controller_port = controller.port;
+        o.admin_port = admins[1];
+        o.node_id = "canary-side".into();
+        let canary_side = Envoy::start(o).await?;
+        let mut o = EnvoyOptions::new(plugin, v1.port, v2.port);
+        o.controller_port = controller.port;
+        o.admin_port = admins[0];
+        o.node_id = "front".into();
+        o.template = Some(workspace_root().join("envoy-configs/envoy-shadow.yaml.tmpl"));
+        o.vars = vec![
+            ("SHADOW_PORT", canary_side.listen_port.to_string()),
+            ("SHADOW_PERCENT", "50".into()),
+        ];
+        let front = Envoy::start(o).await?;
+        let client = Client::new(front.url(""));
+        Ok(Mirrored {
+            _prom: prom,
+            controller,
+            _v1: v1,
+            v2,
+            canary_side,
+            front,
+            client,
+        })
+    }
+
+    fn apply(&self, yaml: &str) -> anyhow::Result<String> {
+        let path = self.controller.dir().join("spec.yaml");
+        std::fs::write(&path, yaml)?;
+        self.controller
+            .ok(&["apply", "-f", &path.display().to_string()])
+    }
+}
+
+fn shadow_yaml() -> String {
+    "name: checkout\nidentity:\n  - header: x-user-id\nsalt: checkout-7\nstable: v1\ncanary: v2\n\
+     steps:\n  - {percent: 0, traffic: shadow, pause: 2s}\n  - {percent: 10, pause: 1h}\n\
+     analysis:\n  interval: 1s\n  min_requests: 150\n"
+        .into()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shadow_step_judges_mirrored_requests_counted_apart_then_users_follow(
+) -> anyhow::Result<()> {
+    let m = Mirrored::start().await?;
+    let users = Load::start(m.client.clone(), 2000, 200);
+    let out = m.apply(&shadow_yaml())?;
+    assert!(
+        out.contains("judging the requests Envoy mirrors to v2"),
+        "{out}"
+    );
+    let stepped = m
+        .controller
+        .wait_for(
+            "checkout",
+            Duration::from_secs(90),
+            "past the shadow",
+            |v| v["step"] == 1,
+        )
+        .await?;
+    assert_eq!(stepped["weight_bp"], 1000, "{stepped}");
+    let stepped_ms = now_ms();
+    let record = m.controller.first_record("checkout", "step").await?;
+    assert_eq!(record["actor"], "controller", "{record}");
+    // The step up was decided on the mirrors' counts, the only v2 traffic.
+    let canary_n = record["evidence"]["canary_requests"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(canary_n >= 150.0, "{record}");
+
+    // Until then no user reached v2, and the canary's Envoy counted the
+    // mirrors apart: as shadow requests, none as users'.
+    let early_v2 = users
+        .served()
+        .iter()
+        .filter(|s| s.at_ms + 1500 < stepped_ms && s.version == "v2")
+        .count();
+    assert_eq!(early_v2, 0, "no user on v2 during the shadow step");
+    let side = m.canary_side.prometheus().await?;
+    let labels = [("rollout", "checkout"), ("version", "v2")];
+    let shadows = sample(&side, "dimmer_shadow_requests", &labels);
+    assert!(shadows >= 150.0, "{shadows}\n{side}");
+    assert_eq!(sample(&side, "dimmer_requests", &labels), 0.0, "{side}");
+    assert_eq!(
+        sample(&side, "dimmer_requests", &[("version", "v1")]),
+        0.0,
+        "{side}"
+    );
+    let front = m.front.prometheus().await?;
+    assert_eq!(
+        sample(&front, "dimmer_shadow_requests", &[]),
+        0.0,
+        "the front sees no mirror"
+    );
+
+    // Users now reach v2; the mirrors still never do as users.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let served = users.served();
+    let late: Vec<_> = served
+        .iter()
+        .filter(|s| s.at_ms > stepped_ms + 2000)
+        .collect();
+    let on_v2 = late.iter().filter(|s| s.version == "v2").count() as f64;
+    assert!(
+        on_v2 / late.len() as f64 > 0.05,
+        "{on_v2} of {}",
+        late.len()
+    );
+    assert!(served.iter().all(|s| s.status == 200), "no request failed");
+    let status = m.controller.ok(&["status", "checkout"])?;
+    assert!(status.contains("step 2/2 (10%)"), "{status}");
+    let history = m.controller.ok(&["history", "checkout"])?;
+    assert!(
+        history.contains("mirrors to v2) → progressing at step 2/2 (10%)"),
+        "{history}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_that_fails_on_mirrored_requests_never_reaches_a_user() -> anyhow::Result<()> {
+    let m = Mirrored::start().await?;
+    m.v2.fault.error_bp.store(2500, Ordering::Relaxed);
+    let users = Load::start(m.client.clone(), 2000, 200);
+    m.apply(&shadow_yaml())?;
+    let done = m
+        .controller
+        .wait_decided("checkout", Duration::from_secs(90))
+        .await?;
+    assert_eq!(done["phase"], "aborted", "{done}");
+    assert!(
+        done["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("error rate"),
+        "{done}"
+    );
+    let served = users.served();
+    assert!(
+        served.iter().all(|s| s.version == "v1"),
+        "no user reached v2"
+    );
+    assert!(
+        served.iter().all(|s| s.status == 200),
+        "the mirrors' failures never reached a user"
     );
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Prometheus text exposition (Envoy's `/stats/prometheus`): the filter's
-//! `dimmer_requests` and `dimmer_latency_ms_bucket`, by rollout; and
+//! `dimmer_requests` and `dimmer_latency_ms_bucket`, by rollout (and their
+//! `dimmer_shadow_` twins for mirrored requests); and
 //! Envoy's own per-cluster `envoy_cluster_upstream_rq_xx` and
 //! `envoy_cluster_upstream_rq_time_bucket`, by cluster.
 
@@ -73,17 +74,25 @@ pub fn parse_all(text: &str) -> Batch {
         let (Some(rollout), Some(version)) = (labels.get("rollout"), labels.get("version")) else {
             continue;
         };
+        // Mirrored requests are kept under a key of their own.
+        let (name, key) = match name.strip_prefix("dimmer_shadow_") {
+            Some(rest) => (rest, super::shadow_key(version)),
+            None => (
+                name.strip_prefix("dimmer_").unwrap_or(name),
+                (*version).to_owned(),
+            ),
+        };
         let counts = batch
             .entry((*rollout).to_owned())
             .or_default()
-            .counts_mut("", version);
+            .counts_mut("", &key);
         match name {
-            "dimmer_requests" => {
+            "requests" => {
                 if let Some(class) = labels.get("class") {
                     *counts.by_class.entry((*class).to_owned()).or_default() += value;
                 }
             }
-            "dimmer_latency_ms_bucket" => {
+            "latency_ms_bucket" => {
                 if let Some(Ok(le)) = labels.get("le").map(|l| parse_le(l)) {
                     counts.latency.push((le, value));
                 }

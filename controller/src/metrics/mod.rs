@@ -274,6 +274,12 @@ dimmer_requests{rollout="search",version="v2",class="5xx"} 1000
 dimmer_latency_ms_bucket{rollout="checkout",version="v2",le="10"} 50
 dimmer_latency_ms_bucket{rollout="checkout",version="v2",le="100"} 90
 dimmer_latency_ms_bucket{rollout="checkout",version="v2",le="+Inf"} 100
+# TYPE dimmer_shadow_requests counter
+dimmer_shadow_requests{rollout="checkout",version="v2",class="2xx"} 7
+dimmer_shadow_requests{rollout="checkout",version="v2",class="5xx"} 3
+# TYPE dimmer_shadow_latency_ms histogram
+dimmer_shadow_latency_ms_bucket{rollout="checkout",version="v2",le="10"} 9
+dimmer_shadow_latency_ms_bucket{rollout="checkout",version="v2",le="+Inf"} 10
 "#;
 
     #[test]
@@ -289,6 +295,11 @@ dimmer_latency_ms_bucket{rollout="checkout",version="v2",le="+Inf"} 100
         assert!((p50 - 10.0).abs() < 1e-9, "{p50}");
         let p70 = s.version("v2").latency_quantile(0.7).unwrap();
         assert!((p70 - 55.0).abs() < 1e-9, "{p70}");
+        // Mirrored requests are apart from the users' requests of v2.
+        assert_eq!(s.version("v2").requests(), 100.0);
+        let shadow = s.version(&shadow_key("v2"));
+        assert_eq!((shadow.requests(), shadow.errors()), (10.0, 3.0));
+        assert_eq!(shadow.slower_than(10.0), 1.0);
     }
 
     #[test]

@@ -31,14 +31,28 @@ impl Prometheus {
     }
 }
 
+/// `dimmer_<metric>`, with `dimmer_shadow_<metric>` beside it under the
+/// shadow key of its version (`shadow:v2`), in one query.
+fn with_shadow(sum_by: &str, metric: &str) -> String {
+    format!(
+        "{sum_by} (dimmer_{metric} or label_replace(dimmer_shadow_{metric}, \"version\", \"shadow:$1\", \"version\", \"(.+)\"))"
+    )
+}
+
 impl MetricsSource for Prometheus {
     fn counts<'a>(&'a self, rollouts: &'a [String]) -> BoxFuture<'a, Result<Batch, MetricsError>> {
         Box::pin(async move {
             let req = self
-                .query("sum by (rollout, version, class, instance) (dimmer_requests)")
+                .query(&with_shadow(
+                    "sum by (rollout, version, class, instance)",
+                    "requests",
+                ))
                 .await?;
             let lat = self
-                .query("sum by (rollout, version, le, instance) (dimmer_latency_ms_bucket)")
+                .query(&with_shadow(
+                    "sum by (rollout, version, le, instance)",
+                    "latency_ms_bucket",
+                ))
                 .await?;
             let mut batch: Batch = rollouts
                 .iter()
