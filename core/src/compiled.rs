@@ -38,8 +38,10 @@ pub struct CompiledRollout {
     pub cohort: Cohort,
     pub stable: usize,
     pub versions: Vec<String>,
-    /// `ends[i]` is one past the last bucket of `versions[i]`.
+    /// The bucket ranges in order: `ends[i]` is one past the last bucket of
+    /// range `i`, which `owners[i]` (an index into `versions`) owns.
     pub ends: Vec<u16>,
+    pub owners: Vec<usize>,
     pub overrides: Vec<CompiledOverride>,
     /// Whether the filter counts this rollout's requests.
     pub count: bool,
@@ -84,6 +86,12 @@ impl Compiled {
 impl CompiledRollout {
     fn new(r: &Rollout) -> Self {
         let index = |name: &str| r.versions.iter().position(|v| v.name == name).unwrap_or(0);
+        let stable = index(&r.stable);
+        let (ends, owners) = if r.lanes {
+            lanes_of(&r.versions, stable)
+        } else {
+            (ends_of(&r.versions), (0..r.versions.len()).collect())
+        };
         CompiledRollout {
             name: r.name.clone(),
             host: r.matcher.host.as_ref().map(|h| h.to_ascii_lowercase()),
@@ -92,9 +100,10 @@ impl CompiledRollout {
             anonymous: r.anonymous,
             cookie: r.anonymous_cookie.clone(),
             cohort: Cohort::new(&r.salt),
-            stable: index(&r.stable),
+            stable,
             versions: r.versions.iter().map(|v| v.name.clone()).collect(),
-            ends: ends_of(&r.versions),
+            ends,
+            owners,
             overrides: r
                 .overrides
                 .iter()
@@ -111,7 +120,11 @@ impl CompiledRollout {
 
     /// The version that owns `bucket`.
     pub fn version_of_bucket(&self, bucket: u16) -> usize {
-        owner_of(&self.ends, bucket, self.stable)
+        self.ends
+            .iter()
+            .position(|&end| bucket < end)
+            .and_then(|range| self.owners.get(range).copied())
+            .unwrap_or(self.stable)
     }
 
     /// The version an identity gets by hash alone (no overrides).
@@ -151,6 +164,28 @@ pub fn ends_of(weights: &[Version]) -> Vec<u16> {
             acc.min(u32::from(BUCKETS)) as u16
         })
         .collect()
+}
+
+/// The width of each of `n` lanes of the buckets, the last taking the
+/// remainder: lane `i` is `[lane_start(i, n), lane_start(i + 1, n))`.
+pub fn lane_start(i: usize, n: usize) -> u16 {
+    (usize::from(BUCKETS) * i / n.max(1)) as u16
+}
+
+/// Ranges for lanes: the `i`-th version other than `stable` fills lane `i`
+/// from its start (at most the lane's width), stable the rest of the lane.
+fn lanes_of(versions: &[Version], stable: usize) -> (Vec<u16>, Vec<usize>) {
+    let arms: Vec<usize> = (0..versions.len()).filter(|&i| i != stable).collect();
+    let n = arms.len();
+    let (mut ends, mut owners) = (Vec::with_capacity(2 * n), Vec::with_capacity(2 * n));
+    for (lane, &v) in arms.iter().enumerate() {
+        let (start, end) = (lane_start(lane, n), lane_start(lane + 1, n));
+        let width = u32::from(end - start);
+        let fill = versions[v].weight.min(width) as u16;
+        ends.extend([start + fill, end]);
+        owners.extend([v, stable]);
+    }
+    (ends, owners)
 }
 
 /// The entry that owns `bucket`; `fallback` past the last boundary.

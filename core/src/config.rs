@@ -104,6 +104,13 @@ pub struct Rollout {
     /// are routed to this version and counted apart as `shadow_requests`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<String>,
+    /// A/B/n: the versions other than stable, in listed order, each own one
+    /// of as many equal lanes of the buckets and fill it from its start;
+    /// stable owns the rest of every lane. A version's weight then moves
+    /// users between it and stable only, never between two candidates
+    /// (docs/cohort.md, "Lanes").
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub lanes: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +274,10 @@ fn yes() -> bool {
 
 fn is_true(b: &bool) -> bool {
     *b
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Flag {

@@ -66,6 +66,10 @@ pub enum Problem {
     Impossible(String),
     /// A flag key that is also a rollout's name: they share stats.
     NameTaken(String),
+    /// A version's weight wider than its lane.
+    WiderThanLane {
+        width: u32,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -105,6 +109,9 @@ impl fmt::Display for Problem {
             Problem::Impossible(why) => write!(f, "can never be met: {why}"),
             Problem::NameTaken(name) => {
                 write!(f, "{name:?} is already a rollout's name (flags and rollouts share stats)")
+            }
+            Problem::WiderThanLane { width } => {
+                write!(f, "exceeds its lane of {width} basis points")
             }
         }
     }

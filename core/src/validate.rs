@@ -5,6 +5,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use crate::compiled::lane_start;
 use crate::config::{
     Anonymous, ConfigDoc, ControllerConfig, Flag, IdentitySource, Match, PluginConfig, Rollout,
     Version,
@@ -136,6 +137,9 @@ pub fn validate_rollout(r: &Rollout, at: &str) -> Result {
     non_empty(&r.salt, &format!("{at}.salt"))?;
     check_split(&r.versions, &format!("{at}.versions"))?;
     known_version(r, &r.stable, &format!("{at}.stable"))?;
+    if r.lanes {
+        check_lanes(r, at)?;
+    }
     if let Some(shadow) = &r.shadow {
         known_version(r, shadow, &format!("{at}.shadow"))?;
     }
@@ -201,6 +205,32 @@ fn check_override(
     }
     max_len(values.len(), MAX_OVERRIDE_VALUES, &format!("{at}.values"))?;
     known(target, &format!("{at}.{target_field}"))
+}
+
+/// Every version other than stable fits its lane.
+fn check_lanes(r: &Rollout, at: &str) -> Result {
+    let n = r.versions.iter().filter(|v| v.name != r.stable).count();
+    if n == 0 {
+        return Err(ConfigError::invalid(
+            format!("{at}.versions"),
+            Problem::Empty,
+        ));
+    }
+    let arms = r
+        .versions
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.name != r.stable);
+    for (lane, (i, v)) in arms.enumerate() {
+        let width = u32::from(lane_start(lane + 1, n) - lane_start(lane, n));
+        if v.weight > width {
+            return Err(ConfigError::invalid(
+                format!("{at}.versions[{i}].weight"),
+                Problem::WiderThanLane { width },
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A rollout's versions or a flag's variants: 1 to 16 uniquely named

@@ -140,6 +140,7 @@ fn rollout(weights: &[u32]) -> Rollout {
         salt: "salt".into(),
         stable: "v0".into(),
         shadow: None,
+        lanes: false,
         versions: weights
             .iter()
             .enumerate()
@@ -224,4 +225,78 @@ proptest! {
         }
         prop_assert_eq!(owned.to_vec(), w);
     }
+}
+
+/// `stable` v0 and `arms.len()` candidates in lanes, at these weights.
+fn lanes(arms: &[u32]) -> Compiled {
+    let stable = 10_000 - arms.iter().sum::<u32>();
+    let mut weights = vec![stable];
+    weights.extend_from_slice(arms);
+    let mut r = rollout(&weights);
+    r.lanes = true;
+    dimmer_core::validate::validate_rollouts(core::slice::from_ref(&r), "rollouts").unwrap();
+    Compiled::new(0, "x", &[r])
+}
+
+/// Each candidate's weights, as steps that go up and down independently
+/// (an arm aborted to 0 while another grows), each within its lane.
+fn arm_weights(arms: usize) -> impl Strategy<Value = Vec<Vec<u32>>> {
+    let width = 10_000 / arms as u32;
+    prop::collection::vec(prop::collection::vec(0..=width, arms), 2..6)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A/B/n: whatever one arm's weight does, users move only between that
+    /// arm and stable; nobody moves from one candidate to another, and an
+    /// arm that does not change keeps every one of its users.
+    #[test]
+    fn lanes_keep_every_arm_monotone(seq in (2usize..5).prop_flat_map(arm_weights)) {
+        let ids: Vec<String> = (0..3000).map(|i| format!("user-{i}")).collect();
+        let mut before: Option<(Vec<u32>, Vec<usize>)> = None;
+        for w in seq {
+            let c = lanes(&w);
+            let now: Vec<usize> = ids.iter().map(|id| c.rollouts[0].version_of_identity(id.as_bytes())).collect();
+            // Shares follow the weights.
+            for (a, &wa) in w.iter().enumerate() {
+                let share = now.iter().filter(|&&v| v == a + 1).count() as f64 / ids.len() as f64;
+                prop_assert!((share - f64::from(wa) / 10_000.0).abs() < 0.04, "arm {a}: {share} for {wa}");
+            }
+            if let Some((wb, vb)) = &before {
+                for (x, y) in vb.iter().zip(&now) {
+                    if x != y {
+                        prop_assert!(*x == 0 || *y == 0, "moved from v{x} to v{y}");
+                        let arm = x.max(y) - 1;
+                        prop_assert!(wb[arm] != w[arm], "v{} did not change yet moved a user", arm + 1);
+                        // Up moves in, down moves out: never the other way.
+                        prop_assert_eq!(*y != 0, w[arm] > wb[arm]);
+                    }
+                }
+            }
+            before = Some((w, now));
+        }
+    }
+}
+
+#[test]
+fn lanes_are_refused_when_a_weight_is_wider_than_its_lane() {
+    let mut r = rollout(&[0, 6000, 4000]);
+    r.lanes = true;
+    let err = dimmer_core::validate::validate_rollouts(&[r], "rollouts").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("rollouts[0].versions[1].weight: exceeds its lane of 5000"),
+        "{err}"
+    );
+    let mut r = rollout(&[10_000, 0, 0]);
+    r.lanes = true;
+    let c = Compiled::new(0, "x", &[r]);
+    assert!((0..BUCKETS).all(|b| c.rollouts[0].version_of_bucket(b) == 0));
+    // Lane i of n starts at i * 10000 / n: the second arm's users sit at 5000.
+    let c = lanes(&[1, 1]);
+    assert_eq!(c.rollouts[0].version_of_bucket(0), 1);
+    assert_eq!(c.rollouts[0].version_of_bucket(1), 0);
+    assert_eq!(c.rollouts[0].version_of_bucket(5000), 2);
+    assert_eq!(c.rollouts[0].version_of_bucket(5001), 0);
 }
