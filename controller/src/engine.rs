@@ -69,6 +69,10 @@ pub struct RolloutState {
     /// default variant, whatever the step.
     #[serde(default)]
     pub flag_off: bool,
+    /// An A/B/n arm: the other arms' weight now, in basis points, which
+    /// the stable's share is short of (set by the runner at each look).
+    #[serde(default)]
+    pub peers_bp: u32,
 }
 
 impl RolloutState {
@@ -91,10 +95,22 @@ impl RolloutState {
             analysed_at: None,
             metrics_lost_since_ms: None,
             flag_off: false,
+            peers_bp: 0,
         }
     }
 
     pub fn label(&self) -> String {
+        match &self.spec.arm_of {
+            Some(group) => format!(
+                "{} — arm {} of A/B/n {group}",
+                self.own_label(),
+                self.spec.canary
+            ),
+            None => self.own_label(),
+        }
+    }
+
+    fn own_label(&self) -> String {
         let traffic = self.spec.steps.get(self.step).map(|s| s.traffic);
         let blue_green = self.spec.blue_green().is_some();
         match self.phase {
@@ -124,6 +140,13 @@ impl RolloutState {
                 "completed (switched to {}; {} released)",
                 self.spec.canary, self.spec.stable
             ),
+            Phase::Completed if self.spec.arm_of.is_some() && self.weight_bp < 10_000 => format!(
+                "completed at {}%: passed every step; dimmer promote makes it the winner",
+                self.weight_bp as f64 / 100.0
+            ),
+            Phase::Completed if self.spec.arm_of.is_some() => {
+                format!("completed ({} won: it serves everyone)", self.spec.canary)
+            }
             Phase::Aborted if blue_green => {
                 format!("aborted (switched back to {})", self.spec.stable)
             }
@@ -352,7 +375,10 @@ fn decide(
             canary: &i_canary,
             baseline: with_baseline.then_some(&i_stable),
         },
-        weight: f64::from(state.weight_bp) / 10_000.0,
+        // The canary's expected share of the requests of canary and
+        // baseline together: other arms of an A/B/n take theirs from both.
+        weight: f64::from(state.weight_bp)
+            / f64::from(10_000u32.saturating_sub(state.peers_bp).max(1)),
         now_ms,
     };
     analysis.feed(&input);
@@ -455,7 +481,10 @@ pub fn apply(
         }
         Decision::Complete { reason } => {
             state.phase = Phase::Completed;
-            state.weight_bp = 10_000;
+            // An A/B/n arm stays in its lane: a person picks the winner.
+            if state.spec.arm_of.is_none() {
+                state.weight_bp = 10_000;
+            }
             state.reason = reason.clone();
         }
         Decision::Abort { reason } => {

@@ -263,6 +263,8 @@ impl FlagSpec {
             overrides: rollout_overrides(&self.overrides),
             steps: self.steps,
             strategy: None,
+            arms: Vec::new(),
+            arm_of: None,
             analysis: self.analysis,
             slo: self.slo,
             webhooks: self.webhooks,

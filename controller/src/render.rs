@@ -27,6 +27,10 @@ pub fn steps_line(v: &StatusView) -> String {
 }
 
 pub fn text(v: &StatusView) -> String {
+    // An A/B/n apply or command: one block per arm.
+    if !v.arms.is_empty() {
+        return v.arms.iter().map(text).collect();
+    }
     let applied = match v.applied {
         Some(Applied::Unchanged) => {
             "  apply: unchanged spec, nothing changed (use --restart to run it again)\n"
@@ -61,7 +65,8 @@ pub fn text(v: &StatusView) -> String {
         };
         (format!("flag {}", v.name), share)
     } else {
-        (v.name.clone(), "canary".to_owned())
+        let what = if v.arm_of.is_some() { "arm" } else { "canary" };
+        (v.name.clone(), what.to_owned())
     };
     format!(
         "{applied}{what}: {label}, {stable} → {canary}\n  {share} {pct:.2}% of users; steps {steps}\n  proxies: {applied_n} of {live} live have applied revision {rev}{lag}{stale}\n  reason: {reason}\n  numbers: {ev}\n  audit head: record {seq} {hash}\n",

@@ -30,6 +30,13 @@ pub enum SpecError {
 
 pub const MAX_STEPS: usize = 100;
 pub const MAX_WEBHOOKS: usize = 16;
+/// Candidates of an A/B/n rollout: the filter takes 16 versions, stable one.
+pub const MAX_ARMS: usize = 15;
+
+/// The rollout name of `arm` of the A/B/n rollout `group`.
+pub fn arm_name(group: &str, arm: &str) -> String {
+    format!("{group}.{arm}")
+}
 const MAX_PAUSE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// `x` in `[lo, hi]`, written so that NaN is refused too.
@@ -83,7 +90,17 @@ pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salt: Option<String>,
     pub stable: String,
+    /// The new version; or, for A/B/n, `arms`.
+    #[serde(default)]
     pub canary: String,
+    /// A/B/n: the candidates, each rolled out against `stable` on its own
+    /// (its own steps, analysis and abort), each in a lane of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arms: Vec<String>,
+    /// Set on each arm's rollout, from the A/B/n spec it is an arm of; never
+    /// read from a spec's YAML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm_of: Option<String>,
     #[serde(default)]
     pub overrides: Vec<Override>,
     /// Written out, or made by `strategy` when it names one.
@@ -520,6 +537,12 @@ impl RolloutSpec {
                 "is not a field of a rollout spec; a flag spec starts with `kind: flag`",
             ));
         }
+        if spec.arm_of.is_some() {
+            return Err(invalid(
+                "arm_of",
+                "is set by the controller on each arm of an A/B/n rollout; list the candidates in `arms`",
+            ));
+        }
         spec.validate().map_err(with_line)?;
         Ok(spec)
     }
@@ -539,6 +562,7 @@ impl RolloutSpec {
 
     pub fn validate(&self) -> Result<(), SpecError> {
         check_name(&self.name)?;
+        self.validate_arms()?;
         if self.stable == self.canary {
             return Err(invalid("canary", "must differ from stable"));
         }
@@ -762,13 +786,161 @@ impl RolloutSpec {
             }
         }
         // Everything the filter will check, checked now with the spec's names.
-        validate_rollout(&self.rollout_at(0), "rollout").map_err(|e| match e {
+        let served = if self.arms.is_empty() {
+            self.rollout_at(0)
+        } else {
+            self.arms_rollout_at(&Default::default())
+        };
+        validate_rollout(&served, "rollout").map_err(|e| match e {
             dimmer_core::ConfigError::Invalid { field, problem } => invalid(
                 field.trim_start_matches("rollout.").to_owned(),
                 problem.to_string(),
             ),
             other => invalid("rollout", other.to_string()),
         })
+    }
+
+    /// `canary`, or `arms` for A/B/n: each arm a version of its own, its
+    /// steps within its lane, and the strategies that need one canary
+    /// refused.
+    fn validate_arms(&self) -> Result<(), SpecError> {
+        if self.arms.is_empty() {
+            if self.canary.is_empty() {
+                return Err(invalid(
+                    "canary",
+                    "names the new version (or list A/B/n candidates in `arms`)",
+                ));
+            }
+            return Ok(());
+        }
+        match &self.arm_of {
+            None if !self.canary.is_empty() => {
+                return Err(invalid(
+                    "canary",
+                    "not with `arms`: an A/B/n rollout's candidates are its arms",
+                ))
+            }
+            Some(group)
+                if !self.arms.contains(&self.canary)
+                    || self.name != arm_name(group, &self.canary) =>
+            {
+                return Err(invalid("arm_of", "names an arm that is not one of `arms`"))
+            }
+            _ => {}
+        }
+        if self.arms.len() < 2 || self.arms.len() > MAX_ARMS {
+            return Err(invalid(
+                "arms",
+                format!("A/B/n takes 2 to {MAX_ARMS} candidates (one is a canary: use `canary`)"),
+            ));
+        }
+        for (i, arm) in self.arms.iter().enumerate() {
+            if *arm == self.stable {
+                return Err(invalid(format!("arms[{i}]"), "must differ from stable"));
+            }
+            if self.arms[..i].contains(arm) {
+                return Err(invalid(
+                    format!("arms[{i}]"),
+                    format!("{arm:?} is listed twice"),
+                ));
+            }
+            let group = self.arm_of.as_deref().unwrap_or(&self.name);
+            check_name(&arm_name(group, arm)).map_err(|_| {
+                invalid(
+                    format!("arms[{i}]"),
+                    format!(
+                        "each arm is a rollout named {group}.{arm}: at most 63 characters in all"
+                    ),
+                )
+            })?;
+        }
+        let lane = 100.0 / self.arms.len() as f64;
+        let lane = (lane * 100.0).floor() / 100.0;
+        for (i, s) in self.steps.iter().enumerate() {
+            if s.percent > lane {
+                return Err(invalid(
+                    format!("steps[{i}].percent"),
+                    format!(
+                        "each of {} arms has a lane of {lane}% of users: a step may give an arm at most that",
+                        self.arms.len()
+                    ),
+                ));
+            }
+            if s.traffic != StepTraffic::Users {
+                return Err(invalid(
+                    format!("steps[{i}].traffic"),
+                    "an A/B/n rollout's steps judge users: previews and shadows have one canary",
+                ));
+            }
+        }
+        if self.strategy.is_some() {
+            return Err(invalid(
+                "strategy",
+                "not with `arms`: blue/green has one new version",
+            ));
+        }
+        if self.counting.by == CountedBy::Envoy {
+            return Err(invalid(
+                "counting.by",
+                "an A/B/n rollout's arms share one route: the filter counts them",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rollout of each arm of an A/B/n spec: named `NAME.ARM`, the arm
+    /// as its canary, the group's salt, so that all arms share one cohort
+    /// function and one route.
+    pub fn arm_specs(&self) -> Vec<RolloutSpec> {
+        self.arms
+            .iter()
+            .map(|arm| RolloutSpec {
+                name: arm_name(&self.name, arm),
+                canary: arm.clone(),
+                salt: Some(self.salt().to_owned()),
+                arm_of: Some(self.name.clone()),
+                ..self.clone()
+            })
+            .collect()
+    }
+
+    /// The name the filter routes and counts this rollout by: an arm's is
+    /// its A/B/n rollout's.
+    pub fn routed_name(&self) -> &str {
+        self.arm_of.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The filter's rollout of an A/B/n spec (any arm's) with each arm at
+    /// its weight in `weights` (basis points; a missing arm at 0), in
+    /// lanes. An arm at 100% has won: everyone gets it, lanes or not.
+    pub fn arms_rollout_at(&self, weights: &std::collections::BTreeMap<String, u32>) -> Rollout {
+        let weight = |arm: &String| weights.get(arm).copied().unwrap_or(0);
+        let winner = self.arms.iter().find(|a| weight(a) >= 10_000);
+        let lanes = winner.is_none();
+        let arms: Vec<Version> = self
+            .arms
+            .iter()
+            .map(|a| Version {
+                name: a.clone(),
+                weight: match winner {
+                    Some(w) if w == a => 10_000,
+                    Some(_) => 0,
+                    None => weight(a),
+                },
+            })
+            .collect();
+        let taken: u32 = arms.iter().map(|v| v.weight).sum();
+        let mut r = self.rollout_at(0);
+        r.name = self.routed_name().to_owned();
+        r.versions = std::iter::once(Version {
+            name: self.stable.clone(),
+            weight: 10_000u32.saturating_sub(taken),
+        })
+        .chain(arms)
+        .collect();
+        r.lanes = lanes;
+        r.shadow = None;
+        r
     }
 
     fn validate_counting(&self) -> Result<(), SpecError> {
@@ -851,6 +1023,7 @@ impl RolloutSpec {
             // Mirrors go to the canary: the filter keeps them out of every
             // cohort and counts them apart, for a shadow step to judge.
             shadow: Some(self.canary.clone()),
+            lanes: false,
         }
     }
 }

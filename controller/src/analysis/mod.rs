@@ -170,7 +170,9 @@ pub struct Input<'a> {
     pub slo: Option<&'a Slo>,
     pub step: Counts<'a>,
     pub interval: Counts<'a>,
-    /// The canary's configured share of users, 0 to 1.
+    /// The canary's configured share of the requests of canary and
+    /// baseline together, 0 to 1: its share of users, unless other arms of
+    /// an A/B/n take some.
     pub weight: f64,
     pub now_ms: u64,
 }

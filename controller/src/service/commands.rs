@@ -53,9 +53,67 @@ impl Service {
         restart: bool,
     ) -> Result<StatusView, ServiceError> {
         let mut state = self.state.lock().await;
+        if spec.arms.is_empty() || spec.arm_of.is_some() {
+            return self.apply_one(&mut state, spec, actor, restart);
+        }
+        // A/B/n: every arm in one go, under one lock; arms the spec no
+        // longer lists are deleted, the others applied as rollouts.
+        let group = spec.name.clone();
+        if state.rollouts.contains_key(&group) {
+            return Err(ServiceError::Refused(format!(
+                "{group:?} is a rollout with one canary; this spec is an A/B/n: delete it first, or use another name"
+            )));
+        }
+        let arms = spec.arm_specs();
+        let gone: Vec<String> = super::arms_of(&state, &group)
+            .iter()
+            .map(|s| s.spec.name.clone())
+            .filter(|n| !arms.iter().any(|a| &a.name == n))
+            .collect();
+        for name in gone {
+            self.transition(
+                &mut state,
+                &name,
+                None,
+                true,
+                actor,
+                "delete",
+                "no longer an arm of the applied spec",
+                &Evidence::default(),
+            )?;
+        }
+        let mut views = Vec::new();
+        for arm in arms {
+            views.push(self.apply_one(&mut state, arm, actor, restart)?);
+        }
+        let mut view = views
+            .first()
+            .cloned()
+            .ok_or(ServiceError::NotFound(group))?;
+        view.arms = views;
+        Ok(view)
+    }
+
+    fn apply_one(
+        &self,
+        state: &mut super::Rollouts,
+        spec: RolloutSpec,
+        actor: &str,
+        restart: bool,
+    ) -> Result<StatusView, ServiceError> {
         let name = spec.name.clone();
+        if spec.arm_of.is_none() && !super::arms_of(state, &name).is_empty() {
+            return Err(ServiceError::Refused(format!(
+                "{name:?} is an A/B/n rollout; this spec has one canary: delete it first, or use another name"
+            )));
+        }
         let before = state.rollouts.get(&name);
         if let Some(b) = before {
+            if b.spec.arm_of != spec.arm_of {
+                return Err(ServiceError::Refused(format!(
+                    "{name:?} is a rollout of its own, not an arm of this A/B/n: delete it first, or use another name"
+                )));
+            }
             if b.spec.is_flag() != spec.is_flag() {
                 let (was, is) = if b.spec.is_flag() {
                     ("a flag", "a rollout")
@@ -78,7 +136,7 @@ impl Service {
             let mut next = RolloutState::new(spec, now_ms());
             // A flag a person turned off stays off until a person turns it on.
             next.flag_off = flag_off;
-            super::check_doc(&state, &name, Some(&next))?;
+            super::check_doc(state, &name, Some(&next))?;
             let pct = next.weight_bp as f64 / 100.0;
             let (action, reason) = match applied {
                 Applied::Created => ("apply", format!("applied; starting at {pct}%")),
@@ -90,7 +148,7 @@ impl Service {
             };
             next.reason = reason.clone();
             self.transition(
-                &mut state,
+                state,
                 &name,
                 Some(next),
                 true,
@@ -110,20 +168,32 @@ impl Service {
 
     pub async fn delete(&self, name: &str, actor: &str, reason: &str) -> Result<(), ServiceError> {
         let mut state = self.state.lock().await;
-        if !state.rollouts.contains_key(name) {
+        // An A/B/n rollout's name deletes every arm.
+        let names: Vec<String> = if state.rollouts.contains_key(name) {
+            vec![name.to_owned()]
+        } else {
+            super::arms_of(&state, name)
+                .iter()
+                .map(|s| s.spec.name.clone())
+                .collect()
+        };
+        if names.is_empty() {
             return Err(ServiceError::NotFound(name.to_owned()));
         }
-        super::check_doc(&state, name, None)?;
-        self.transition(
-            &mut state,
-            name,
-            None,
-            true,
-            actor,
-            "delete",
-            reason,
-            &Evidence::default(),
-        )
+        for name in names {
+            super::check_doc(&state, &name, None)?;
+            self.transition(
+                &mut state,
+                &name,
+                None,
+                true,
+                actor,
+                "delete",
+                reason,
+                &Evidence::default(),
+            )?;
+        }
+        Ok(())
     }
 
     /// A person's command. Abort takes effect in the same call: the canary's
@@ -136,6 +206,31 @@ impl Service {
         reason: &str,
     ) -> Result<StatusView, ServiceError> {
         let mut state = self.state.lock().await;
+        if !state.rollouts.contains_key(name) && cmd != Command::Promote {
+            // An A/B/n rollout's name: the command goes to every arm it fits.
+            let arms: Vec<String> = super::arms_of(&state, name)
+                .iter()
+                .filter(|s| !s.phase.is_final())
+                .map(|s| s.spec.name.clone())
+                .collect();
+            if !arms.is_empty() {
+                drop(state);
+                let mut views = Vec::new();
+                for arm in arms {
+                    match Box::pin(self.command(&arm, cmd, actor, reason)).await {
+                        Ok(v) => views.push(v),
+                        Err(ServiceError::Conflict { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                let mut view = views
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| ServiceError::NotFound(name.to_owned()))?;
+                view.arms = views;
+                return Ok(view);
+            }
+        }
         let current = super::current(&state, name)?;
         let conflict = || ServiceError::Conflict {
             name: name.to_owned(),
@@ -159,6 +254,42 @@ impl Service {
                     reason: format!("aborted by {actor}: {reason}"),
                 };
                 bump = engine::apply(&mut next, &d, None, now);
+            }
+            // An A/B/n arm that passed every step wins: it takes everyone,
+            // and every other arm ends at 0.
+            Command::Promote
+                if current.phase == Phase::Completed
+                    && current.weight_bp < 10_000
+                    && current.spec.arm_of.is_some() =>
+            {
+                next.weight_bp = 10_000;
+                next.reason = format!("chosen as the winner by {actor}: {reason}");
+                bump = true;
+                let group = current.spec.arm_of.clone().unwrap_or_default();
+                let losers: Vec<crate::engine::RolloutState> = super::arms_of(&state, &group)
+                    .into_iter()
+                    .filter(|s| s.spec.name != name && s.weight_bp > 0)
+                    .cloned()
+                    .collect();
+                for mut loser in losers {
+                    let why = format!("{} won (chosen by {actor})", current.spec.canary);
+                    let d = Decision::Abort {
+                        reason: why.clone(),
+                    };
+                    engine::apply(&mut loser, &d, None, now);
+                    let evidence = loser.evidence.clone();
+                    let loser_name = loser.spec.name.clone();
+                    self.transition(
+                        &mut state,
+                        &loser_name,
+                        Some(loser),
+                        true,
+                        actor,
+                        "abort",
+                        &why,
+                        &evidence,
+                    )?;
+                }
             }
             Command::Promote if !current.phase.is_final() => {
                 // Skips the wait and the gate of the current step; the next

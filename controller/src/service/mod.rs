@@ -102,6 +102,12 @@ pub struct StatusView {
     /// For `apply`: what the apply did (created, changed, unchanged, restarted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied: Option<Applied>,
+    /// An A/B/n arm: the A/B/n rollout it is an arm of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm_of: Option<String>,
+    /// For `apply` of an A/B/n spec: every arm, as applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arms: Vec<StatusView>,
 }
 
 struct Rollouts {
@@ -271,6 +277,8 @@ impl Service {
             is_flag: s.spec.is_flag(),
             flag_off: s.flag_off,
             applied: None,
+            arm_of: s.spec.arm_of.clone(),
+            arms: Vec::new(),
         }
     }
 
@@ -291,8 +299,18 @@ impl Service {
 
     /// Every audit record of `name`; a rollout that never existed is not
     /// found, one that was deleted still has its history.
+    /// An A/B/n rollout's history is its arms' (`NAME.ARM`), in order.
     pub fn history(&self, name: &str) -> Result<Vec<AuditRecord>, ServiceError> {
-        let records = self.store.audit(Some(name))?;
+        let mut records = self.store.audit(Some(name))?;
+        if records.is_empty() {
+            let prefix = format!("{name}.");
+            records = self.store.audit(None)?;
+            records.retain(|r| {
+                r.rollout
+                    .strip_prefix(&prefix)
+                    .is_some_and(|arm| !arm.is_empty())
+            });
+        }
         if records.is_empty() {
             return Err(ServiceError::NotFound(name.to_owned()));
         }
@@ -406,13 +424,41 @@ fn doc_of<'a>(revision: u64, states: impl Iterator<Item = &'a RolloutState>) -> 
         rollouts: Vec::new(),
         flags: Vec::new(),
     };
+    // The arms of an A/B/n rollout, by it: they share one route.
+    let mut groups: BTreeMap<&str, Vec<&RolloutState>> = BTreeMap::new();
     for s in states {
+        if let Some(group) = &s.spec.arm_of {
+            groups.entry(group).or_default().push(s);
+            continue;
+        }
         match served(s) {
             Served::Flag(flag) => doc.flags.push(flag),
             Served::Rollout(rollout) => doc.rollouts.push(rollout),
         }
     }
+    for arms in groups.values() {
+        if let Some(first) = arms.first() {
+            doc.rollouts
+                .push(first.spec.arms_rollout_at(&arm_weights(arms)));
+        }
+    }
     doc
+}
+
+/// Each arm's weight now, by its version.
+fn arm_weights(arms: &[&RolloutState]) -> BTreeMap<String, u32> {
+    arms.iter()
+        .map(|s| (s.spec.canary.clone(), s.weight_bp))
+        .collect()
+}
+
+/// The states of the arms of A/B/n `group`.
+fn arms_of<'a>(state: &'a Rollouts, group: &str) -> Vec<&'a RolloutState> {
+    state
+        .rollouts
+        .values()
+        .filter(|s| s.spec.arm_of.as_deref() == Some(group))
+        .collect()
 }
 
 /// What the filters receive of one rollout or flag.

@@ -15,7 +15,14 @@ impl Service {
         let now = now_ms();
         self.sample_flags_now_and_then(now).await;
         // Each due rollout, and the clusters Envoy counts it by, if it is.
-        type Due = (String, u64, usize, Option<BTreeMap<String, String>>);
+        struct Due {
+            name: String,
+            /// What the filter counts it by: an A/B/n arm's group.
+            routed: String,
+            revision: u64,
+            step: usize,
+            clusters: Option<BTreeMap<String, String>>,
+        }
         let due: Vec<Due> = {
             let mut state = self.state.lock().await;
             let super::Rollouts {
@@ -30,13 +37,16 @@ impl Service {
                     let last = last_analysis.get(&s.spec.name).copied().unwrap_or(0);
                     now.saturating_sub(last) >= s.spec.analysis.interval.as_millis() as u64
                 })
-                .map(|s| {
-                    let clusters = s.spec.counting.envoy_clusters().cloned();
-                    (s.spec.name.clone(), s.revision, s.step, clusters)
+                .map(|s| Due {
+                    name: s.spec.name.clone(),
+                    routed: s.spec.routed_name().to_owned(),
+                    revision: s.revision,
+                    step: s.step,
+                    clusters: s.spec.counting.envoy_clusters().cloned(),
                 })
                 .collect();
-            for (name, ..) in &due {
-                last_analysis.insert(name.clone(), now);
+            for d in &due {
+                last_analysis.insert(d.name.clone(), now);
             }
             due
         };
@@ -45,17 +55,26 @@ impl Service {
         }
         let clustered: Vec<(String, BTreeMap<String, String>)> = due
             .iter()
-            .filter_map(|(n, _, _, c)| Some((n.clone(), c.clone()?)))
+            .filter_map(|d| Some((d.routed.clone(), d.clusters.clone()?)))
             .collect();
-        let names: Vec<String> = due
+        let mut names: Vec<String> = due
             .iter()
-            .filter(|d| d.3.is_none())
-            .map(|d| d.0.clone())
+            .filter(|d| d.clusters.is_none())
+            .map(|d| d.routed.clone())
             .collect();
+        names.sort();
+        names.dedup();
         let fetched = self.fetch_with_clusters(&names, &clustered).await;
-        for (name, revision, step, _) in due {
+        for Due {
+            name,
+            routed,
+            revision,
+            step,
+            ..
+        } in due
+        {
             let seen = match &fetched {
-                Ok(batch) => Ok(batch.get(&name).cloned().unwrap_or_default()),
+                Ok(batch) => Ok(batch.get(&routed).cloned().unwrap_or_default()),
                 Err(e) => Err(e.clone()),
             };
             if let Err(e) = self.look(&name, revision, step, seen).await {
@@ -151,9 +170,16 @@ impl Service {
         seen: Result<crate::metrics::Snapshot, String>,
     ) -> Result<(), ServiceError> {
         let mut state = self.state.lock().await;
-        let Some(current) = state.rollouts.get(name).cloned() else {
+        let Some(mut current) = state.rollouts.get(name).cloned() else {
             return Ok(());
         };
+        if let Some(group) = &current.spec.arm_of {
+            current.peers_bp = super::arms_of(&state, group)
+                .iter()
+                .filter(|s| s.spec.name != name)
+                .map(|s| s.weight_bp)
+                .sum();
+        }
         // A person may have acted while the metrics were on their way.
         if current.phase != Phase::Progressing
             || current.revision != revision

@@ -547,3 +547,191 @@ fn counting_by_envoy_names_a_cluster_per_version() {
         assert!(err.contains(want), "{err:?} should contain {want:?}");
     }
 }
+
+fn abn() -> RolloutSpec {
+    RolloutSpec::from_yaml(
+        "name: checkout\nstable: v1\narms: [v2, v3]\nidentity: [{header: x-user-id}]\n\
+         steps:\n- {percent: 10}\n- {percent: 40}\n\
+         analysis: {min_requests: 50, interval: 200ms, method: threshold}\n",
+    )
+    .unwrap()
+}
+
+fn counts3(v1: (f64, f64), v2: (f64, f64), v3: (f64, f64)) -> Snapshot {
+    let c = |(ok, err): (f64, f64)| {
+        let mut c = VersionCounts::default();
+        c.by_class.insert("2xx".into(), ok);
+        c.by_class.insert("5xx".into(), err);
+        c
+    };
+    Snapshot::from_versions(
+        [
+            ("v1".to_string(), c(v1)),
+            ("v2".to_string(), c(v2)),
+            ("v3".to_string(), c(v3)),
+        ]
+        .into(),
+    )
+}
+
+async fn arm(f: &Fixture, name: &str) -> StatusView {
+    f.service.status(Some(name)).await.unwrap().remove(0)
+}
+
+async fn look(f: &Fixture) {
+    f.service.state.lock().await.last_analysis.clear();
+    f.service.tick().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ab_n_arms_share_one_route_in_lanes_and_one_is_aborted_alone() {
+    let f = fixture(Duration::from_secs(5));
+    let v = f.service.apply(abn(), "alice", false).await.unwrap();
+    let names: Vec<&str> = v.arms.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["checkout.v2", "checkout.v3"]);
+    assert!(
+        v.arms[0].label.contains("arm v2 of A/B/n checkout"),
+        "{}",
+        v.arms[0].label
+    );
+    let doc = f.service.config_doc();
+    assert_eq!(doc.rollouts.len(), 1, "one route: {doc:?}");
+    let r = &doc.rollouts[0];
+    assert_eq!(
+        (r.name.as_str(), r.lanes, r.salt.as_str()),
+        ("checkout", true, "checkout")
+    );
+    let w: Vec<(&str, u32)> = r
+        .versions
+        .iter()
+        .map(|v| (v.name.as_str(), v.weight))
+        .collect();
+    assert_eq!(w, [("v1", 8000), ("v2", 1000), ("v3", 1000)]);
+
+    // The arms are counted under the one route; v3 fails, v2 does not.
+    f.source
+        .set("checkout", counts3((0.0, 0.0), (0.0, 0.0), (0.0, 0.0)));
+    look(&f).await;
+    f.source.set(
+        "checkout",
+        counts3((800.0, 0.0), (100.0, 0.0), (60.0, 40.0)),
+    );
+    look(&f).await;
+    let (v2, v3) = (arm(&f, "checkout.v2").await, arm(&f, "checkout.v3").await);
+    assert_eq!(
+        (v3.phase, v3.weight_bp),
+        (Phase::Aborted, 0),
+        "{}",
+        v3.reason
+    );
+    assert_eq!(
+        (v2.phase, v2.weight_bp),
+        (Phase::Progressing, 4000),
+        "{}",
+        v2.reason
+    );
+    let doc = f.service.config_doc();
+    let w: Vec<u32> = doc.rollouts[0].versions.iter().map(|v| v.weight).collect();
+    assert_eq!(w, [6000, 4000, 0]);
+
+    // v2 passes its last step and waits in its lane for a person.
+    f.source.set(
+        "checkout",
+        counts3((1600.0, 0.0), (500.0, 0.0), (60.0, 40.0)),
+    );
+    look(&f).await;
+    let v2 = arm(&f, "checkout.v2").await;
+    assert_eq!(
+        (v2.phase, v2.weight_bp),
+        (Phase::Completed, 4000),
+        "{}",
+        v2.reason
+    );
+    assert!(
+        v2.label.contains("dimmer promote makes it the winner"),
+        "{}",
+        v2.label
+    );
+    let v = f
+        .service
+        .command("checkout.v2", Command::Promote, "alice", "v2 converts best")
+        .await
+        .unwrap();
+    assert_eq!(v.weight_bp, 10_000);
+    let doc = f.service.config_doc();
+    let r = &doc.rollouts[0];
+    assert!(!r.lanes);
+    let w: Vec<u32> = r.versions.iter().map(|v| v.weight).collect();
+    assert_eq!(w, [0, 10_000, 0]);
+    let history = f.service.history("checkout").unwrap();
+    assert!(history
+        .iter()
+        .any(|r| r.rollout == "checkout.v3" && r.action == "abort"));
+    assert!(history
+        .iter()
+        .any(|r| r.rollout == "checkout.v2" && r.action == "promote"));
+
+    // Deleting the A/B/n deletes every arm.
+    f.service.delete("checkout", "alice", "done").await.unwrap();
+    assert!(f.service.status(None).await.unwrap().is_empty());
+    assert!(f.service.config_doc().rollouts.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ab_n_specs_are_checked_and_names_cannot_clash() {
+    let bad = |yaml: &str| RolloutSpec::from_yaml(yaml).unwrap_err().to_string();
+    let base = "name: checkout\nstable: v1\nidentity: [{header: x-user-id}]\n";
+    let e = bad(&format!("{base}arms: [v2, v3]\nsteps: [{{percent: 60}}]\n"));
+    assert!(
+        e.contains("steps[0].percent: each of 2 arms has a lane of 50%"),
+        "{e}"
+    );
+    let e = bad(&format!(
+        "{base}arms: [v2, v3]\ncanary: v2\nsteps: [{{percent: 5}}]\n"
+    ));
+    assert!(e.contains("canary: not with `arms`"), "{e}");
+    let e = bad(&format!("{base}arms: [v2, v2]\nsteps: [{{percent: 5}}]\n"));
+    assert!(e.contains("arms[1]"), "{e}");
+    let e = bad(&format!("{base}arms: [v2]\nsteps: [{{percent: 5}}]\n"));
+    assert!(e.contains("arms: A/B/n takes 2"), "{e}");
+    let e = bad(&format!("{base}arms: [v2, v1]\nsteps: [{{percent: 5}}]\n"));
+    assert!(e.contains("arms[1]: must differ from stable"), "{e}");
+    let e = bad(&format!("{base}steps: [{{percent: 5}}]\n"));
+    assert!(e.contains("canary: names the new version"), "{e}");
+    let e = bad(&format!(
+        "{base}arms: [v2, v3]\nsteps: [{{percent: 5}}]\narm_of: other\n"
+    ));
+    assert!(e.contains("arm_of: is set by the controller"), "{e}");
+
+    let f = fixture(Duration::from_secs(5));
+    f.service.apply(spec(""), "alice", false).await.unwrap();
+    let e = f.service.apply(abn(), "alice", false).await.unwrap_err();
+    assert!(e.to_string().contains("rollout with one canary"), "{e}");
+    f.service.delete("checkout", "alice", "x").await.unwrap();
+    f.service.apply(abn(), "alice", false).await.unwrap();
+    let e = f.service.apply(spec(""), "alice", false).await.unwrap_err();
+    assert!(e.to_string().contains("is an A/B/n rollout"), "{e}");
+    // Re-applied with one arm fewer: that arm is gone, the others stay.
+    let mut three = abn();
+    three.arms.push("v4".into());
+    three.steps = vec![crate::spec::Step {
+        percent: 10.0,
+        ..abn().steps[0].clone()
+    }];
+    f.service
+        .apply(three.clone(), "alice", false)
+        .await
+        .unwrap();
+    let mut two = three.clone();
+    two.arms.pop();
+    f.service.apply(two, "alice", false).await.unwrap();
+    let names: Vec<String> = f
+        .service
+        .status(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(names, ["checkout.v2", "checkout.v3"]);
+}
