@@ -92,7 +92,12 @@ pub fn text(v: &StatusView) -> String {
 
 pub fn history(records: &[AuditRecord]) -> String {
     let mut out = String::new();
+    // An A/B/n's history holds its arms': each line says whose it is.
+    let several = records.iter().any(|r| r.rollout != records[0].rollout);
     for r in records {
+        if several {
+            out.push_str(&format!("     {}:\n", r.rollout));
+        }
         let at = humantime::format_rfc3339_millis(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.at_ms.max(0) as u64),
         );

@@ -17,6 +17,8 @@ pub struct Served {
     pub status: u16,
     /// The flags header the app received.
     pub flags: String,
+    /// Who sent it (`x-user-id`).
+    pub user: String,
 }
 
 pub struct Load {
@@ -80,6 +82,7 @@ impl Load {
                             version,
                             status,
                             flags,
+                            user: id,
                         });
                         drop(permit);
                     });

@@ -351,3 +351,160 @@ async fn a_canary_that_fails_on_mirrored_requests_never_reaches_a_user() -> anyh
     );
     Ok(())
 }
+
+/// One Envoy before v1, v2 and v3 (`envoy-configs/envoy-abn.yaml.tmpl`),
+/// polling a controller that reads its admin.
+struct ThreeWay {
+    controller: Controller,
+    _v1: Upstream,
+    _v2: Upstream,
+    v3: Upstream,
+    _envoy: Envoy,
+    client: Client,
+}
+
+impl ThreeWay {
+    async fn start() -> anyhow::Result<ThreeWay> {
+        let admin = free_port()?;
+        let controller = Controller::start(MetricsFrom::EnvoyAdmin(admin), &[]).await?;
+        let (v1, v2, v3) = (
+            Upstream::start("v1").await?,
+            Upstream::start("v2").await?,
+            Upstream::start("v3").await?,
+        );
+        let plugin = json!({"controller": {"cluster": "dimmer-controller", "poll_interval_ms": 1000, "token": ENVOY_TOKEN}});
+        let mut o = EnvoyOptions::new(plugin, v1.port, v2.port);
+        o.controller_port = controller.port;
+        o.admin_port = admin;
+        o.node_id = "edge-1".into();
+        o.template = Some(workspace_root().join("envoy-configs/envoy-abn.yaml.tmpl"));
+        o.vars = vec![("V3_PORT", v3.port.to_string())];
+        let envoy = Envoy::start(o).await?;
+        let client = Client::new(envoy.url(""));
+        Ok(ThreeWay {
+            controller,
+            _v1: v1,
+            _v2: v2,
+            v3,
+            _envoy: envoy,
+            client,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ab_n_aborts_a_failing_arm_alone_keeps_cohorts_monotone_and_a_person_picks_the_winner(
+) -> anyhow::Result<()> {
+    let t = ThreeWay::start().await?;
+    t.v3.fault.error_bp.store(2500, Ordering::Relaxed);
+    let users = Load::start(t.client.clone(), 3000, 300);
+    let path = t.controller.dir().join("abn.yaml");
+    std::fs::write(
+        &path,
+        "name: checkout\nidentity:\n  - header: x-user-id\nstable: v1\narms: [v2, v3]\n\
+         steps:\n  - {percent: 10, pause: 2s}\n  - {percent: 25, pause: 2s}\n  - {percent: 45, pause: 2s}\n\
+         analysis:\n  interval: 1s\n  min_requests: 50\n",
+    )?;
+    let out = t
+        .controller
+        .ok(&["apply", "-f", &path.display().to_string()])?;
+    assert!(
+        out.contains("checkout.v2: progressing at step 1/3 (10%) — arm v2 of A/B/n checkout"),
+        "{out}"
+    );
+    assert!(
+        out.contains("checkout.v3: progressing at step 1/3 (10%) — arm v3 of A/B/n checkout"),
+        "{out}"
+    );
+
+    let v3 = t
+        .controller
+        .wait_decided("checkout.v3", Duration::from_secs(60))
+        .await?;
+    assert_eq!(v3["phase"], "aborted", "{v3}");
+    assert!(
+        v3["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("error rate"),
+        "{v3}"
+    );
+    let v3_aborted_ms = now_ms();
+    let v2 = t
+        .controller
+        .wait_decided("checkout.v2", Duration::from_secs(90))
+        .await?;
+    assert_eq!(v2["phase"], "completed", "{v2}");
+    assert_eq!(v2["weight_bp"], 4500, "the arm stays in its lane: {v2}");
+    let status = t.controller.ok(&["status"])?;
+    assert!(
+        status.contains("completed at 45%: passed every step"),
+        "{status}"
+    );
+
+    // Every user's versions over the run: nobody moved between v2 and v3,
+    // nobody left v2, and v3's users went back to v1 only.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let mut served = users.served();
+    served.sort_by_key(|s| s.at_ms);
+    let mut seen: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+    for s in served.iter().filter(|s| s.status != 0) {
+        let path = seen.entry(s.user.as_str()).or_default();
+        if path.last() != Some(&s.version.as_str()) {
+            path.push(&s.version);
+        }
+    }
+    for (user, path) in &seen {
+        let allowed = matches!(
+            path.as_slice(),
+            ["v1"]
+                | ["v2"]
+                | ["v1", "v2"]
+                | ["v1", "v3"]
+                | ["v3"]
+                | ["v3", "v1"]
+                | ["v1", "v3", "v1"]
+        );
+        assert!(allowed, "{user} went {path:?}");
+    }
+    let late: Vec<_> = served
+        .iter()
+        .filter(|s| s.at_ms > v3_aborted_ms + 2000)
+        .collect();
+    assert!(
+        late.iter().all(|s| s.version != "v3"),
+        "v3 serves no one 2 s after its abort"
+    );
+    let on_v2 = late.iter().filter(|s| s.version == "v2").count() as f64 / late.len() as f64;
+    assert!(
+        (0.35..0.55).contains(&on_v2),
+        "v2 at its last step: {on_v2}"
+    );
+
+    // The winner takes everyone.
+    t.controller
+        .ok(&["promote", "checkout.v2", "--reason", "v2 converts best"])?;
+    let won_ms = now_ms();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after: Vec<_> = users
+        .served()
+        .into_iter()
+        .filter(|s| s.at_ms > won_ms + 2000)
+        .collect();
+    assert!(!after.is_empty());
+    assert!(
+        after.iter().all(|s| s.version == "v2"),
+        "everyone on the winner"
+    );
+    let history = t.controller.ok(&["history", "checkout"])?;
+    for line in [
+        "checkout.v3",
+        "abort",
+        "error rate",
+        "promote",
+        "v2 converts best",
+    ] {
+        assert!(history.contains(line), "{line} missing from:\n{history}");
+    }
+    Ok(())
+}
