@@ -1020,9 +1020,15 @@ impl RolloutSpec {
             ],
             overrides: self.overrides.clone(),
             count: self.counting.by == CountedBy::Filter,
-            // Mirrors go to the canary: the filter keeps them out of every
-            // cohort and counts them apart, for a shadow step to judge.
-            shadow: Some(self.canary.clone()),
+            // With a shadow step, mirrors go to the canary: the filter keeps
+            // them out of every cohort and counts them apart, for the step
+            // to judge. Only then: knowing a mirror means reading the host
+            // of every request (about 10k instructions, bench/RESULTS.md).
+            shadow: self
+                .steps
+                .iter()
+                .any(|s| s.traffic == StepTraffic::Shadow)
+                .then(|| self.canary.clone()),
             lanes: false,
         }
     }
@@ -1114,9 +1120,13 @@ mod strategy_tests {
             e.contains("steps[1].percent: steps must not go down"),
             "{e}"
         );
-        RolloutSpec::from_yaml(&format!(
+        let shadowed = RolloutSpec::from_yaml(&format!(
             "{BASE}steps: [{{percent: 0, traffic: shadow}}, {{percent: 10}}, {{percent: 100}}]\n"
         ))
         .unwrap();
+        // Only a rollout with a shadow step makes the filter read every host.
+        assert_eq!(shadowed.rollout_at(1000).shadow.as_deref(), Some("green"));
+        let plain = RolloutSpec::from_yaml(&format!("{BASE}steps: [{{percent: 10}}]\n")).unwrap();
+        assert_eq!(plain.rollout_at(1000).shadow, None);
     }
 }
