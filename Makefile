@@ -9,9 +9,9 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
 export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: .wasm-target .prometheus .skopeo demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults soak fuzz .cargo-fuzz clean
+.PHONY: .wasm-target .prometheus .skopeo .browser screenshot demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults soak fuzz .cargo-fuzz clean
 
-setup: $(ENVOY) .wasm-target .prometheus .skopeo
+setup: $(ENVOY) .wasm-target .prometheus .skopeo .browser
 
 # Prometheus, from Debian's packages: the multi-proxy tests scrape with it.
 .prometheus:
@@ -22,6 +22,19 @@ setup: $(ENVOY) .wasm-target .prometheus .skopeo
 # image layout `make oci` writes (tests/tests/oci.rs).
 .skopeo:
 	@command -v skopeo >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null; }
+
+# A real browser for the web UI's tests (tests/tests/ui.rs): Debian's
+# chromium, driven by playwright-core at the version tests/browser's lock
+# file pins.
+.browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	@test -f tests/browser/node_modules/playwright-core/package.json || npm ci --prefix tests/browser --no-audit --no-fund --silent
+
+# The on-call view's picture in docs/, from the browser test's run.
+screenshot: setup build
+	cargo nextest run --cargo-profile ci -p dimmer-e2e --test ui
+	cp target/ui-oncall.png docs/ui-oncall.png
 
 $(ENVOY):
 	python3 -m venv $(VENV)

@@ -127,6 +127,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/webhooks", get(webhooks))
         .route("/v1/audit/head", get(head))
         .route("/v1/audit/verify", get(verify))
+        .merge(crate::web::routes())
         // Handlers read bodies themselves, after the token and up to their
         // own limits.
         .layer(DefaultBodyLimit::disable())

@@ -12,6 +12,8 @@ mod commands;
 mod flags;
 pub mod registry;
 mod runner;
+pub mod series;
+mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -161,6 +163,11 @@ pub struct Service {
     source_health: std::sync::Mutex<SourceHealth>,
     notifier: Notifier,
     settings: Settings,
+    /// Each rollout at each look, for the web UI.
+    series: std::sync::Mutex<series::Series>,
+    /// Each abort's way to the proxies: when decided, when the last live
+    /// proxy had applied it.
+    rollbacks: std::sync::Mutex<BTreeMap<String, watch::Rollback>>,
 }
 
 impl Service {
@@ -201,6 +208,8 @@ impl Service {
             source,
             notifier: Notifier::start(settings.webhook_policy),
             settings,
+            series: std::sync::Mutex::new(series::Series::default()),
+            rollbacks: std::sync::Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -368,11 +377,19 @@ impl Service {
         state.revision = revision;
         match next {
             Some(s) => {
+                self.record_point(&s, None, now);
+                if action == "abort" {
+                    self.note_abort(&s, actor, now);
+                }
                 state.rollouts.insert(name.to_owned(), s);
             }
             None => {
                 state.rollouts.remove(name);
                 state.last_analysis.remove(name);
+                self.series
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .forget(name);
             }
         }
         let doc = config_of(state);

@@ -14,6 +14,7 @@ impl Service {
     pub async fn tick(&self) {
         let now = now_ms();
         self.sample_flags_now_and_then(now).await;
+        self.time_rollbacks(now);
         // Each due rollout, and the clusters Envoy counts it by, if it is.
         struct Due {
             name: String,
@@ -212,6 +213,8 @@ impl Service {
         } = engine::advance(&current, observation, now, lagging);
         match decision.action() {
             None => {
+                // A transition records its own point.
+                self.record_point(&next, seen.as_ref().ok(), now);
                 self.store.save_quietly(&next)?;
                 state.rollouts.insert(name.to_owned(), next);
                 Ok(())
