@@ -3,7 +3,6 @@
 //! allows it, checked before any body is read; bodies are read only up to
 //! their limit.
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -333,55 +332,39 @@ async fn verify(State(app): State<App>, headers: HeaderMap) -> Result<Response, 
     })
 }
 
-/// The controller's own state as Prometheus text: the audit head (to pin
-/// elsewhere), proxies, webhook deliveries and the metrics source.
+/// The controller's own state as Prometheus text (`crate::self_metrics`).
 async fn metrics(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
     app.require(&headers, Role::Viewer)?;
     let s = &app.service;
-    let mut out = String::new();
+    let now = crate::service::now_ms();
+    let rollouts = s.status(None).await?;
+    let records = s.all_history()?;
     let head = s.audit_head();
-    let _ = writeln!(out, "# HELP dimmer_audit_head_seq Sequence number of the newest audit record.\n# TYPE dimmer_audit_head_seq gauge\ndimmer_audit_head_seq{{hash=\"{}\"}} {}", head.hash, head.seq);
-    let _ = writeln!(
-        out,
-        "# TYPE dimmer_config_revision gauge\ndimmer_config_revision {}",
-        s.config_doc().revision
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE dimmer_proxies_known gauge\ndimmer_proxies_known {}",
-        s.registry().len()
-    );
-    let h = s.source_health();
-    let _ = writeln!(
-        out,
-        "# TYPE dimmer_metrics_source_up gauge\ndimmer_metrics_source_up {}\n# TYPE dimmer_metrics_source_failures_total counter\ndimmer_metrics_source_failures_total {}",
-        u8::from(h.last_error.is_none() && h.last_ok_ms.is_some()),
-        h.failures
-    );
-    let _ = writeln!(out, "# TYPE dimmer_webhook_deliveries_total counter");
-    for (url, st) in s.webhook_stats() {
-        let url = url.replace('\\', "\\\\").replace('"', "\\\"");
-        for (result, n) in [
-            ("delivered", st.delivered),
-            ("retried", st.retried),
-            ("failed", st.failed),
-            ("dropped", st.dropped),
-        ] {
-            let _ = writeln!(
-                out,
-                "dimmer_webhook_deliveries_total{{url=\"{url}\",result=\"{result}\"}} {n}"
-            );
-        }
-    }
-    let _ = writeln!(out, "# TYPE dimmer_rollout_weight_bp gauge");
-    for v in s.status(None).await? {
-        let _ = writeln!(
-            out,
-            "dimmer_rollout_weight_bp{{rollout=\"{}\",phase=\"{}\"}} {}",
-            v.name,
-            v.phase.name(),
-            v.weight_bp
-        );
-    }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+    let proxies: Vec<(String, u64, u64)> = s
+        .proxies()
+        .into_iter()
+        .map(|p| (p.id, p.revision, p.last_seen_ms))
+        .collect();
+    let webhooks: Vec<_> = s
+        .webhook_stats()
+        .into_iter()
+        .map(|(url, st)| (url, st.delivered, st.retried, st.failed, st.dropped))
+        .collect();
+    let text = crate::self_metrics::render(&crate::self_metrics::Inputs {
+        now_ms: now,
+        rollouts: &rollouts,
+        records: &records,
+        rollbacks: &s.rollbacks(),
+        stale_proxies: rollouts
+            .iter()
+            .map(|v| v.proxies_stale_count)
+            .max()
+            .unwrap_or(0),
+        proxies: &proxies,
+        revision: s.config_doc().revision,
+        audit_head: (head.seq, &head.hash),
+        source: &s.source_health(),
+        webhooks: &webhooks,
+    });
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod ofrep;
 pub mod overview;
 pub mod render;
+pub mod self_metrics;
 pub mod service;
 pub mod simulate;
 pub mod spec;

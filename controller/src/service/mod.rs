@@ -15,6 +15,8 @@ mod runner;
 pub mod series;
 mod watch;
 
+pub use watch::Rollback;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

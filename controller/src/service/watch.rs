@@ -81,6 +81,11 @@ impl Service {
         ))
     }
 
+    /// Every audit record, oldest first.
+    pub fn all_history(&self) -> Result<Vec<crate::audit::AuditRecord>, super::ServiceError> {
+        Ok(self.store.audit(None)?)
+    }
+
     /// The newest `n` audit records of `name` (an A/B/n's: its arms').
     pub fn recent_history(&self, name: &str, n: usize) -> Vec<crate::audit::AuditRecord> {
         let mut records = self.history(name).unwrap_or_default();
