@@ -5,6 +5,7 @@
 "use strict";
 
 const ROLES = ["proxy", "viewer", "operator", "admin"];
+const SVG = "http://www.w3.org/2000/svg";
 const $ = (sel) => document.querySelector(sel);
 const el = (tag, attrs = {}, ...kids) => {
   const e = document.createElement(tag);
@@ -152,11 +153,11 @@ function chart(title, series, opts = {}) {
   if (y1 === y0) y1 = y0 + 1;
   const x = (t) => P + ((t - t0) / Math.max(1, t1 - t0)) * (W - P - 4);
   const y = (v) => H - 14 - ((v - y0) / (y1 - y0)) * (H - 24);
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.setAttribute("class", "chart");
   const add = (tag, attrs, text) => {
-    const n = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    const n = document.createElementNS(SVG, tag);
     for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
     if (text != null) n.textContent = text;
     svg.append(n);

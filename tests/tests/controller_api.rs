@@ -23,6 +23,9 @@ fn endpoints() -> Vec<(Method, &'static str, Option<&'static str>, &'static str)
         (Method::GET, "/v1/audit/head", None, "viewer"),
         (Method::GET, "/v1/health", None, "viewer"),
         (Method::GET, "/metrics", None, "viewer"),
+        (Method::GET, "/v1/whoami", None, "proxy"),
+        (Method::GET, "/v1/overview", None, "viewer"),
+        (Method::GET, "/v1/rollouts/checkout/series", None, "viewer"),
         (
             Method::POST,
             "/v1/rollouts?dry_run=true",
@@ -347,5 +350,63 @@ async fn webhooks_hear_every_state_change() -> anyhow::Result<()> {
         abort["audit_head"]["seq"].as_i64().unwrap_or(0) >= 3,
         "{abort}"
     );
+    Ok(())
+}
+
+/// The web UI's live stream: a viewer's token opens it and gets an update
+/// at once; no token, or the proxy's, gets nothing. The page's assets need
+/// no token and say where they may load from.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_stream_needs_a_viewer_and_the_page_loads_only_itself() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    stack.apply(&spec_yaml(&[(10.0, "1h")], 10))?;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/events?rollout=checkout", stack.controller.url());
+    for token in [None, Some(ENVOY_TOKEN)] {
+        let mut req = http.get(&url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let status = req.send().await?.status();
+        assert!(
+            status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN,
+            "{token:?}: {status}"
+        );
+    }
+    let mut resp = http.get(&url).bearer_auth(VIEWER_TOKEN).send().await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let first = tokio::time::timeout(std::time::Duration::from_secs(3), resp.chunk())
+        .await??
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&first);
+    let data = text
+        .strip_prefix("event: update\ndata: ")
+        .unwrap_or_default()
+        .trim();
+    let update: serde_json::Value = serde_json::from_str(data)?;
+    assert_eq!(update["status"]["name"], "checkout", "{update}");
+    assert!(
+        update["audit"].as_array().is_some_and(|a| !a.is_empty()),
+        "{update}"
+    );
+    drop(resp);
+    for path in ["/ui/", "/ui/app.js", "/ui/style.css"] {
+        let resp = http
+            .get(format!("{}{path}", stack.controller.url()))
+            .send()
+            .await?;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let csp = resp.headers()["content-security-policy"]
+            .to_str()?
+            .to_owned();
+        assert!(csp.starts_with("default-src 'self'"), "{csp}");
+        // SVG's namespace is a name, not a fetch.
+        let body = resp.text().await?.replace("http://www.w3.org/2000/svg", "");
+        assert!(
+            !body.contains("http://") && !body.contains("https://"),
+            "{path} names another origin"
+        );
+    }
     Ok(())
 }
