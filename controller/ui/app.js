@@ -179,12 +179,14 @@ function chart(title, series, opts = {}) {
   return el("div", { class: "card" }, el("h3", {}, title), svg, legend);
 }
 
-function nextLine(v) {
+function nextLine(v, now) {
   if (v.phase === "completed" || v.phase === "aborted") return "Nothing: the rollout is over.";
   if (v.phase === "paused") return "Nothing until someone resumes it.";
   const next = v.steps[v.step + 1];
   const wait = next == null ? "complete" : `go to ${next}%`;
-  return `When the analysis passes with enough data${v.reason.includes("approval") ? " and someone approves" : ""}, it will ${wait}.`;
+  const until = v.step_started_ms + (v.step_pauses_ms[v.step] || 0);
+  const when = until > now ? `not before ${new Date(until).toISOString().slice(11, 19)} UTC (its pause, ${ago(until - now)} from now), ` : "";
+  return `It will ${wait} ${when}once the analysis passes with enough data${v.reason.includes("approval") ? " and someone approves (promote)" : ""}; it aborts at once if a test crosses its boundary.`;
 }
 
 async function showRollout(name) {
@@ -219,7 +221,7 @@ async function showRollout(name) {
         ...(v.proxies_stale.length ? [el("div", { class: "bad" }, `stale: ${v.proxies_stale.join(", ")}`)] : [])),
       el("div", { class: "card" }, el("h3", {}, "time in step"), el("div", { class: "big", id: "in-step" }, ago(u.now_ms - v.step_started_ms))));
     reason.textContent = v.reason;
-    next.textContent = nextLine(v);
+    next.textContent = nextLine(v, u.now_ms);
     const row = (who, n, errRate, p50, p99) => el("tr", {}, el("td", {}, who), el("td", {}, n.toFixed(0)), el("td", {}, rate(errRate)), el("td", {}, ms(p50)), el("td", {}, ms(p99)));
     versions.replaceChildren(el("table", { id: "versions" },
       el("tr", {}, ...["version", "requests", "error rate", "p50", "p99"].map((h) => el("th", {}, h))),

@@ -69,6 +69,9 @@ pub struct StatusView {
     pub canary: String,
     pub step: usize,
     pub steps: Vec<f64>,
+    /// Each step's pause, in ms: the least time it is held.
+    #[serde(default)]
+    pub step_pauses_ms: Vec<u64>,
     pub weight_bp: u32,
     pub reason: String,
     pub evidence: Evidence,
@@ -271,6 +274,12 @@ impl Service {
             canary: s.spec.canary.clone(),
             step: s.step,
             steps: s.spec.steps.iter().map(|st| st.percent).collect(),
+            step_pauses_ms: s
+                .spec
+                .steps
+                .iter()
+                .map(|st| st.pause.as_millis() as u64)
+                .collect(),
             weight_bp: s.weight_bp,
             reason: s.reason.clone(),
             evidence_summary: s.evidence.summary(),
