@@ -150,6 +150,23 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
     })) as *mut c_void
 }
 
+/// Sets the route header to `version`, or removes it, and has Envoy pick
+/// the route again. Called only from a request-headers hook, with Envoy's
+/// filter pointer.
+fn set_route(envoy: EnvoyPtr, header: &str, version: Option<&str>) {
+    let value = version.map_or(Buffer::NULL, |v| Buffer::of(v.as_bytes()));
+    // SAFETY: Envoy's filter pointer, during the hook.
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_set_header(
+            envoy,
+            abi::REQUEST_HEADER,
+            Buffer::of(header.as_bytes()),
+            value,
+        );
+        abi::envoy_dynamic_module_callback_http_clear_route_cache(envoy);
+    }
+}
+
 /// # Safety
 /// Pointers are Envoy's filter and this module's filter, live for the stream.
 #[no_mangle]
@@ -177,30 +194,12 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
             } => {
                 let name = cfg.rollouts.get(rollout).and_then(|r| r.versions.get(v));
                 if let Some(version) = name {
-                    // SAFETY: Envoy's filter pointer, during the hook.
-                    unsafe {
-                        abi::envoy_dynamic_module_callback_http_set_header(
-                            envoy,
-                            abi::REQUEST_HEADER,
-                            Buffer::of(cfg.route_header.as_bytes()),
-                            Buffer::of(version.as_bytes()),
-                        );
-                        abi::envoy_dynamic_module_callback_http_clear_route_cache(envoy);
-                    }
+                    set_route(envoy, &cfg.route_header, Some(version.as_str()));
                 }
             }
             Decision::NoMatch | Decision::Shadow { version: None, .. } => {
                 if headers.header(&cfg.route_header).is_some() {
-                    // SAFETY: Envoy's filter pointer, during the hook.
-                    unsafe {
-                        abi::envoy_dynamic_module_callback_http_set_header(
-                            envoy,
-                            abi::REQUEST_HEADER,
-                            Buffer::of(cfg.route_header.as_bytes()),
-                            Buffer::NULL,
-                        );
-                        abi::envoy_dynamic_module_callback_http_clear_route_cache(envoy);
-                    }
+                    set_route(envoy, &cfg.route_header, None);
                 }
             }
             Decision::Route(route) => {
@@ -210,16 +209,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
                 let Some(version) = r.versions.get(route.version) else {
                     return;
                 };
-                // SAFETY: Envoy's filter pointer, during the hook.
-                unsafe {
-                    abi::envoy_dynamic_module_callback_http_set_header(
-                        envoy,
-                        abi::REQUEST_HEADER,
-                        Buffer::of(cfg.route_header.as_bytes()),
-                        Buffer::of(version.as_bytes()),
-                    );
-                    abi::envoy_dynamic_module_callback_http_clear_route_cache(envoy);
-                }
+                set_route(envoy, &cfg.route_header, Some(version.as_str()));
                 f.stats = Some((route.rollout, route.version));
                 f.started = Some(Instant::now());
                 f.set_cookie = route.new_cookie.map(|id| set_cookie_value(r, &id));

@@ -26,6 +26,13 @@ fn blue_green_yaml(keep: &str, approval: bool) -> String {
     )
 }
 
+/// An abort the analysis took, on the error rate.
+fn assert_aborted_on_errors(done: &serde_json::Value) {
+    assert_eq!(done["phase"], "aborted", "{done}");
+    let reason = done["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("error rate"), "{done}");
+}
+
 fn preview_load(stack: &Stack) -> Load {
     Load::start_with(
         stack.lab.client.clone(),
@@ -136,14 +143,7 @@ async fn a_green_that_fails_its_preview_is_never_switched_to() -> anyhow::Result
         .controller
         .wait_decided("checkout", Duration::from_secs(60))
         .await?;
-    assert_eq!(done["phase"], "aborted", "{done}");
-    assert!(
-        done["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("error rate"),
-        "{done}"
-    );
+    assert_aborted_on_errors(&done);
     let on_green: Vec<_> = users
         .served()
         .into_iter()
@@ -332,14 +332,7 @@ async fn a_canary_that_fails_on_mirrored_requests_never_reaches_a_user() -> anyh
         .controller
         .wait_decided("checkout", Duration::from_secs(90))
         .await?;
-    assert_eq!(done["phase"], "aborted", "{done}");
-    assert!(
-        done["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("error rate"),
-        "{done}"
-    );
+    assert_aborted_on_errors(&done);
     let served = users.served();
     assert!(
         served.iter().all(|s| s.version == "v1"),
@@ -421,14 +414,7 @@ async fn ab_n_aborts_a_failing_arm_alone_keeps_cohorts_monotone_and_a_person_pic
         .controller
         .wait_decided("checkout.v3", Duration::from_secs(60))
         .await?;
-    assert_eq!(v3["phase"], "aborted", "{v3}");
-    assert!(
-        v3["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("error rate"),
-        "{v3}"
-    );
+    assert_aborted_on_errors(&v3);
     let v3_aborted_ms = now_ms();
     let v2 = t
         .controller

@@ -71,15 +71,11 @@ impl Service {
             .filter(|n| !arms.iter().any(|a| &a.name == n))
             .collect();
         for name in gone {
-            self.transition(
+            self.delete_one(
                 &mut state,
                 &name,
-                None,
-                true,
                 actor,
-                "delete",
                 "no longer an arm of the applied spec",
-                &Evidence::default(),
             )?;
         }
         let mut views = Vec::new();
@@ -182,18 +178,28 @@ impl Service {
         }
         for name in names {
             super::check_doc(&state, &name, None)?;
-            self.transition(
-                &mut state,
-                &name,
-                None,
-                true,
-                actor,
-                "delete",
-                reason,
-                &Evidence::default(),
-            )?;
+            self.delete_one(&mut state, &name, actor, reason)?;
         }
         Ok(())
+    }
+
+    fn delete_one(
+        &self,
+        state: &mut super::Rollouts,
+        name: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), ServiceError> {
+        self.transition(
+            state,
+            name,
+            None,
+            true,
+            actor,
+            "delete",
+            reason,
+            &Evidence::default(),
+        )
     }
 
     /// A person's command. Abort takes effect in the same call: the canary's
