@@ -9,7 +9,7 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
 export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: .wasm-target .prometheus .skopeo .browser screenshot demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults soak fuzz .cargo-fuzz clean
+.PHONY: .wasm-target .prometheus .skopeo .browser screenshot demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults bench-polls soak fuzz .cargo-fuzz clean
 
 setup: $(ENVOY) .wasm-target .prometheus .skopeo .browser
 
@@ -96,6 +96,11 @@ bench-instructions: setup-bench build
 # hang, beside a healthy source (bench/RESULTS.md).
 bench-faults: build
 	target/release/dimmer-fault-bench $(BENCH_ARGS)
+
+# GET /v1/config: polls a second and controller CPU per poll on the 304 and
+# 200 paths, and the registry's memory per proxy (bench/RESULTS.md).
+bench-polls: build
+	target/release/dimmer-poll-bench $(BENCH_ARGS)
 
 # The filter as an OCI image layout (target/oci/dimmer-filter) for Istio and
 # Envoy Gateway; prints the digest to pin (deploy/, docs/istio.md).

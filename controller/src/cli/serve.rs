@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// its step before it is reported stale instead.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     proxy_stale_after: Duration,
+    /// Most proxies the registry remembers (the least recently seen goes
+    /// first); each costs about as much memory as bench/RESULTS.md says.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_proxies: u32,
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -67,6 +71,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         audit_key,
         metrics_timeout,
         proxy_stale_after,
+        max_proxies,
     } = args;
     let auth = match (tokens, no_auth) {
         (Some(path), _) => Auth::from_file(&path)?,
@@ -98,6 +103,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         webhooks,
         proxies: Limits {
             stale_ms: proxy_stale_after.as_millis() as u64,
+            max_proxies: max_proxies as usize,
             ..Limits::default()
         },
         ..Settings::default()
