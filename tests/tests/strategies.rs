@@ -428,11 +428,13 @@ async fn ab_n_aborts_a_failing_arm_alone_keeps_cohorts_monotone_and_a_person_pic
         .await?;
     assert_eq!(v2["phase"], "completed", "{v2}");
     assert_eq!(v2["weight_bp"], 4500, "the arm stays in its lane: {v2}");
-    let status = t.controller.ok(&["status"])?;
+    // The A/B/n's own name shows every arm.
+    let status = t.controller.ok(&["status", "checkout"])?;
     assert!(
-        status.contains("completed at 45%: passed every step"),
+        status.contains("checkout.v2: completed at 45%: passed every step"),
         "{status}"
     );
+    assert!(status.contains("checkout.v3: aborted"), "{status}");
 
     // Every user's versions over the run: nobody moved between v2 and v3,
     // nobody left v2, and v3's users went back to v1 only.

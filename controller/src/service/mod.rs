@@ -307,11 +307,20 @@ impl Service {
         let state = self.state.lock().await;
         match name {
             Some(n) => {
-                let s = state
-                    .rollouts
-                    .get(n)
+                if let Some(s) = state.rollouts.get(n) {
+                    return Ok(vec![self.view(s, now)]);
+                }
+                // An A/B/n's name: its first arm, with every arm.
+                let arms: Vec<StatusView> = arms_of(&state, n)
+                    .into_iter()
+                    .map(|s| self.view(s, now))
+                    .collect();
+                let mut first = arms
+                    .first()
+                    .cloned()
                     .ok_or_else(|| ServiceError::NotFound(n.to_owned()))?;
-                Ok(vec![self.view(s, now)])
+                first.arms = arms;
+                Ok(vec![first])
             }
             None => Ok(state.rollouts.values().map(|s| self.view(s, now)).collect()),
         }

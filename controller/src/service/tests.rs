@@ -594,6 +594,10 @@ async fn ab_n_arms_share_one_route_in_lanes_and_one_is_aborted_alone() {
         "{}",
         v.arms[0].label
     );
+    // The A/B/n's own name shows every arm.
+    let group = f.service.status(Some("checkout")).await.unwrap().remove(0);
+    let names: Vec<&str> = group.arms.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["checkout.v2", "checkout.v3"]);
     let doc = f.service.config_doc();
     assert_eq!(doc.rollouts.len(), 1, "one route: {doc:?}");
     let r = &doc.rollouts[0];
