@@ -152,152 +152,172 @@ pub fn render(i: &Inputs<'_>) -> String {
     out
 }
 
+/// One family with a sample per rollout: `sample` gives each rollout's
+/// extra labels (after `rollout`) and values; none, no sample.
+fn per_rollout(
+    o: &mut String,
+    i: &Inputs<'_>,
+    (name, kind, help): (&str, &str, &str),
+    sample: impl Fn(&StatusView) -> Vec<(String, String)>,
+) {
+    family(o, name, kind, help);
+    for v in i.rollouts {
+        for (labels, value) in sample(v) {
+            let _ = writeln!(o, "{name}{{rollout=\"{}\"{labels}}} {value}", v.name);
+        }
+    }
+}
+
 fn rollouts(o: &mut String, i: &Inputs<'_>) {
-    family(
+    per_rollout(
         o,
-        "dimmer_rollout_info",
-        "gauge",
-        "Every rollout and flag the controller holds: its kind, stable and canary.",
+        i,
+        (
+            "dimmer_rollout_info",
+            "gauge",
+            "Every rollout and flag the controller holds: its kind, stable and canary.",
+        ),
+        |v| {
+            let kind = if v.is_flag {
+                "flag"
+            } else if v.arm_of.is_some() {
+                "arm"
+            } else {
+                "rollout"
+            };
+            vec![(
+                format!(
+                    ",kind=\"{kind}\",stable=\"{}\",canary=\"{}\"",
+                    v.stable, v.canary
+                ),
+                "1".into(),
+            )]
+        },
     );
-    for v in i.rollouts {
-        let kind = if v.is_flag {
-            "flag"
-        } else if v.arm_of.is_some() {
-            "arm"
-        } else {
-            "rollout"
-        };
-        let _ = writeln!(
-            o,
-            "dimmer_rollout_info{{rollout=\"{}\",kind=\"{kind}\",stable=\"{}\",canary=\"{}\"}} 1",
-            v.name, v.stable, v.canary
-        );
-    }
-    family(
+    per_rollout(
         o,
-        "dimmer_rollout_phase",
-        "gauge",
-        "1 for the rollout's phase, 0 for the others.",
+        i,
+        (
+            "dimmer_rollout_phase",
+            "gauge",
+            "1 for the rollout's phase, 0 for the others.",
+        ),
+        |v| {
+            [
+                Phase::Progressing,
+                Phase::Paused,
+                Phase::Completed,
+                Phase::Aborted,
+            ]
+            .iter()
+            .map(|p| {
+                (
+                    format!(",phase=\"{}\"", p.name()),
+                    u8::from(v.phase == *p).to_string(),
+                )
+            })
+            .collect()
+        },
     );
-    for v in i.rollouts {
-        for p in [
-            Phase::Progressing,
-            Phase::Paused,
-            Phase::Completed,
-            Phase::Aborted,
-        ] {
-            let _ = writeln!(
-                o,
-                "dimmer_rollout_phase{{rollout=\"{}\",phase=\"{}\"}} {}",
-                v.name,
-                p.name(),
-                u8::from(v.phase == p)
-            );
-        }
-    }
-    family(
+    per_rollout(
         o,
-        "dimmer_rollout_weight_bp",
-        "gauge",
-        "The canary's weight, in basis points.",
+        i,
+        (
+            "dimmer_rollout_weight_bp",
+            "gauge",
+            "The canary's weight, in basis points.",
+        ),
+        |v| {
+            vec![(
+                format!(",phase=\"{}\"", v.phase.name()),
+                v.weight_bp.to_string(),
+            )]
+        },
     );
-    for v in i.rollouts {
-        let _ = writeln!(
-            o,
-            "dimmer_rollout_weight_bp{{rollout=\"{}\",phase=\"{}\"}} {}",
-            v.name,
-            v.phase.name(),
-            v.weight_bp
-        );
-    }
-    family(
+    per_rollout(
         o,
-        "dimmer_rollout_step",
-        "gauge",
-        "The step being held, from 1.",
+        i,
+        (
+            "dimmer_rollout_step",
+            "gauge",
+            "The step being held, from 1.",
+        ),
+        |v| {
+            vec![(
+                format!(",steps=\"{}\"", v.steps.len()),
+                (v.step + 1).to_string(),
+            )]
+        },
     );
-    for v in i.rollouts {
-        let _ = writeln!(
-            o,
-            "dimmer_rollout_step{{rollout=\"{}\",steps=\"{}\"}} {}",
-            v.name,
-            v.steps.len(),
-            v.step + 1
-        );
-    }
-    family(
+    per_rollout(
         o,
-        "dimmer_rollout_step_age_seconds",
-        "gauge",
-        "Seconds since the current step began.",
+        i,
+        (
+            "dimmer_rollout_step_age_seconds",
+            "gauge",
+            "Seconds since the current step began.",
+        ),
+        |v| {
+            let age = i.now_ms.saturating_sub(v.step_started_ms) as f64 / 1000.0;
+            vec![(String::new(), age.to_string())]
+        },
     );
-    for v in i.rollouts {
-        let age = i.now_ms.saturating_sub(v.step_started_ms) as f64 / 1000.0;
-        let _ = writeln!(
-            o,
-            "dimmer_rollout_step_age_seconds{{rollout=\"{}\"}} {age}",
-            v.name
-        );
-    }
-    family(
+    per_rollout(
         o,
-        "dimmer_test_evalue",
-        "gauge",
-        "Each sequential test's e-value now (errors, latency, share).",
+        i,
+        (
+            "dimmer_test_evalue",
+            "gauge",
+            "Each sequential test's e-value now (errors, latency, share).",
+        ),
+        |v| {
+            let e = &v.evidence;
+            [
+                ("errors", e.e_errors),
+                ("latency", e.e_latency),
+                ("share", e.e_share),
+            ]
+            .iter()
+            .filter_map(|(test, x)| Some((format!(",test=\"{test}\""), x.as_ref()?.to_string())))
+            .collect()
+        },
     );
-    for v in i.rollouts {
-        let e = &v.evidence;
-        for (test, value) in [
-            ("errors", e.e_errors),
-            ("latency", e.e_latency),
-            ("share", e.e_share),
-        ] {
-            if let Some(x) = value {
-                let _ = writeln!(
-                    o,
-                    "dimmer_test_evalue{{rollout=\"{}\",test=\"{test}\"}} {x}",
-                    v.name
-                );
-            }
-        }
-    }
-    family(
+    per_rollout(
         o,
-        "dimmer_test_boundary",
-        "gauge",
-        "The e-value at which a sequential test decides (1/alpha).",
+        i,
+        (
+            "dimmer_test_boundary",
+            "gauge",
+            "The e-value at which a sequential test decides (1/alpha).",
+        ),
+        |v| {
+            v.evidence
+                .e_threshold
+                .map(|th| (String::new(), th.to_string()))
+                .into_iter()
+                .collect()
+        },
     );
-    for v in i.rollouts {
-        if let Some(th) = v.evidence.e_threshold {
-            let _ = writeln!(o, "dimmer_test_boundary{{rollout=\"{}\"}} {th}", v.name);
-        }
-    }
-    family(
+    per_rollout(
         o,
-        "dimmer_proxies_applied",
-        "gauge",
-        "Live proxies that have applied the rollout's current revision.",
+        i,
+        (
+            "dimmer_proxies_applied",
+            "gauge",
+            "Live proxies that have applied the rollout's current revision.",
+        ),
+        |v| vec![(String::new(), v.proxies_applied.to_string())],
     );
-    for v in i.rollouts {
-        let _ = writeln!(
-            o,
-            "dimmer_proxies_applied{{rollout=\"{}\"}} {}",
-            v.name, v.proxies_applied
-        );
-    }
-    family(
+    per_rollout(
         o,
-        "dimmer_proxies_live",
-        "gauge",
-        "Live proxies, as the rollout's status counts them.",
+        i,
+        (
+            "dimmer_proxies_live",
+            "gauge",
+            "Live proxies, as the rollout's status counts them.",
+        ),
+        |v| vec![(String::new(), v.proxies_live.to_string())],
     );
-    for v in i.rollouts {
-        let _ = writeln!(
-            o,
-            "dimmer_proxies_live{{rollout=\"{}\"}} {}",
-            v.name, v.proxies_live
-        );
-    }
 }
 
 fn decisions(o: &mut String, i: &Inputs<'_>) {
