@@ -70,8 +70,9 @@ pub struct RolloutState {
     #[serde(default)]
     pub flag_off: bool,
     /// An A/B/n arm: the other arms' weight now, in basis points, which
-    /// the stable's share is short of (set by the runner at each look).
-    #[serde(default)]
+    /// the stable's share is short of. Derived from the other arms by the
+    /// runner before each look, so never stored.
+    #[serde(skip)]
     pub peers_bp: u32,
 }
 
