@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::team_metrics::{self, Reading};
 use crate::analysis::{analyzer_for, AnalysisState, Counts, Evidence, Input, Verdict};
 use crate::metrics::Snapshot;
 use crate::spec::{MetricsLossPolicy, RolloutSpec, StepTraffic};
@@ -239,6 +240,18 @@ pub fn advance(
     now_ms: u64,
     lagging: Option<String>,
 ) -> Outcome {
+    advance_with(state, seen, None, now_ms, lagging)
+}
+
+/// [`advance`], with the latest reading of the team's own metrics
+/// (`analysis.metrics`), if the rollout has any.
+pub fn advance_with(
+    state: &RolloutState,
+    seen: Observation<'_>,
+    reading: Option<&Reading>,
+    now_ms: u64,
+    lagging: Option<String>,
+) -> Outcome {
     let mut next = state.clone();
     let snap = match seen {
         Observation::Lost(why) => {
@@ -292,6 +305,7 @@ pub fn advance(
     let (mut decision, evidence) = decide(
         state,
         snap,
+        reading,
         baseline,
         analysed_at,
         now_ms,
@@ -348,6 +362,7 @@ fn metrics_lost(state: &RolloutState, why: &str, for_ms: u64) -> Decision {
 fn decide(
     state: &RolloutState,
     now: &Snapshot,
+    reading: Option<&Reading>,
     baseline: &Snapshot,
     analysed_at: &Snapshot,
     now_ms: u64,
@@ -383,8 +398,10 @@ fn decide(
         now_ms,
     };
     analysis.feed(&input);
+    analysis.feed_metrics(&spec.analysis, reading, now_ms, with_baseline);
     let verdict = analyzer_for(spec.analysis.method).judge(&input, analysis);
-    let evidence = verdict.evidence().clone();
+    let mut evidence = verdict.evidence().clone();
+    evidence.metrics = team_metrics::evidence(&spec.analysis.metrics, &analysis.metrics);
     let hold = |reason: String| (Decision::Hold { reason }, evidence.clone());
     match &verdict {
         Verdict::Fail(why, _) => {
@@ -477,6 +494,7 @@ pub fn apply(
             state.step_started_ms = now_ms;
             state.step_baseline = now.cloned();
             state.analysed_at = now.cloned();
+            state.analysis.begin_step();
             state.approved = false;
             state.reason = reason.clone();
         }

@@ -40,7 +40,7 @@ pub fn arm_name(group: &str, arm: &str) -> String {
 const MAX_PAUSE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// `x` in `[lo, hi]`, written so that NaN is refused too.
-fn in_range(x: f64, lo: f64, hi: f64, field: &str, what: &str) -> Result<(), SpecError> {
+pub(crate) fn in_range(x: f64, lo: f64, hi: f64, field: &str, what: &str) -> Result<(), SpecError> {
     if x >= lo && x <= hi {
         Ok(())
     } else {
@@ -62,7 +62,7 @@ pub fn check_name(name: &str) -> Result<(), SpecError> {
     }
 }
 
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
+pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
     SpecError::Invalid {
         field: field.into(),
         reason: reason.into(),
@@ -249,6 +249,9 @@ pub struct Analysis {
     /// What to do while no metrics can be read.
     #[serde(default)]
     pub metrics_loss: MetricsLoss,
+    /// The team's own signals, from Prometheus or any HTTP JSON source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<crate::metric_spec::MetricCheck>,
 }
 
 /// Where a rollout's per-version counts come from. `envoy` reads Envoy's
@@ -350,6 +353,7 @@ impl Default for Analysis {
             error_rate: ErrorRateCheck::default(),
             latency: LatencyCheck::default(),
             metrics_loss: MetricsLoss::default(),
+            metrics: Vec::new(),
         }
     }
 }
@@ -745,6 +749,7 @@ impl RolloutSpec {
                 "positive milliseconds, at most 3600000",
             )?;
         }
+        crate::metric_spec::validate_all(&a.metrics)?;
         if a.metrics_loss.after < a.interval || a.metrics_loss.after > MAX_PAUSE {
             return Err(invalid(
                 "analysis.metrics_loss.after",

@@ -18,10 +18,15 @@
 //! | latency ceiling (`latency.max_ms`) | e-process, abort | abort |
 //! | SLO burn rate (`slo`) | two windows, abort | the step, abort |
 //! | sample ratio (canary share against weight) | hold | hold |
+//! | the team's `ratio` and `mean` metrics | safe t-test, abort | the step's means, abort |
+//! | the team's `gauge` metrics | limit at `consecutive` looks, abort | the same |
+//! | a metric with no value | hold | hold |
 
 pub mod eprocess;
+pub mod mean;
 pub mod sequential;
 pub mod state;
+pub mod team_metrics;
 pub mod threshold;
 
 #[cfg(test)]
@@ -69,6 +74,9 @@ pub struct Evidence {
     pub e_share: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub e_threshold: Option<f64>,
+    /// The team's own metrics (`analysis.metrics`), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<team_metrics::MetricEvidence>,
 }
 
 impl Evidence {
@@ -114,6 +122,13 @@ impl Evidence {
             let _ = write!(s, "; p{} {:.1} ms", self.percentile, c);
             if let Some(b) = self.baseline_latency_ms {
                 let _ = write!(s, " vs {b:.1} ms");
+            }
+        }
+        for m in &self.metrics {
+            let num = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:.4}"));
+            let _ = write!(s, "; {} {}", m.name, num(m.canary));
+            if m.baseline.is_some() {
+                let _ = write!(s, " vs {}", num(m.baseline));
             }
         }
         s

@@ -1,15 +1,17 @@
 //! The sequential method: anytime-valid tests that may be looked at every
 //! interval without inflating false alarms (see [`super::eprocess`]).
 //!
-//! - errors (5xx and resets), canary against baseline: abort when the
-//!   e-value reaches 2/α;
+//! α is split evenly among the k tests that may abort, each at k/α:
+//! - errors (5xx and resets), canary against baseline;
 //! - latency: the requests slower than each bound in `latency.bounds_ms`,
-//!   fed to the same test, the bounds' e-processes averaged: abort at 2/α;
-//! - the error-rate and latency ceilings, each its own guardrail at 1/α;
+//!   fed to the same test, the bounds' e-processes averaged;
+//! - the error-rate and latency ceilings;
+//! - each of the team's `ratio` and `mean` metrics (a safe t-test);
 //! - the SLO's burn rate over two windows scaled to the canary's life (the
 //!   whole life and its last twelfth): abort when both burn too fast;
 //! - sample ratio and too little traffic: hold, never a pass.
 
+use super::team_metrics::{self, Judgement};
 use super::{enough_data, fmt_e, sample_ratio, AnalysisState, Analyzer, Evidence, Input, Verdict};
 
 pub struct SequentialAnalyzer;
@@ -48,8 +50,11 @@ impl Analyzer for SequentialAnalyzer {
     fn judge(&self, input: &Input<'_>, state: &AnalysisState) -> Verdict {
         let a = input.analysis;
         let (c, b) = (input.step.canary, input.step.baseline);
-        let abort_at = 2.0 / a.alpha;
-        let guard_at = 1.0 / a.alpha;
+        // α split evenly among every test that may abort (see
+        // `AnalysisState::abort_tests`).
+        let k = AnalysisState::abort_tests(a);
+        let abort_at = k as f64 / a.alpha;
+        let guard_at = abort_at;
         let e_errors = state.errors.e_value();
         let e_latency = state.e_latency();
         let ev = Evidence {
@@ -67,7 +72,7 @@ impl Analyzer for SequentialAnalyzer {
             let (x, t) = (state.errors.canary_events, state.errors.total_events);
             return Verdict::Fail(
                 format!(
-                    "canary error rate {:.2}% vs baseline {:.2}% this step ({x:.0} of {t:.0} errors since the start were the canary's), e-value {} ≥ {abort_at:.0} = 2/α",
+                    "canary error rate {:.2}% vs baseline {:.2}% this step ({x:.0} of {t:.0} errors since the start were the canary's), e-value {} ≥ {abort_at:.0} = {k}/α",
                     100.0 * ev.canary_rate(),
                     100.0 * ev.baseline_rate(),
                     fmt_e(e_errors)
@@ -84,7 +89,7 @@ impl Analyzer for SequentialAnalyzer {
             let (bound, x, t) = worst.unwrap_or((0.0, 0.0, 0.0));
             return Verdict::Fail(
                 format!(
-                    "canary too slow: {x:.0} of the {t:.0} requests slower than {bound} ms were the canary's, e-value {} ≥ {abort_at:.0} = 2/α",
+                    "canary too slow: {x:.0} of the {t:.0} requests slower than {bound} ms were the canary's, e-value {} ≥ {abort_at:.0} = {k}/α",
                     fmt_e(e_latency)
                 ),
                 ev,
@@ -99,7 +104,7 @@ impl Analyzer for SequentialAnalyzer {
         if e_ceiling >= guard_at {
             return Verdict::Fail(
                 format!(
-                    "canary error rate {:.2}% is above the ceiling of {}% (e-value {} ≥ {guard_at:.0} = 1/α)",
+                    "canary error rate {:.2}% is above the ceiling of {}% (e-value {} ≥ {guard_at:.0} = {k}/α)",
                     100.0 * ev.canary_rate(),
                     a.error_rate.max_percent,
                     fmt_e(e_ceiling),
@@ -112,7 +117,7 @@ impl Analyzer for SequentialAnalyzer {
             if e >= guard_at {
                 return Verdict::Fail(
                     format!(
-                        "canary p{} latency is above the ceiling of {max} ms: {:.0} of its {:.0} requests this step were slower (e-value {} ≥ {guard_at:.0} = 1/α)",
+                        "canary p{} latency is above the ceiling of {max} ms: {:.0} of its {:.0} requests this step were slower (e-value {} ≥ {guard_at:.0} = {k}/α)",
                         a.latency.percentile,
                         c.slower_than(*max),
                         c.requests(),
@@ -122,8 +127,16 @@ impl Analyzer for SequentialAnalyzer {
                 );
             }
         }
+        let metrics =
+            team_metrics::judge(&a.metrics, &state.metrics, Some((abort_at, k)), b.is_some());
+        if let Some(Judgement::Fail(why)) = metrics {
+            return Verdict::Fail(why, ev);
+        }
         if let Some(v) = enough_data(a, &ev, b.is_some()) {
             return v;
+        }
+        if let Some(Judgement::Hold(why)) = metrics {
+            return Verdict::Insufficient(why, ev);
         }
         if let Some(v) = sample_ratio(a, input, state, &ev) {
             return v;
@@ -175,8 +188,8 @@ mod tests {
             };
             state.feed(&input);
             if let Verdict::Fail(why, ev) = SequentialAnalyzer.judge(&input, &state) {
-                assert!(why.contains("e-value") && why.contains("2/α"), "{why}");
-                assert!(ev.e_errors.unwrap_or(0.0) >= 2.0 / a.alpha);
+                assert!(why.contains("e-value") && why.contains("3/α"), "{why}");
+                assert!(ev.e_errors.unwrap_or(0.0) >= 3.0 / a.alpha);
                 return;
             }
         }

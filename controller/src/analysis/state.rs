@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::eprocess::{CeilingTest, RateRatioTest, ShareTest};
+use super::team_metrics::{MetricState, Reading};
 use super::Input;
 use crate::spec::Analysis;
 
@@ -29,6 +30,9 @@ pub struct AnalysisState {
     pub latency_ceiling: Option<(f64, CeilingTest)>,
     /// `(at_ms, canary requests, canary errors)` per interval, for burn windows.
     pub canary_history: Vec<(u64, f64, f64)>,
+    /// One per `analysis.metrics`, in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricState>,
 }
 
 impl AnalysisState {
@@ -49,6 +53,42 @@ impl AnalysisState {
                 .max_ms
                 .map(|max| (max, CeilingTest::new(1.0 - a.latency.percentile / 100.0))),
             canary_history: Vec::new(),
+            metrics: a.metrics.iter().map(MetricState::new).collect(),
+        }
+    }
+
+    /// How many tests may abort a rollout: α is split evenly among them, so
+    /// each aborts at `abort_tests/α` and all together keep a canary no
+    /// worse than allowed from being aborted with probability above α
+    /// (the union bound). The burn rate and gauges are rules on fixed
+    /// limits, not tests, and take no share.
+    pub fn abort_tests(a: &Analysis) -> usize {
+        let comparisons = a.metrics.iter().filter(|m| m.is_comparison()).count();
+        1 + usize::from(!a.latency.bounds_ms.is_empty())
+            + 1
+            + usize::from(a.latency.max_ms.is_some())
+            + comparisons
+    }
+
+    /// Feeds one reading of the team's metrics to their tests. `compare`:
+    /// whether there is a baseline (not once the canary has everyone).
+    pub fn feed_metrics(
+        &mut self,
+        a: &Analysis,
+        reading: Option<&Reading>,
+        now_ms: u64,
+        compare: bool,
+    ) {
+        let interval = a.interval.as_millis() as u64;
+        for (m, s) in a.metrics.iter().zip(self.metrics.iter_mut()) {
+            s.feed(m, reading, now_ms, interval, compare);
+        }
+    }
+
+    /// A new step: the metrics' step sums start again (their tests do not).
+    pub fn begin_step(&mut self) {
+        for s in &mut self.metrics {
+            s.step = [0.0; 4];
         }
     }
 

@@ -2,6 +2,7 @@
 //! a latency percentile against the baseline, absolute ceilings, and the
 //! SLO's burn rate — plus the sample-ratio hold every method shares.
 
+use super::team_metrics::{self, Judgement};
 use super::{enough_data, sample_ratio, AnalysisState, Analyzer, Evidence, Input, Verdict};
 use crate::metrics::VersionCounts;
 use crate::spec::{Analysis, Slo};
@@ -14,9 +15,18 @@ pub struct ThresholdAnalyzer;
 impl Analyzer for ThresholdAnalyzer {
     fn judge(&self, input: &Input<'_>, state: &AnalysisState) -> Verdict {
         let a = input.analysis;
-        match self.judge_counts(a, input.slo, input.step.canary, input.step.baseline) {
-            Verdict::Pass(ev) => sample_ratio(a, input, state, &ev).unwrap_or(Verdict::Pass(ev)),
-            other => other,
+        let compare = input.step.baseline.is_some();
+        let metrics = team_metrics::judge(&a.metrics, &state.metrics, None, compare);
+        let counts = self.judge_counts(a, input.slo, input.step.canary, input.step.baseline);
+        match (counts, metrics) {
+            (Verdict::Fail(why, ev), _)
+            | (Verdict::Insufficient(_, ev), Some(Judgement::Fail(why))) => Verdict::Fail(why, ev),
+            (Verdict::Pass(ev), Some(Judgement::Fail(why))) => Verdict::Fail(why, ev),
+            (Verdict::Insufficient(why, ev), _) => Verdict::Insufficient(why, ev),
+            (Verdict::Pass(ev), Some(Judgement::Hold(why))) => Verdict::Insufficient(why, ev),
+            (Verdict::Pass(ev), None) => {
+                sample_ratio(a, input, state, &ev).unwrap_or(Verdict::Pass(ev))
+            }
         }
     }
 }

@@ -91,6 +91,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             bail!("--webhook #{}: {url:?} is not an http(s) URL", i + 1);
         }
     }
+    let queries = Arc::new(dimmer::providers::HttpQuery::new(
+        prometheus.clone(),
+        metrics_timeout,
+    ));
     let source: Arc<dyn MetricsSource> = match prometheus {
         Some(url) => Arc::new(Prometheus::new(&url, metrics_timeout)),
         None => Arc::new(EnvoyAdmin::new(&envoy_admin, metrics_timeout)),
@@ -106,6 +110,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_proxies: max_proxies as usize,
             ..Limits::default()
         },
+        queries,
         ..Settings::default()
     };
     let service = Service::new(store, source, settings)?;

@@ -132,6 +132,8 @@ pub struct Settings {
     pub webhooks: Vec<String>,
     pub webhook_policy: webhook::Policy,
     pub proxies: Limits,
+    /// Where the team's own metrics (`analysis.metrics`) are read.
+    pub queries: Arc<dyn crate::providers::Query>,
 }
 
 impl Default for Settings {
@@ -141,6 +143,10 @@ impl Default for Settings {
             webhooks: Vec::new(),
             webhook_policy: webhook::Policy::default(),
             proxies: Limits::default(),
+            queries: Arc::new(crate::providers::HttpQuery::new(
+                None,
+                Duration::from_secs(3),
+            )),
         }
     }
 }
@@ -173,6 +179,11 @@ pub struct Service {
     /// Each abort's way to the proxies: when decided, when the last live
     /// proxy had applied it.
     rollbacks: std::sync::Mutex<BTreeMap<String, watch::Rollback>>,
+    /// The latest reading of each rollout's own metrics, taken in the
+    /// background so a slow provider never delays a look.
+    readings: Arc<std::sync::Mutex<BTreeMap<String, crate::analysis::team_metrics::Reading>>>,
+    /// Rollouts whose reading is under way: one at a time each.
+    reading: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Service {
@@ -215,6 +226,8 @@ impl Service {
             settings,
             series: std::sync::Mutex::new(series::Series::default()),
             rollbacks: std::sync::Mutex::new(BTreeMap::new()),
+            readings: Arc::default(),
+            reading: Arc::default(),
         }))
     }
 

@@ -23,6 +23,8 @@ impl Service {
             revision: u64,
             step: usize,
             clusters: Option<BTreeMap<String, String>>,
+            /// With `analysis.metrics`: the spec their queries come from.
+            metrics: Option<crate::spec::RolloutSpec>,
         }
         let due: Vec<Due> = {
             let mut state = self.state.lock().await;
@@ -44,6 +46,7 @@ impl Service {
                     revision: s.revision,
                     step: s.step,
                     clusters: s.spec.counting.envoy_clusters().cloned(),
+                    metrics: (!s.spec.analysis.metrics.is_empty()).then(|| s.spec.clone()),
                 })
                 .collect();
             for d in &due {
@@ -53,6 +56,11 @@ impl Service {
         };
         if due.is_empty() {
             return;
+        }
+        for d in &due {
+            if let Some(spec) = &d.metrics {
+                self.read_metrics_in_background(spec, now);
+            }
         }
         let clustered: Vec<(String, BTreeMap<String, String>)> = due
             .iter()
@@ -78,10 +86,46 @@ impl Service {
                 Ok(batch) => Ok(batch.get(&routed).cloned().unwrap_or_default()),
                 Err(e) => Err(e.clone()),
             };
-            if let Err(e) = self.look(&name, revision, step, seen).await {
+            let reading = self
+                .readings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&name)
+                .cloned();
+            if let Err(e) = self
+                .look(&name, revision, step, seen, reading.as_ref())
+                .await
+            {
                 tracing::error!(rollout = %name, error = %e, "cannot record a decision");
             }
         }
+    }
+
+    /// Starts reading `spec`'s own metrics, unless a reading is under way;
+    /// the next look uses it. Never awaited here: a provider that hangs
+    /// costs its own timeout in its own task, and its metric holds.
+    fn read_metrics_in_background(&self, spec: &crate::spec::RolloutSpec, now: u64) {
+        let name = spec.name.clone();
+        {
+            let mut busy = self.reading.lock().unwrap_or_else(|e| e.into_inner());
+            if !busy.insert(name.clone()) {
+                return;
+            }
+        }
+        let (queries, readings, busy) = (
+            std::sync::Arc::clone(&self.settings.queries),
+            std::sync::Arc::clone(&self.readings),
+            std::sync::Arc::clone(&self.reading),
+        );
+        let (spec, timeout) = (spec.clone(), self.settings.metrics_timeout);
+        tokio::spawn(async move {
+            let reading = crate::providers::read(&*queries, &spec, timeout, now).await;
+            readings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.clone(), reading);
+            busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+        });
     }
 
     /// Keeps the flags' evaluation counts sampled while nobody lists them.
@@ -169,6 +213,7 @@ impl Service {
         revision: u64,
         step: usize,
         seen: Result<crate::metrics::Snapshot, String>,
+        reading: Option<&crate::analysis::team_metrics::Reading>,
     ) -> Result<(), ServiceError> {
         let mut state = self.state.lock().await;
         let Some(mut current) = state.rollouts.get(name).cloned() else {
@@ -210,7 +255,7 @@ impl Service {
             decision,
             evidence,
             next,
-        } = engine::advance(&current, observation, now, lagging);
+        } = engine::advance_with(&current, observation, reading, now, lagging);
         match decision.action() {
             None => {
                 // A transition records its own point.
