@@ -17,21 +17,45 @@ pub struct Prometheus {
 impl Prometheus {
     /// Scrapes `/stats/prometheus` of each Envoy admin port every second.
     pub async fn start(admin_ports: &[u16]) -> anyhow::Result<Prometheus> {
+        Self::start_scraping(admin_ports, &[]).await
+    }
+
+    /// The same, and the apps' own `/shop/metrics` on `app_ports`.
+    pub async fn start_scraping(
+        admin_ports: &[u16],
+        app_ports: &[u16],
+    ) -> anyhow::Result<Prometheus> {
+        Self::start_on(free_port()?, admin_ports, app_ports).await
+    }
+
+    /// On a given port: a Prometheus started again where it was.
+    pub async fn start_on(
+        port: u16,
+        admin_ports: &[u16],
+        app_ports: &[u16],
+    ) -> anyhow::Result<Prometheus> {
         let dir = tempfile::tempdir()?;
-        let port = free_port()?;
-        let targets: Vec<String> = admin_ports
-            .iter()
-            .map(|p| format!("'127.0.0.1:{p}'"))
-            .collect();
-        std::fs::write(
-            dir.path().join("prometheus.yml"),
-            format!(
-                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-                 scrape_configs:\n- job_name: envoy\n  metrics_path: /stats/prometheus\n  \
+        let targets = |ports: &[u16]| {
+            ports
+                .iter()
+                .map(|p| format!("'127.0.0.1:{p}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             scrape_configs:\n- job_name: envoy\n  metrics_path: /stats/prometheus\n  \
+             static_configs:\n  - targets: [{}]\n",
+            targets(admin_ports)
+        );
+        if !app_ports.is_empty() {
+            config += &format!(
+                "- job_name: shop\n  metrics_path: /shop/metrics\n  \
                  static_configs:\n  - targets: [{}]\n",
-                targets.join(", ")
-            ),
-        )?;
+                targets(app_ports)
+            );
+        }
+        std::fs::write(dir.path().join("prometheus.yml"), config)?;
         let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
         let child = Command::new(
             std::env::var("DIMMER_PROMETHEUS").unwrap_or_else(|_| "prometheus".into()),

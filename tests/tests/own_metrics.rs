@@ -1,0 +1,183 @@
+//! The team's own metrics (`analysis.metrics`), end to end: the apps expose
+//! their own business counters per version, a real Prometheus scrapes them
+//! (and the HTTP JSON provider reads the apps directly), the real controller
+//! judges canary against baseline on them while Envoy routes real requests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use dimmer_e2e::controller::VIEWER_TOKEN;
+use dimmer_e2e::fixtures::{spec_yaml, Stack};
+use dimmer_e2e::load::Load;
+use dimmer_e2e::prometheus::Prometheus;
+
+/// The shop's conversion (orders per checkout), read from Prometheus.
+fn conversion(prom: &str, tolerance: &str) -> String {
+    format!(
+        "  metrics:\n  - name: conversion\n    provider: {{prometheus: {{address: '{prom}'}}}}\n    kind: ratio\n    \
+         successes: 'sum(shop_orders_total{{version=\"{{{{version}}}}\"}})'\n    \
+         trials: 'sum(shop_checkouts_total{{version=\"{{{{version}}}}\"}})'\n    \
+         direction: higher\n    tolerance: {tolerance}\n    min_count: 20\n"
+    )
+}
+
+async fn shop() -> anyhow::Result<(Stack, Prometheus, Load)> {
+    let stack = Stack::start().await?;
+    let prom = Prometheus::start_scraping(&[], &[stack.lab.v1.port, stack.lab.v2.port]).await?;
+    let load = Load::start(stack.lab.client.clone(), 3000, 150);
+    Ok((stack, prom, load))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_whose_conversion_drops_is_aborted_with_the_metric_named() -> anyhow::Result<()> {
+    let (stack, prom, _load) = shop().await?;
+    // v1 converts 30% of checkouts; v2 fails to turn most of them into orders.
+    stack
+        .lab
+        .v2
+        .fault
+        .conversion_bp
+        .store(800, Ordering::Relaxed);
+    let yaml = spec_yaml(&[(20.0, "600s"), (100.0, "1s")], 20)
+        + &conversion(&prom.url(), "{relative_percent: 5}");
+    stack.apply(&yaml)?;
+    let done = stack
+        .controller
+        .wait_decided("checkout", Duration::from_secs(120))
+        .await?;
+    assert_eq!(done["phase"], "aborted", "{done}");
+    let reason = done["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("metric conversion (ratio, higher is better) is worse on the canary"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("e-value") && reason.contains("/α"),
+        "{reason}"
+    );
+    // The audit record says the same, with the metric's numbers.
+    let history = stack
+        .controller
+        .get("/v1/rollouts/checkout/history", VIEWER_TOKEN)
+        .await?;
+    let abort = history
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["action"] == "abort")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(abort["actor"], "controller", "{history}");
+    let m = &abort["evidence"]["metrics"][0];
+    assert_eq!(m["name"], "conversion", "{abort}");
+    assert!(
+        m["canary"].as_f64().unwrap() < 0.15 && m["baseline"].as_f64().unwrap() > 0.2,
+        "{abort}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_healthy_canary_is_promoted_on_every_kind_and_both_providers() -> anyhow::Result<()> {
+    let (stack, prom, _load) = shop().await?;
+    // Prometheus for the ratio and the mean; the HTTP JSON provider reads
+    // each version's own stats endpoint for two gauges (here each version
+    // listens on a port of its own, so each gauge names its URL).
+    let (p1, p2) = (stack.lab.v1.port, stack.lab.v2.port);
+    let yaml = spec_yaml(&[(20.0, "3s"), (50.0, "3s"), (100.0, "2s")], 20)
+        + &conversion(&prom.url(), "{relative_percent: 20}")
+        + &format!(
+            "  - name: order_value\n    provider: {{prometheus: {{address: '{}'}}}}\n    kind: mean\n    \
+             sum: 'sum(shop_order_value_cents_total{{version=\"{{{{version}}}}\"}})'\n    \
+             count: 'sum(shop_orders_total{{version=\"{{{{version}}}}\"}})'\n    \
+             direction: higher\n    tolerance: {{relative_percent: 20}}\n    min_count: 20\n\
+             \x20 - name: orders_seen_by_v1\n    provider: {{http: {{json_path: '$.orders.count'}}}}\n    kind: gauge\n    \
+             query: 'http://127.0.0.1:{p1}/shop/stats.json?rollout={{{{rollout}}}}'\n    min: 1\n\
+             \x20 - name: orders_seen_by_v2\n    provider: {{http: {{json_path: '$.orders.count', headers: {{x-asked-by: dimmer}}}}}}\n    kind: gauge\n    \
+             query: 'http://127.0.0.1:{p2}/shop/stats.json?canary={{{{canary}}}}'\n    min: 0\n",
+            prom.url()
+        );
+    stack.apply(&yaml)?;
+    let done = stack
+        .controller
+        .wait_decided("checkout", Duration::from_secs(150))
+        .await?;
+    assert_eq!(done["phase"], "completed", "{done}");
+    // Every step up was decided with all four metrics' values in hand.
+    let history = stack
+        .controller
+        .get("/v1/rollouts/checkout/history", VIEWER_TOKEN)
+        .await?;
+    let ups: Vec<_> = history
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["action"] == "step" && r["actor"] == "controller")
+        .collect();
+    assert!(!ups.is_empty(), "{history}");
+    for up in ups {
+        let names: Vec<&str> = up["evidence"]["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["name"].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "conversion",
+                "order_value",
+                "orders_seen_by_v1",
+                "orders_seen_by_v2"
+            ],
+            "{up}"
+        );
+        let ov = &up["evidence"]["metrics"][1];
+        // Orders average 5000 cents on both versions.
+        for side in ["canary", "baseline"] {
+            let v = ov[side].as_f64().unwrap_or(0.0);
+            assert!((3000.0..8000.0).contains(&v), "{side}: {up}");
+        }
+        assert!(
+            up["evidence"]["metrics"][2]["canary"].as_f64().unwrap() >= 1.0,
+            "{up}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prometheus_that_is_down_makes_the_rollout_hold_naming_the_metric() -> anyhow::Result<()>
+{
+    let (stack, prom, _load) = shop().await?;
+    let yaml = spec_yaml(&[(20.0, "1s"), (100.0, "1s")], 20)
+        + &conversion(&prom.url(), "{relative_percent: 20}");
+    // Prometheus stops answering before the first step can be judged.
+    drop(prom);
+    stack.apply(&yaml)?;
+    let held = stack
+        .controller
+        .wait_for(
+            "checkout",
+            Duration::from_secs(60),
+            "held on the metric",
+            |v| {
+                v["reason"].as_str().is_some_and(|r| {
+                    r.contains("metric conversion (prometheus provider) has no value")
+                })
+            },
+        )
+        .await?;
+    let reason = held["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains("cannot reach prometheus"), "{reason}");
+    // It stays held: the filter's own counts are healthy and plenty, yet the
+    // step does not go up without the metric.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let v = stack.controller.rollout("checkout").await?;
+    assert_eq!(v["phase"], "progressing", "{v}");
+    assert_eq!(v["step"], 0, "{v}");
+    assert_eq!(v["weight_bp"], 2000, "{v}");
+    Ok(())
+}
