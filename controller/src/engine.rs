@@ -399,9 +399,11 @@ fn decide(
     };
     analysis.feed(&input);
     analysis.feed_metrics(&spec.analysis, reading, now_ms, with_baseline);
+    let mix = crate::analysis::mix::rows(&spec.analysis.dimensions, &canary, &stable);
     let verdict = analyzer_for(spec.analysis.method).judge(&input, analysis);
     let mut evidence = verdict.evidence().clone();
     evidence.metrics = team_metrics::evidence(&spec.analysis.metrics, &analysis.metrics);
+    evidence.mix = mix;
     let hold = |reason: String| (Decision::Hold { reason }, evidence.clone());
     match &verdict {
         Verdict::Fail(why, _) => {

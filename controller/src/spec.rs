@@ -252,6 +252,11 @@ pub struct Analysis {
     /// The team's own signals, from Prometheus or any HTTP JSON source.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<crate::metric_spec::MetricCheck>,
+    /// Who the users are (a header, a cookie, the user agent's class): the
+    /// canary's mix of each is tested against the baseline's, and a
+    /// mismatch holds the rollout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dimensions: Vec<dimmer_core::config::Dimension>,
 }
 
 /// Where a rollout's per-version counts come from. `envoy` reads Envoy's
@@ -354,6 +359,7 @@ impl Default for Analysis {
             latency: LatencyCheck::default(),
             metrics_loss: MetricsLoss::default(),
             metrics: Vec::new(),
+            dimensions: Vec::new(),
         }
     }
 }
@@ -1035,6 +1041,7 @@ impl RolloutSpec {
                 .any(|s| s.traffic == StepTraffic::Shadow)
                 .then(|| self.canary.clone()),
             lanes: false,
+            dimensions: self.analysis.dimensions.clone(),
         }
     }
 }

@@ -47,6 +47,8 @@ pub struct CompiledRollout {
     pub count: bool,
     /// The version mirrored requests go to, if named.
     pub shadow: Option<usize>,
+    /// Cohort dimensions counted per version.
+    pub dimensions: Vec<crate::config::Dimension>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +117,7 @@ impl CompiledRollout {
                 .collect(),
             count: r.count,
             shadow: r.shadow.as_deref().map(index),
+            dimensions: r.dimensions.clone(),
         }
     }
 

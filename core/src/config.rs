@@ -111,6 +111,89 @@ pub struct Rollout {
     /// (docs/cohort.md, "Lanes").
     #[serde(default, skip_serializing_if = "is_false")]
     pub lanes: bool,
+    /// Who the requests are from, counted per version and value
+    /// (`dimmer_mix`), so the controller can check the canary's users look
+    /// like everyone's (docs/analysis.md, "Cohorts that represent the users").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dimensions: Vec<Dimension>,
+}
+
+/// One cohort dimension: `{"header": "x-country"}`, `{"cookie": "plan"}` or
+/// `{"user_agent": "class"}`, with at most `max_values` values counted apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "DimensionFields", into = "DimensionFields")]
+pub struct Dimension {
+    pub source: DimensionSource,
+    pub max_values: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DimensionSource {
+    Header(String),
+    Cookie(String),
+    /// `bot`, `mobile` or `desktop`, from `user-agent`.
+    UserAgentClass,
+}
+
+pub const DEFAULT_MAX_VALUES: u8 = 8;
+
+impl Dimension {
+    /// Its name in the `dimension` tag: the header's name, `cookie.NAME`,
+    /// or `user_agent`.
+    pub fn name(&self) -> String {
+        match &self.source {
+            DimensionSource::Header(h) => h.to_ascii_lowercase(),
+            DimensionSource::Cookie(c) => alloc::format!("cookie.{c}"),
+            DimensionSource::UserAgentClass => String::from("user_agent"),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DimensionFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_values: Option<u8>,
+}
+
+impl TryFrom<DimensionFields> for Dimension {
+    type Error = &'static str;
+
+    fn try_from(f: DimensionFields) -> Result<Self, Self::Error> {
+        let source = match (f.header, f.cookie, f.user_agent.as_deref()) {
+            (Some(h), None, None) => DimensionSource::Header(h),
+            (None, Some(c), None) => DimensionSource::Cookie(c),
+            (None, None, Some("class")) => DimensionSource::UserAgentClass,
+            (None, None, Some(_)) => return Err("`user_agent` takes one value: class"),
+            _ => return Err("a dimension has exactly one of `header`, `cookie` or `user_agent`"),
+        };
+        Ok(Dimension {
+            source,
+            max_values: f.max_values.unwrap_or(DEFAULT_MAX_VALUES),
+        })
+    }
+}
+
+impl From<Dimension> for DimensionFields {
+    fn from(d: Dimension) -> Self {
+        let (header, cookie, user_agent) = match d.source {
+            DimensionSource::Header(h) => (Some(h), None, None),
+            DimensionSource::Cookie(c) => (None, Some(c), None),
+            DimensionSource::UserAgentClass => (None, None, Some(String::from("class"))),
+        };
+        DimensionFields {
+            header,
+            cookie,
+            user_agent,
+            max_values: (d.max_values != DEFAULT_MAX_VALUES).then_some(d.max_values),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -70,6 +70,8 @@ pub enum Problem {
     WiderThanLane {
         width: u32,
     },
+    /// A cohort dimension whose name cannot be a stats tag.
+    BadDimension,
 }
 
 impl fmt::Display for Problem {
@@ -113,6 +115,9 @@ impl fmt::Display for Problem {
             Problem::WiderThanLane { width } => {
                 write!(f, "exceeds its lane of {width} basis points")
             }
+            Problem::BadDimension => f.write_str(
+                "the header or cookie name must be 1 to 32 letters, digits, '.', '_' or '-' (it becomes a stats tag)",
+            ),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod cookie;
 pub mod decide;
 pub mod error;
 pub mod flags;
+pub mod mix;
 pub mod shared;
 pub mod stats;
 pub mod validate;

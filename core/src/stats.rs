@@ -7,11 +7,21 @@ use alloc::format;
 use alloc::string::String;
 
 /// `(tag_name, regex)` for Envoy's `stats_config.stats_tags`.
-pub const STATS_TAGS: [(&str, &str); 3] = [
+pub const STATS_TAGS: [(&str, &str); 5] = [
     ("rollout", r"(rollout=\.=(.*?);\.;)"),
     ("version", r"(version=\.=(.*?);\.;)"),
     ("class", r"(class=\.=(.*?);\.;)"),
+    ("dimension", r"(dimension=\.=(.*?);\.;)"),
+    ("value", r"(value=\.=(.*?);\.;)"),
 ];
+
+/// Requests of `version` whose `dimension` had `value`
+/// (`dimmer_mix{rollout,version,dimension,value}`), counted on routing.
+pub fn mix(rollout: &str, version: &str, dimension: &str, value: &str) -> String {
+    format!(
+        "dimmer.rollout=.={rollout};.;version=.={version};.;dimension=.={dimension};.;value=.={value};.;mix"
+    )
+}
 
 /// Response classes counted per rollout and version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

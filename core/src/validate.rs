@@ -143,6 +143,7 @@ pub fn validate_rollout(r: &Rollout, at: &str) -> Result {
     if let Some(shadow) = &r.shadow {
         known_version(r, shadow, &format!("{at}.shadow"))?;
     }
+    check_dimensions(&r.dimensions, at)?;
     max_len(r.overrides.len(), MAX_OVERRIDES, &format!("{at}.overrides"))?;
     for (i, o) in r.overrides.iter().enumerate() {
         check_override(
@@ -535,4 +536,33 @@ fn check_cookie_name(s: &str, field: &str) -> Result {
     } else {
         Err(ConfigError::invalid(field, Problem::BadCookieName))
     }
+}
+
+/// Dimensions a rollout may count by.
+pub const MAX_DIMENSIONS: usize = 4;
+/// Values one dimension may count apart.
+pub const MAX_DIMENSION_VALUES: u8 = 32;
+
+fn check_dimensions(dims: &[crate::config::Dimension], at: &str) -> Result {
+    max_len(dims.len(), MAX_DIMENSIONS, &format!("{at}.dimensions"))?;
+    for (i, d) in dims.iter().enumerate() {
+        let field = format!("{at}.dimensions[{i}]");
+        let name = d.name();
+        if crate::mix::tag_value(name.as_bytes()).as_deref() != Some(name.as_str()) {
+            return Err(ConfigError::invalid(field, Problem::BadDimension));
+        }
+        if d.max_values == 0 || d.max_values > MAX_DIMENSION_VALUES {
+            return Err(ConfigError::invalid(
+                format!("{field}.max_values"),
+                Problem::OutOfRange {
+                    min: 1,
+                    max: u64::from(MAX_DIMENSION_VALUES),
+                },
+            ));
+        }
+        if dims[..i].iter().any(|o| o.name() == name) {
+            return Err(ConfigError::invalid(field, Problem::Duplicate(name)));
+        }
+    }
+    Ok(())
 }

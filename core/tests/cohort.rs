@@ -141,6 +141,7 @@ fn rollout(weights: &[u32]) -> Rollout {
         stable: "v0".into(),
         shadow: None,
         lanes: false,
+        dimensions: vec![],
         versions: weights
             .iter()
             .enumerate()

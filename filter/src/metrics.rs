@@ -3,8 +3,9 @@
 //! names it adds.
 
 use dimmer_core::stats::{self, StatusClass};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
+use dimmer_core::mix::{self, Slot, TopValues};
 use dimmer_core::{Compiled, CompiledFlags};
 use hashbrown::HashMap;
 use proxy_wasm::hostcalls;
@@ -214,4 +215,120 @@ fn set(id: Option<u32>, value: u64) {
     if let Some(id) = id {
         let _ = hostcalls::record_metric(id, value);
     }
+}
+
+/// The counters of one cohort dimension of one rollout (`dimmer_mix`):
+/// one per version for each value the sketch found frequent, and for
+/// `_other` and `_none`. Values are promoted on the request path, at most
+/// `max_values` per dimension; the sketch carries over config changes.
+#[derive(Debug)]
+pub struct DimensionStats {
+    rollout: String,
+    dimension: String,
+    versions: Vec<String>,
+    pub top: RefCell<TopValues>,
+    /// `ids[value][version]`, `value` indexing `top.promoted()`.
+    ids: RefCell<Vec<Vec<Option<u32>>>>,
+    other: Vec<Option<u32>>,
+    none: Vec<Option<u32>>,
+}
+
+impl DimensionStats {
+    fn define_value(&self, value: &str, registry: Option<&mut Registry>) -> Vec<Option<u32>> {
+        let mut fallback = Registry::default();
+        let registry = registry.unwrap_or(&mut fallback);
+        self.versions
+            .iter()
+            .map(|v| {
+                registry.id(
+                    MetricType::Counter,
+                    &stats::mix(&self.rollout, v, &self.dimension, value),
+                )
+            })
+            .collect()
+    }
+
+    /// Counts one request of `version` whose dimension came to `slot`.
+    pub fn count(&self, slot: Slot, version: usize) {
+        let id = match slot {
+            Slot::Value(i) => self
+                .ids
+                .try_borrow()
+                .ok()
+                .and_then(|ids| ids.get(i).and_then(|v| v.get(version).copied())),
+            Slot::Promoted(i) => {
+                let value = self
+                    .top
+                    .try_borrow()
+                    .ok()
+                    .and_then(|t| t.promoted().get(i).cloned());
+                let ids = value
+                    .map(|v| self.define_value(&v, None))
+                    .unwrap_or_default();
+                let id = ids.get(version).copied();
+                if let Ok(mut all) = self.ids.try_borrow_mut() {
+                    all.push(ids);
+                }
+                id
+            }
+            Slot::Other => self.other.get(version).copied(),
+            Slot::None => self.none.get(version).copied(),
+        };
+        if let Some(id) = id.flatten() {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+}
+
+/// `table[rollout][dimension]`, carrying each dimension's sketch and
+/// promoted values over from `old` where the rollout and dimension are the
+/// same, so a step does not forget which values are frequent.
+pub fn mix_table(
+    cfg: &Compiled,
+    registry: &mut Registry,
+    old: &[Vec<DimensionStats>],
+) -> Vec<Vec<DimensionStats>> {
+    cfg.rollouts
+        .iter()
+        .map(|r| {
+            r.dimensions
+                .iter()
+                .map(|d| {
+                    let dimension = d.name();
+                    let previous = old
+                        .iter()
+                        .flatten()
+                        .find(|o| o.rollout == r.name && o.dimension == dimension);
+                    let top = previous.map_or_else(
+                        || TopValues::new(usize::from(d.max_values)),
+                        |p| {
+                            p.top.try_borrow().map_or_else(
+                                |_| TopValues::new(usize::from(d.max_values)),
+                                |t| t.clone(),
+                            )
+                        },
+                    );
+                    let mut s = DimensionStats {
+                        rollout: r.name.clone(),
+                        dimension,
+                        versions: r.versions.clone(),
+                        top: RefCell::new(TopValues::new(0)),
+                        ids: RefCell::new(Vec::new()),
+                        other: Vec::new(),
+                        none: Vec::new(),
+                    };
+                    s.other = s.define_value(mix::OTHER, Some(registry));
+                    s.none = s.define_value(mix::NONE, Some(registry));
+                    let ids = top
+                        .promoted()
+                        .iter()
+                        .map(|v| s.define_value(v, Some(registry)))
+                        .collect();
+                    s.ids = RefCell::new(ids);
+                    s.top = RefCell::new(top);
+                    s
+                })
+                .collect()
+        })
+        .collect()
 }

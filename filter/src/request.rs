@@ -99,6 +99,19 @@ impl DimmerRequest {
                         .copied();
                 }
                 self.set_cookie = route.new_cookie.map(|id| set_cookie_value(rollout, &id));
+                // Who the request is from, for the cohort's mix: only for
+                // rollouts that name dimensions, so others read nothing more.
+                if let Some(dims) = active.mix.get(route.rollout) {
+                    for (d, stats) in rollout.dimensions.iter().zip(dims) {
+                        let raw = dimmer_core::mix::raw_value(d, &EnvoyRequest);
+                        let Ok(mut top) = stats.top.try_borrow_mut() else {
+                            continue;
+                        };
+                        let slot = top.observe(raw.as_deref());
+                        drop(top);
+                        stats.count(slot, route.version);
+                    }
+                }
             }
         }
         if self.stats.is_some() || !self.flags.is_empty() {

@@ -10,7 +10,8 @@ use proxy_wasm::types::ContextType;
 
 use crate::host::{self, now_ms, property, random_seed};
 use crate::metrics::{
-    shadow_table, variant_table, version_table, Health, Registry, VariantStats, VersionStats,
+    mix_table, shadow_table, variant_table, version_table, DimensionStats, Health, Registry,
+    VariantStats, VersionStats,
 };
 use crate::poller::Poller;
 use crate::request::DimmerRequest;
@@ -22,6 +23,8 @@ pub struct Active {
     /// Per rollout, the stats of mirrored requests, if it counts them.
     pub shadow_stats: Vec<Option<VersionStats>>,
     pub flag_stats: Vec<Vec<VariantStats>>,
+    /// Per rollout, per cohort dimension.
+    pub mix: Vec<Vec<DimensionStats>>,
 }
 
 impl Active {
@@ -69,6 +72,7 @@ impl DimmerRoot {
                 stats: Vec::new(),
                 shadow_stats: Vec::new(),
                 flag_stats: Vec::new(),
+                mix: Vec::new(),
             }),
             poller: None,
         }
@@ -78,11 +82,13 @@ impl DimmerRoot {
         let stats = version_table(&cfg, &mut self.registry);
         let flag_stats = variant_table(&cfg.flags, &mut self.registry);
         let shadow_stats = shadow_table(&cfg, &mut self.registry);
+        let mix = mix_table(&cfg, &mut self.registry, &self.active.mix);
         self.active = Rc::new(Active {
             cfg,
             stats,
             shadow_stats,
             flag_stats,
+            mix,
         });
     }
 

@@ -86,7 +86,10 @@ async fn a_healthy_canary_is_promoted_on_every_kind_and_both_providers() -> anyh
     // each version's own stats endpoint for two gauges (here each version
     // listens on a port of its own, so each gauge names its URL).
     let (p1, p2) = (stack.lab.v1.port, stack.lab.v2.port);
+    // Everyone's mix is the same on both versions: the dimensions must
+    // not hold a healthy canary.
     let yaml = spec_yaml(&[(20.0, "3s"), (50.0, "3s"), (100.0, "2s")], 20)
+        + "  dimensions: [{user_agent: class}, {header: x-country}]\n"
         + &conversion(&prom.url(), "{relative_percent: 20}")
         + &format!(
             "  - name: order_value\n    provider: {{prometheus: {{address: '{}'}}}}\n    kind: mean\n    \
@@ -179,5 +182,74 @@ async fn a_prometheus_that_is_down_makes_the_rollout_hold_naming_the_metric() ->
     assert_eq!(v["phase"], "progressing", "{v}");
     assert_eq!(v["step"], 0, "{v}");
     assert_eq!(v["weight_bp"], 2000, "{v}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_whose_cohort_skews_is_held_naming_the_dimension() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let c = || stack.lab.client.clone();
+    let h = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    let _us = Load::start_with(c(), 3000, 90, "us", vec![h("x-country", "us")]);
+    let _de = Load::start_with(c(), 3000, 45, "de", vec![h("x-country", "de")]);
+    // A load balancer's mistake: every French user lands on the canary.
+    let _fr = Load::start_with(
+        c(),
+        300,
+        20,
+        "fr",
+        vec![h("x-country", "fr"), h("x-tenant-id", "acme-internal")],
+    );
+    // A step long enough to judge: a hold test, like the sample ratio, holds
+    // once it has the evidence, and the step needs a few seconds of it.
+    let yaml = spec_yaml(&[(10.0, "15s"), (100.0, "1s")], 150)
+        + "  dimensions: [{header: x-country}, {user_agent: class}]\n"
+        + "overrides:\n  - {header: x-tenant-id, values: [acme-internal], version: v2}\n";
+    stack.apply(&yaml)?;
+    let held = stack
+        .controller
+        .wait_for(
+            "checkout",
+            Duration::from_secs(60),
+            "held on its mix",
+            |v| {
+                v["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("cohort mismatch on x-country: fr is"))
+            },
+        )
+        .await?;
+    let reason = held["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("over-represented"), "{reason}");
+    assert!(reason.contains("of the baseline's"), "{reason}");
+    // Held, not aborted and not promoted; status shows the mix side by side.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let v = stack.controller.rollout("checkout").await?;
+    assert_eq!(v["phase"], "progressing", "{v}");
+    assert_eq!(v["step"], 0, "{v}");
+    let summary = v["evidence_summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("mix x-country (canary vs baseline):"),
+        "{summary}"
+    );
+    let rows = v["evidence"]["mix"].as_array().cloned().unwrap_or_default();
+    let fr = rows
+        .iter()
+        .find(|r| r["dimension"] == "x-country" && r["value"] == "fr")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(fr["baseline_percent"].as_f64(), Some(0.0), "{v}");
+    assert!(fr["canary_percent"].as_f64().unwrap() > 20.0, "{v}");
+    // Envoy counted what the controller read: bounded values per dimension.
+    let text = stack.lab.envoy.prometheus().await?;
+    assert!(
+        text.contains(
+            r#"dimmer_mix{rollout="checkout",version="v2",dimension="x-country",value="fr"}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"dimension="user_agent",value="_none""#),
+        "{text}"
+    );
     Ok(())
 }

@@ -18,12 +18,14 @@
 //! | latency ceiling (`latency.max_ms`) | e-process, abort | abort |
 //! | SLO burn rate (`slo`) | two windows, abort | the step, abort |
 //! | sample ratio (canary share against weight) | hold | hold |
+//! | each cohort dimension's mix against the baseline's | hold | hold |
 //! | the team's `ratio` and `mean` metrics | safe t-test, abort | the step's means, abort |
 //! | the team's `gauge` metrics | limit at `consecutive` looks, abort | the same |
 //! | a metric with no value | hold | hold |
 
 pub mod eprocess;
 pub mod mean;
+pub mod mix;
 pub mod sequential;
 pub mod state;
 pub mod team_metrics;
@@ -77,6 +79,9 @@ pub struct Evidence {
     /// The team's own metrics (`analysis.metrics`), by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<team_metrics::MetricEvidence>,
+    /// The step's mix over each cohort dimension, canary beside baseline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mix: Vec<mix::MixRow>,
 }
 
 impl Evidence {
@@ -123,6 +128,21 @@ impl Evidence {
             if let Some(b) = self.baseline_latency_ms {
                 let _ = write!(s, " vs {b:.1} ms");
             }
+        }
+        let mut last_dim = "";
+        for r in &self.mix {
+            let sep = if r.dimension == last_dim {
+                ","
+            } else {
+                last_dim = &r.dimension;
+                let _ = write!(s, "; mix {} (canary vs baseline):", r.dimension);
+                ""
+            };
+            let _ = write!(
+                s,
+                "{sep} {} {:.1}% vs {:.1}%",
+                r.value, r.canary_percent, r.baseline_percent
+            );
         }
         for m in &self.metrics {
             let num = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:.4}"));
@@ -211,17 +231,51 @@ pub fn enough_data(a: &Analysis, ev: &Evidence, with_baseline: bool) -> Option<V
     None
 }
 
-/// The guard both methods share as a hold: the canary's share of requests
-/// against its weight, by the sample-ratio e-process. A mismatch may be a
-/// proxy on old weights rather than the canary, so it holds, never aborts.
+/// The guards both methods share as holds, each at h/α (α split among
+/// them): each cohort dimension's mix, then the canary's share of requests
+/// against its weight. Neither is the canary's fault — a proxy on old
+/// weights, a load balancer sending one country to one version — so they
+/// hold, never abort.
 pub fn sample_ratio(
     a: &Analysis,
     input: &Input<'_>,
     state: &AnalysisState,
     ev: &Evidence,
 ) -> Option<Verdict> {
+    let h = AnalysisState::hold_tests(a);
+    let hold_at = h as f64 / a.alpha;
+    for (d, test) in a.dimensions.iter().zip(&state.mix) {
+        let e = test.e_value(d);
+        if e < hold_at {
+            continue;
+        }
+        let name = d.name();
+        let empty = VersionCounts::default();
+        let rows = mix::rows(
+            &a.dimensions,
+            input.step.canary,
+            input.step.baseline.unwrap_or(&empty),
+        );
+        // The value whose share differs most says best what is wrong: each
+        // value's test saturates alike once the evidence is overwhelming.
+        let row = rows.iter().filter(|r| r.dimension == name).max_by(|x, y| {
+            (x.canary_percent - x.baseline_percent)
+                .abs()
+                .total_cmp(&(y.canary_percent - y.baseline_percent).abs())
+        });
+        let value = row.map_or(test.worst().unwrap_or_default(), |r| r.value.as_str());
+        let (c, b) = row.map_or((0.0, 0.0), |r| (r.canary_percent, r.baseline_percent));
+        let side = if c > b { "over" } else { "under" };
+        return Some(Verdict::Insufficient(
+            format!(
+                "cohort mismatch on {name}: {value} is {c:.1}% of the canary's requests this step vs {b:.1}% of the baseline's ({side}-represented; e-value {} ≥ {hold_at:.0} = {h}/α); holding — the canary's users do not look like everyone's, which is not the canary's fault",
+                fmt_e(e)
+            ),
+            ev.clone(),
+        ));
+    }
     let e_share = state.share.e_value();
-    (e_share >= 1.0 / a.alpha).then(|| {
+    (e_share >= hold_at).then(|| {
         Verdict::Insufficient(
             format!(
                 "sample ratio mismatch: the canary had {:.2}% of requests against {:.2}% configured (e-value {}); holding — is every proxy on the current weights?",

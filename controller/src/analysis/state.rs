@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::eprocess::{CeilingTest, RateRatioTest, ShareTest};
+use super::mix::MixTest;
 use super::team_metrics::{MetricState, Reading};
 use super::Input;
 use crate::spec::Analysis;
@@ -33,6 +34,9 @@ pub struct AnalysisState {
     /// One per `analysis.metrics`, in its order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricState>,
+    /// One per `analysis.dimensions`, in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mix: Vec<MixTest>,
 }
 
 impl AnalysisState {
@@ -54,7 +58,14 @@ impl AnalysisState {
                 .map(|max| (max, CeilingTest::new(1.0 - a.latency.percentile / 100.0))),
             canary_history: Vec::new(),
             metrics: a.metrics.iter().map(MetricState::new).collect(),
+            mix: a.dimensions.iter().map(MixTest::new).collect(),
         }
+    }
+
+    /// How many tests may hold a rollout (the sample ratio and each
+    /// dimension's mix): α is split evenly among them too.
+    pub fn hold_tests(a: &Analysis) -> usize {
+        1 + a.dimensions.len()
     }
 
     /// How many tests may abort a rollout: α is split evenly among them, so
@@ -133,6 +144,15 @@ impl AnalysisState {
         // is no share of users to check them against.
         if input.weight > 0.0 {
             self.share.update(nc, nc + nb, input.weight);
+            for (d, test) in input.analysis.dimensions.iter().zip(self.mix.iter_mut()) {
+                let name = d.name();
+                let empty = Default::default();
+                test.feed(
+                    d,
+                    c.mix.get(&name).unwrap_or(&empty),
+                    b.mix.get(&name).unwrap_or(&empty),
+                );
+            }
         }
     }
 

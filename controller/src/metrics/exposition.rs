@@ -97,6 +97,11 @@ pub fn parse_all(text: &str) -> Batch {
                     counts.latency.push((le, value));
                 }
             }
+            "mix" => {
+                if let (Some(d), Some(v)) = (labels.get("dimension"), labels.get("value")) {
+                    counts.add_mix(d, v, value);
+                }
+            }
             _ => {}
         }
     }

@@ -40,6 +40,9 @@ pub struct VersionCounts {
     /// Latency histogram: `(upper bound in ms, cumulative count)`, ascending,
     /// the last bound being `+Inf`, kept as [`INF_BOUND`] so it survives JSON.
     pub latency: Vec<(f64, f64)>,
+    /// Requests by cohort dimension and value (`dimmer_mix`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mix: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 impl VersionCounts {
@@ -58,10 +61,24 @@ impl VersionCounts {
         (n > 0.0).then(|| self.errors() / n)
     }
 
+    pub fn add_mix(&mut self, dimension: &str, value: &str, n: f64) {
+        *self
+            .mix
+            .entry(dimension.to_owned())
+            .or_default()
+            .entry(value.to_owned())
+            .or_default() += n;
+    }
+
     /// Adds `other`'s counts: class by class, and bucket by bucket bound.
     pub fn add(&mut self, other: &VersionCounts) {
         for (k, v) in &other.by_class {
             *self.by_class.entry(k.clone()).or_default() += v;
+        }
+        for (d, values) in &other.mix {
+            for (v, n) in values {
+                self.add_mix(d, v, *n);
+            }
         }
         for &(le, c) in &other.latency {
             match self.latency.iter_mut().find(|(l, _)| *l == le) {
@@ -95,6 +112,18 @@ impl VersionCounts {
                         .find(|(l, _)| *l == le)
                         .map(|(_, c)| *c);
                     (le, delta(v, then))
+                })
+                .collect(),
+            mix: self
+                .mix
+                .iter()
+                .map(|(d, values)| {
+                    let then = earlier.mix.get(d);
+                    let deltas = values
+                        .iter()
+                        .map(|(v, &n)| (v.clone(), delta(n, then.and_then(|t| t.get(v).copied()))))
+                        .collect();
+                    (d.clone(), deltas)
                 })
                 .collect(),
         }

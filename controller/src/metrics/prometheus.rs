@@ -2,7 +2,8 @@
 //! queries answer for every rollout, kept apart per proxy (`instance`) so a
 //! proxy's restart resets its counts alone:
 //! `sum by (rollout, version, class, instance) (dimmer_requests)` and
-//! `sum by (rollout, version, le, instance) (dimmer_latency_ms_bucket)`.
+//! `sum by (rollout, version, le, instance) (dimmer_latency_ms_bucket)`, and
+//! a third for the cohort dimensions' `dimmer_mix`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -54,10 +55,27 @@ impl MetricsSource for Prometheus {
                     "latency_ms_bucket",
                 ))
                 .await?;
+            let mix = self
+                .query("sum by (rollout, version, dimension, value, instance) (dimmer_mix)")
+                .await?;
             let mut batch: Batch = rollouts
                 .iter()
                 .map(|r| (r.clone(), Default::default()))
                 .collect();
+            for row in mix {
+                let (Some(r), Some(v), Some(d), Some(val)) = (
+                    row.label("rollout"),
+                    row.label("version"),
+                    row.label("dimension"),
+                    row.label("value"),
+                ) else {
+                    continue;
+                };
+                if let Some(snap) = batch.get_mut(r) {
+                    let src = row.label("instance").unwrap_or_default();
+                    snap.counts_mut(src, v).add_mix(d, val, row.value);
+                }
+            }
             for row in req {
                 let (Some(r), Some(v), Some(c)) = (
                     row.label("rollout"),
