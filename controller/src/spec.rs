@@ -803,10 +803,15 @@ impl RolloutSpec {
             self.arms_rollout_at(&Default::default())
         };
         validate_rollout(&served, "rollout").map_err(|e| match e {
-            dimmer_core::ConfigError::Invalid { field, problem } => invalid(
-                field.trim_start_matches("rollout.").to_owned(),
-                problem.to_string(),
-            ),
+            dimmer_core::ConfigError::Invalid { field, problem } => {
+                let field = field.trim_start_matches("rollout.");
+                // The spec keeps the filter's dimensions under `analysis`.
+                let field = match field.starts_with("dimensions") {
+                    true => format!("analysis.{field}"),
+                    false => field.to_owned(),
+                };
+                invalid(field, problem.to_string())
+            }
             other => invalid("rollout", other.to_string()),
         })
     }
@@ -1062,6 +1067,33 @@ mod strategy_tests {
 
     fn refused(yaml: &str) -> String {
         RolloutSpec::from_yaml(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn dimensions_and_metrics_are_checked_naming_their_field() {
+        let steps = "steps: [{percent: 10}]\n";
+        for (extra, want) in [
+            ("analysis: {dimensions: [{header: 'x country'}]}\n", "analysis.dimensions[0]: the header or cookie name"),
+            ("analysis: {dimensions: [{header: x-country, max_values: 40}]}\n", "analysis.dimensions[0].max_values: must be between 1 and 32"),
+            ("analysis: {dimensions: [{user_agent: class}, {user_agent: class}]}\n", "analysis.dimensions[1]: duplicate name"),
+            ("analysis: {dimensions: [{user_agent: family}]}\n", "`user_agent` takes one value: class"),
+            ("analysis: {metrics: [{name: m, provider: {prometheus: {}}, kind: ratio, successes: 'a{{version}}', trials: 'b{{version}}'}]}\n", "analysis.metrics[0].direction: is required"),
+        ] {
+            let err = refused(&format!("{BASE}{steps}{extra}"));
+            assert!(err.contains(want), "{extra}→ {err}");
+        }
+        let ok = RolloutSpec::from_yaml(&format!(
+            "{BASE}{steps}analysis: {{dimensions: [{{header: x-country}}, {{cookie: plan, max_values: 4}}, {{user_agent: class}}]}}\n"
+        ))
+        .unwrap();
+        let served = ok.rollout_at(1000);
+        let names: Vec<String> = served.dimensions.iter().map(|d| d.name()).collect();
+        assert_eq!(names, ["x-country", "cookie.plan", "user_agent"]);
+        // The filter's config reads back as itself.
+        let json = serde_json::to_string(&served).unwrap();
+        assert!(json.contains(r#"{"cookie":"plan","max_values":4}"#), "{json}");
+        let back: Rollout = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, served);
     }
 
     #[test]
