@@ -18,6 +18,7 @@ pub mod render;
 pub mod self_metrics;
 pub mod service;
 pub mod simulate;
+pub mod simulate_signals;
 pub mod spec;
 pub mod store;
 pub mod web;

@@ -138,7 +138,7 @@ fn add(total: &mut VersionCounts, more: &VersionCounts) {
     }
 }
 
-fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
@@ -161,16 +161,18 @@ fn summarise(name: &str, s: &Scenario, ttd: Vec<Option<f64>>, bad: Vec<f64>) -> 
     }
 }
 
-/// Runs the scenario on two threads; the result does not depend on them.
-pub fn simulate(s: &Scenario) -> Vec<DetectorResult> {
+/// `one(r)` for each of `runs` runs, on two threads, in run order: the
+/// result does not depend on the threads.
+pub(crate) fn in_parallel<R: Send>(runs: usize, one: impl Fn(usize) -> R + Sync) -> Vec<R> {
     let threads = 2;
-    let mut runs: Vec<(usize, Run)> = std::thread::scope(|scope| {
+    let one = &one;
+    let mut out: Vec<(usize, R)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
-                    (0..s.runs)
+                    (0..runs)
                         .filter(|r| r % threads == t)
-                        .map(|r| (r, one_run(s, r)))
+                        .map(|r| (r, one(r)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -180,7 +182,13 @@ pub fn simulate(s: &Scenario) -> Vec<DetectorResult> {
             .flat_map(|h| h.join().unwrap_or_default())
             .collect()
     });
-    runs.sort_by_key(|(i, _)| *i);
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Runs the scenario on two threads; the result does not depend on them.
+pub fn simulate(s: &Scenario) -> Vec<DetectorResult> {
+    let runs: Vec<(usize, Run)> = in_parallel(s.runs, |r| (r, one_run(s, r)));
     let dimmer = summarise(
         "dimmer (sequential)",
         s,

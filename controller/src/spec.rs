@@ -1091,7 +1091,10 @@ mod strategy_tests {
         assert_eq!(names, ["x-country", "cookie.plan", "user_agent"]);
         // The filter's config reads back as itself.
         let json = serde_json::to_string(&served).unwrap();
-        assert!(json.contains(r#"{"cookie":"plan","max_values":4}"#), "{json}");
+        assert!(
+            json.contains(r#"{"cookie":"plan","max_values":4}"#),
+            "{json}"
+        );
         let back: Rollout = serde_json::from_str(&json).unwrap();
         assert_eq!(back, served);
     }

@@ -2,15 +2,24 @@
 //! (`analysis.dimensions`), a sequential test of whether the canary's mix of
 //! values matches the baseline's, on the filter's `dimmer_mix` counts.
 //!
-//! Each interval, for each value `v` seen by `n_v` requests of which `c_v`
-//! went to the canary: if the mix is the same in both arms, `c_v` is
-//! Binomial(n_v, π) with π the canary's share of the requests — estimated
-//! from the other values of the interval, so that `v`'s own count does not
-//! pull the null towards itself. The sample-ratio test's two-sided mixture
-//! ([`ShareTest`]) runs per value; a dimension's e-value is the average over
-//! its `max_values + 2` possible values (`_other` and `_none` included), a
+//! Each interval, for each value `v`, the 2×2 table of (canary, baseline) ×
+//! (`v`, every other value). Conditional on its margins, the canary's count
+//! of `v` has Fisher's noncentral hypergeometric distribution with odds
+//! ratio ψ; the same mix in both arms is ψ = 1, the central hypergeometric,
+//! with no unknown left: neither the split nor the traffic need be known,
+//! and a proxy on old weights (the sample-ratio test's business) changes
+//! nothing here. The likelihood ratio of ψ in [`ODDS_GRID`] against 1 has
+//! expectation 1 given the margins, so its product over intervals, averaged
+//! over the grid, is a test martingale (capped per interval like every
+//! other test). A dimension's e-value is the average over its
+//! `max_values + 2` possible values (`_other` and `_none` included), a
 //! value not seen yet counting as 1. A mismatch holds the rollout — it is
 //! not the canary's fault — and names the value and by how much.
+//!
+//! (A first version plugged the canary's share of the other values in as a
+//! known Binomial share: its A/A stop rate was 10.5% at α = 0.05, the
+//! estimate's noise inflating every likelihood ratio; `dimmer simulate`
+//! caught it.)
 
 use std::collections::BTreeMap;
 
@@ -18,15 +27,81 @@ use dimmer_core::config::Dimension;
 use dimmer_core::mix::OTHER;
 use serde::{Deserialize, Serialize};
 
-use super::eprocess::ShareTest;
+use super::eprocess::LN_CAP;
 use crate::metrics::VersionCounts;
+
+/// Odds ratios of the mixture: a value half as frequent, or twice, and between.
+pub const ODDS_GRID: [f64; 4] = [0.5, 0.8, 1.25, 2.0];
+
+/// Fisher's exact conditional test of one value, sequential.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OddsTest {
+    pub ln_products: Vec<f64>,
+}
+
+impl Default for OddsTest {
+    fn default() -> Self {
+        OddsTest {
+            ln_products: vec![0.0; ODDS_GRID.len()],
+        }
+    }
+}
+
+impl OddsTest {
+    /// One interval's table: `x` of the value's `n` requests were the
+    /// canary's, which had `c` of all `total` requests.
+    pub fn update(&mut self, x: f64, n: f64, c: f64, total: f64) {
+        let (x, n, c, total) = (x.round(), n.round(), c.round(), total.round());
+        let usable = [x, n, c, total].iter().all(|v| v.is_finite() && *v >= 0.0)
+            && n <= total
+            && c <= total
+            && x <= n.min(c);
+        if !usable {
+            return;
+        }
+        let (lo, hi) = ((c - (total - n)).max(0.0), n.min(c));
+        if hi <= lo {
+            return; // Only one table has these margins: no information.
+        }
+        // ln of C(n, k)·C(total − n, c − k), up to a constant, by the ratio
+        // of consecutive terms; the support is at most min(n, c) + 1 long.
+        let mut lw = Vec::with_capacity((hi - lo) as usize + 1);
+        let mut acc = 0.0;
+        lw.push(acc);
+        let mut k = lo + 1.0;
+        while k <= hi {
+            acc += ((n - k + 1.0) * (c - k + 1.0)).ln() - (k * (total - n - c + k)).ln();
+            lw.push(acc);
+            k += 1.0;
+        }
+        let ln_z = |ln_psi: f64| {
+            let terms = lw
+                .iter()
+                .enumerate()
+                .map(|(i, w)| w + (lo + i as f64) * ln_psi);
+            let max = terms.clone().fold(f64::NEG_INFINITY, f64::max);
+            max + terms.map(|t| (t - max).exp()).sum::<f64>().ln()
+        };
+        let z1 = ln_z(0.0);
+        for (psi, ln_p) in ODDS_GRID.iter().zip(self.ln_products.iter_mut()) {
+            let l = psi.ln();
+            let ln_lr = x * l - ln_z(l) + z1;
+            *ln_p += ln_lr.min(LN_CAP);
+        }
+    }
+
+    pub fn e_value(&self) -> f64 {
+        let n = self.ln_products.len().max(1) as f64;
+        self.ln_products.iter().map(|l| l.exp()).sum::<f64>() / n
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MixTest {
     pub dimension: String,
     /// Each value's test, in the order first seen; a value beyond the
     /// dimension's slots is folded into `_other`.
-    pub values: Vec<(String, ShareTest)>,
+    pub values: Vec<(String, OddsTest)>,
 }
 
 fn slots(d: &Dimension) -> usize {
@@ -48,7 +123,7 @@ impl MixTest {
         if self.values.len() + 1 >= slots && value != OTHER {
             return self.slot(OTHER, slots + 1);
         }
-        self.values.push((value.to_owned(), ShareTest::default()));
+        self.values.push((value.to_owned(), OddsTest::default()));
         self.values.len() - 1
     }
 
@@ -65,15 +140,13 @@ impl MixTest {
         let total_c: f64 = canary.values().map(|x| x.max(0.0)).sum();
         let total: f64 = total_c + baseline.values().map(|x| x.max(0.0)).sum::<f64>();
         for v in values {
-            let (c, n) = (get(canary, v), get(canary, v) + get(baseline, v));
-            let (rest_c, rest) = (total_c - c, total - n);
-            if n <= 0.0 || rest <= 0.0 {
+            let (x, n) = (get(canary, v), get(canary, v) + get(baseline, v));
+            if n <= 0.0 {
                 continue;
             }
-            let pi = rest_c / rest;
             let i = self.slot(v, slots(d));
             if let Some((_, test)) = self.values.get_mut(i) {
-                test.update(c, n, pi);
+                test.update(x, n, total_c, total);
             }
         }
     }
@@ -165,6 +238,30 @@ mod tests {
         assert!(skewed.e_value(&d) > 1e4, "{}", skewed.e_value(&d));
         assert_eq!(skewed.worst(), Some("fr"));
         assert!(same.e_value(&d) < 1.0, "{}", same.e_value(&d));
+    }
+
+    /// The conditional likelihood ratio has expectation 1 under the null:
+    /// summed exactly over the hypergeometric distribution of one table.
+    #[test]
+    fn each_tables_likelihood_ratio_is_fair_under_the_null() {
+        use statrs::distribution::{Discrete, Hypergeometric};
+        let (total, n, c) = (60u64, 14u64, 9u64);
+        let h = Hypergeometric::new(total, n, c).unwrap();
+        for k in 0..ODDS_GRID.len() {
+            let mut mean = 0.0;
+            for x in 0..=n.min(c) {
+                let mut t = OddsTest::default();
+                t.update(x as f64, n as f64, c as f64, total as f64);
+                mean += h.pmf(x) * t.ln_products[k].exp();
+            }
+            // The cap only lowers it.
+            assert!(
+                (mean - 1.0).abs() < 1e-9 || mean < 1.0,
+                "ψ {}: {mean}",
+                ODDS_GRID[k]
+            );
+            assert!(mean > 0.99, "ψ {}: {mean}", ODDS_GRID[k]);
+        }
     }
 
     #[test]

@@ -58,6 +58,15 @@ enum Cmd {
         /// With --rps: your stable version's error rate.
         #[arg(long, default_value_t = 0.001)]
         baseline_error: f64,
+        /// With --rps: what one of the spec's own metrics usually reads, to
+        /// estimate how long each step takes to catch --harm in it:
+        /// `conversion=0.05` (a ratio, one trial per request) or
+        /// `order_value=50:0.05` (a mean, 0.05 values per request). Repeatable.
+        #[arg(long, requires = "rps")]
+        expect: Vec<String>,
+        /// With --expect: the relative harm to catch, in percent.
+        #[arg(long, default_value_t = 10.0)]
+        harm: f64,
         /// Run the rollout again from its first step even if the spec is
         /// unchanged (an unchanged spec is otherwise a no-op). Audited.
         #[arg(long, conflicts_with = "dry_run")]
@@ -180,6 +189,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             dry_run,
             rps,
             baseline_error,
+            expect,
+            harm,
             restart,
         } => {
             let text = std::fs::read_to_string(&file)
@@ -212,6 +223,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 if let Some(rps) = rps {
                     simulate::estimate(&spec, rps, baseline_error);
+                    simulate::estimate_metrics(&spec, rps, &expect, harm / 100.0)?;
                 }
                 return Ok(());
             }

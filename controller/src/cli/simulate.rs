@@ -45,6 +45,39 @@ pub struct SimArgs {
     /// One JSON object per detector.
     #[arg(long)]
     json: bool,
+    /// Judge the team's own metric or the cohort's mix instead of errors:
+    /// conversion (a ratio), order-value (a log-normal mean) or mix.
+    #[arg(long, value_enum)]
+    signal: Option<SignalArg>,
+    /// With --signal: the canary's relative drop (conversion, order value),
+    /// or how much rarer one value is among its users (mix; 0.5 = half). 0: A/A.
+    #[arg(long, default_value_t = 0.1)]
+    effect: f64,
+    /// With --signal: the baseline's conversion (orders per checkout).
+    #[arg(long, default_value_t = 0.05)]
+    conversion: f64,
+    /// With --signal order-value: mean order value and σ of its log.
+    #[arg(long, default_value_t = 50.0)]
+    order_mean: f64,
+    #[arg(long, default_value_t = 0.8)]
+    sigma: f64,
+    /// With --signal mix: the value's share of the baseline's requests.
+    #[arg(long, default_value_t = 0.2)]
+    value_share: f64,
+    /// With --signal: values per batch of the metric's test (min_count).
+    #[arg(long, default_value_t = 30)]
+    min_count: u64,
+    /// With --signal, the reference: a minute fails when the canary is
+    /// worse by more than this, relatively.
+    #[arg(long, default_value_t = 0.05)]
+    reference_threshold: f64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SignalArg {
+    Conversion,
+    OrderValue,
+    Mix,
 }
 
 /// How long each step of `spec` would take to catch a 2× error regression
@@ -89,7 +122,175 @@ pub fn estimate(spec: &RolloutSpec, rps: f64, baseline_error: f64) {
     }
 }
 
+/// `NAME=RATE` or `NAME=MEAN:PER_REQUEST`, checked against the spec.
+fn parse_expect<'a>(
+    spec: &'a RolloutSpec,
+    text: &str,
+) -> anyhow::Result<(&'a dimmer::metric_spec::MetricCheck, f64, f64)> {
+    use dimmer::metric_spec::MetricKind;
+    let (name, value) = text.split_once('=').ok_or_else(|| {
+        anyhow::anyhow!("--expect {text}: write NAME=RATE or NAME=MEAN:PER_REQUEST")
+    })?;
+    let m = spec
+        .analysis
+        .metrics
+        .iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| anyhow::anyhow!("--expect {text}: the spec has no metric {name:?}"))?;
+    let number = |s: &str| {
+        s.parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite() && *x > 0.0)
+            .ok_or_else(|| anyhow::anyhow!("--expect {text}: {s:?} is not a positive number"))
+    };
+    match (m.kind, value.split_once(':')) {
+        (MetricKind::Ratio, None) => {
+            let rate = number(value)?;
+            if rate >= 1.0 {
+                anyhow::bail!("--expect {text}: a ratio is below 1");
+            }
+            Ok((m, rate, 1.0))
+        }
+        (MetricKind::Mean, Some((mean, per))) => Ok((m, number(mean)?, number(per)?)),
+        (MetricKind::Mean, None) => {
+            anyhow::bail!("--expect {text}: a mean needs MEAN:PER_REQUEST (values per request)")
+        }
+        (MetricKind::Ratio, Some(_)) => anyhow::bail!("--expect {text}: a ratio takes one number"),
+        (MetricKind::Gauge, _) => {
+            anyhow::bail!("--expect {text}: {name} is a gauge, not a comparison")
+        }
+    }
+}
+
+/// How long each step of `spec` would take to catch `harm` (relative) in
+/// each metric named by `expects`, by simulation through the same test:
+/// ratios as Bernoulli trials, means as log-normal values (σ of the log 0.8).
+pub fn estimate_metrics(
+    spec: &RolloutSpec,
+    rps: f64,
+    expects: &[String],
+    harm: f64,
+) -> anyhow::Result<()> {
+    use dimmer::metric_spec::MetricKind;
+    use dimmer::simulate_signals::{simulate_signal, Signal, SignalScenario};
+    for text in expects {
+        let (m, value, per_request) = parse_expect(spec, text)?;
+        println!(
+            "\nAt {rps} requests/s, a canary {:.0}% worse in {} would be caught:",
+            100.0 * harm,
+            m.name
+        );
+        for s in spec
+            .steps
+            .iter()
+            .filter(|s| s.percent > 0.0 && s.percent < 100.0)
+        {
+            let ratio = m.kind == MetricKind::Ratio;
+            let scenario = SignalScenario {
+                signal: if ratio {
+                    Signal::Conversion
+                } else {
+                    Signal::OrderValue
+                },
+                rps,
+                split: s.percent / 100.0,
+                conversion: if ratio { value } else { per_request.min(1.0) },
+                value_share: 0.2,
+                order_mean: value,
+                sigma: 0.8,
+                effect: harm,
+                runs: 200,
+                horizon_s: 3600.0,
+                interval_s: spec.analysis.interval.as_secs_f64(),
+                seed: 1,
+                alpha: spec.analysis.alpha,
+                min_count: m.min_count,
+                reference_threshold: 0.3,
+                reference_failure_limit: 3,
+                tolerance: m.tolerance,
+            };
+            let r = &simulate_signal(&scenario)[0];
+            match r.median_ttd_s {
+                Some(t) => println!(
+                    "  at {:>5}%: caught in {:.0}% of runs within the hour; median time {}",
+                    s.percent,
+                    100.0 * r.detected,
+                    humantime::format_duration(Duration::from_secs(t as u64)),
+                ),
+                None => println!(
+                    "  at {:>5}%: not caught within the hour at this traffic",
+                    s.percent
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn simulate_signal_cmd(a: &SimArgs, signal: SignalArg) -> anyhow::Result<()> {
+    use dimmer::simulate_signals::{simulate_signal, Signal, SignalScenario};
+    let signal = match signal {
+        SignalArg::Conversion => Signal::Conversion,
+        SignalArg::OrderValue => Signal::OrderValue,
+        SignalArg::Mix => Signal::Mix,
+    };
+    let s = SignalScenario {
+        signal,
+        rps: a.rps,
+        split: a.split,
+        conversion: a.conversion,
+        value_share: a.value_share,
+        order_mean: a.order_mean,
+        sigma: a.sigma,
+        effect: a.effect,
+        runs: a.runs,
+        horizon_s: a.horizon,
+        interval_s: a.interval,
+        seed: a.seed,
+        alpha: a.alpha,
+        min_count: a.min_count,
+        reference_threshold: a.reference_threshold,
+        reference_failure_limit: a.argo_failure_limit,
+        tolerance: Default::default(),
+    };
+    let results = simulate_signal(&s);
+    if a.json {
+        for r in &results {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(());
+    }
+    println!(
+        "{} runs, {} rps, canary {}% of traffic, {:?} effect {}, {} s horizon, seed {}",
+        a.runs,
+        a.rps,
+        100.0 * a.split,
+        signal,
+        a.effect,
+        a.horizon,
+        a.seed
+    );
+    let opt = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:.0} s"));
+    for r in &results {
+        println!(
+            "  {:<52} stopped {:>6.2}%{}  median {:>7}  p90 {:>7}",
+            r.detector,
+            100.0 * r.detected,
+            r.false_alarms_per_hour.map_or(String::new(), |f| format!(
+                " ({:.3}% per rollout-hour)",
+                100.0 * f
+            )),
+            opt(r.median_ttd_s),
+            opt(r.p90_ttd_s),
+        );
+    }
+    Ok(())
+}
+
 pub fn simulate_cmd(a: SimArgs) -> anyhow::Result<()> {
+    if let Some(signal) = a.signal {
+        return simulate_signal_cmd(&a, signal);
+    }
     let analysis = dimmer::spec::Analysis {
         alpha: a.alpha,
         max_rate_ratio: a.max_rate_ratio,
