@@ -247,7 +247,7 @@ mod tests {
         use statrs::distribution::{Discrete, Hypergeometric};
         let (total, n, c) = (60u64, 14u64, 9u64);
         let h = Hypergeometric::new(total, n, c).unwrap();
-        for k in 0..ODDS_GRID.len() {
+        for (k, psi) in ODDS_GRID.iter().enumerate() {
             let mut mean = 0.0;
             for x in 0..=n.min(c) {
                 let mut t = OddsTest::default();
