@@ -253,3 +253,85 @@ async fn a_canary_whose_cohort_skews_is_held_naming_the_dimension() -> anyhow::R
     );
     Ok(())
 }
+
+/// Clients choose the values: whatever they send, the filter's mix
+/// counters stay bounded, and a value that could reach into a stat's name
+/// is `_other`.
+#[tokio::test(flavor = "multi_thread")]
+async fn invented_values_do_not_grow_the_mix_counters() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let yaml = spec_yaml(&[(50.0, "600s"), (100.0, "1s")], 20)
+        + "  dimensions: [{header: x-country, max_values: 3}, {cookie: plan, max_values: 2}]\n";
+    stack.apply(&yaml)?;
+    let client = &stack.lab.client;
+    // Wait for the filter to take the rollout.
+    stack
+        .controller
+        .wait_for("checkout", Duration::from_secs(30), "applied", |v| {
+            v["proxies_applied"] == 1
+        })
+        .await?;
+    for i in 0..1500u32 {
+        let user = format!("u{}", i % 200);
+        let junk = format!("c{i}");
+        let hostile = format!("x;.;version=.=v9;.;{i}");
+        let country: &[u8] = match i % 5 {
+            0 | 1 => b"us",
+            2 => junk.as_bytes(),
+            3 => hostile.as_bytes(),
+            _ => b"DE",
+        };
+        let cookie = format!("plan=p{}; other=1", i % 700);
+        client
+            .get(
+                "/",
+                &[
+                    ("x-user-id", user.as_bytes()),
+                    ("x-country", country),
+                    ("cookie", cookie.as_bytes()),
+                ],
+            )
+            .await?;
+    }
+    let text = stack.lab.envoy.prometheus().await?;
+    let series = |dim: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("dimmer_mix{") && l.contains(&format!("dimension=\"{dim}\"")))
+            .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let countries = series("x-country");
+    // us and de (lowercased), _other and _none, per version; the hostile
+    // value was never a name: no version v9, no stray tags.
+    for v in ["v1", "v2"] {
+        for value in ["us", "de", "_other", "_none"] {
+            let want = format!(
+                r#"dimmer_mix{{rollout="checkout",version="{v}",dimension="x-country",value="{value}"}}"#
+            );
+            assert!(countries.contains(&want), "{want} missing: {countries:#?}");
+        }
+    }
+    assert!(!text.contains("v9"), "a client's value reached a stat name");
+    // Each version: at most max_values values plus _other and _none, per
+    // worker (Envoy's workers each keep a sketch).
+    let workers = 2;
+    assert!(countries.len() <= 2 * (3 * workers + 2), "{countries:#?}");
+    let plans = series("cookie.plan");
+    assert!(plans.len() <= 2 * (2 * workers + 2), "{plans:#?}");
+    let other = |dim: &str, v: &str| -> f64 {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    r#"dimmer_mix{{rollout="checkout",version="{v}",dimension="{dim}",value="_other"}}"#
+                ))
+            })
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // 700 plans each seen about twice: none is frequent, all are _other.
+    assert!(
+        other("cookie.plan", "v1") + other("cookie.plan", "v2") > 1400.0,
+        "{plans:#?}"
+    );
+    Ok(())
+}

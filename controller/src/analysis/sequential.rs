@@ -141,7 +141,49 @@ impl Analyzer for SequentialAnalyzer {
         if let Some(v) = sample_ratio(a, input, state, &ev) {
             return v;
         }
+        if let Some(why) = Self::building(a, state, e_errors, e_latency, abort_at) {
+            return Verdict::Insufficient(why, ev);
+        }
         Verdict::Pass(ev)
+    }
+}
+
+impl SequentialAnalyzer {
+    /// Evidence against the canary that has not reached the abort boundary
+    /// but is halfway there (the square root of it, where a canary no worse
+    /// than allowed goes with probability at most 1/√(k/α)): a step up waits
+    /// until it settles or aborts. Holding never costs the guarantee, and
+    /// without it a canary failing fast enough to pass `min_requests`
+    /// first — a quarter of mirrored requests failing at a 2 s shadow step —
+    /// stepped up one look before its abort.
+    fn building(
+        a: &crate::spec::Analysis,
+        state: &AnalysisState,
+        e_errors: f64,
+        e_latency: f64,
+        abort_at: f64,
+    ) -> Option<String> {
+        let halfway = abort_at.sqrt();
+        let mut tests = vec![
+            ("errors", e_errors),
+            ("latency", e_latency),
+            ("the error ceiling", state.error_ceiling.e_value()),
+        ];
+        if let Some((_, t)) = &state.latency_ceiling {
+            tests.push(("the latency ceiling", t.e_value()));
+        }
+        for (m, s) in a.metrics.iter().zip(&state.metrics) {
+            if m.is_comparison() && s.test.harmful() {
+                tests.push((m.name.as_str(), s.test.e_value()));
+            }
+        }
+        let (name, e) = tests.into_iter().max_by(|x, y| x.1.total_cmp(&y.1))?;
+        (e >= halfway).then(|| {
+            format!(
+                "holding: evidence against the canary is building ({name} e-value {}, past {halfway:.0} = √{abort_at:.0}; it aborts at {abort_at:.0}); not stepping up until it settles",
+                fmt_e(e)
+            )
+        })
     }
 }
 
@@ -194,5 +236,44 @@ mod tests {
             }
         }
         panic!("never aborted");
+    }
+
+    #[test]
+    fn a_step_up_waits_while_evidence_against_the_canary_builds() {
+        let a = Analysis {
+            min_requests: 10,
+            ..Analysis::default()
+        };
+        let mut state = AnalysisState::for_spec(&a);
+        let (c, b) = (counts(100.0, 0.0), counts(900.0, 0.0));
+        let input = Input {
+            analysis: &a,
+            slo: None,
+            step: Counts {
+                canary: &c,
+                baseline: Some(&b),
+            },
+            interval: Counts {
+                canary: &c,
+                baseline: Some(&b),
+            },
+            weight: 0.1,
+            now_ms: 1000,
+        };
+        assert!(matches!(
+            SequentialAnalyzer.judge(&input, &state),
+            Verdict::Pass(_)
+        ));
+        // An errors e-value of 100: past √3000 ≈ 55, short of 3000.
+        state.errors.ln_products = vec![100f64.ln(); state.errors.ln_products.len()];
+        match SequentialAnalyzer.judge(&input, &state) {
+            Verdict::Insufficient(why, _) => {
+                assert!(
+                    why.contains("evidence against the canary is building (errors e-value 100.00"),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
