@@ -9,14 +9,20 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
 export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: .wasm-target .prometheus .skopeo .browser screenshot demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults bench-polls soak fuzz .cargo-fuzz clean
+.PHONY: .wasm-target .etcd .prometheus .skopeo .browser screenshot demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults bench-polls soak fuzz .cargo-fuzz clean
 
-setup: $(ENVOY) .wasm-target .prometheus .skopeo .browser
+setup: $(ENVOY) .wasm-target .prometheus .skopeo .browser .etcd
 
 # Prometheus, from Debian's packages: the multi-proxy tests scrape with it.
 .prometheus:
 	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 	@prometheus --version 2>&1 | head -1
+
+# etcd, from Debian's packages: the fleet's store in its tests; protoc
+# builds the etcd client's protocol code.
+.etcd:
+	@command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
+	@command -v protoc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null; }
 
 # skopeo, from Debian's packages: an OCI tool nobody here wrote reads the
 # image layout `make oci` writes (tests/tests/oci.rs).
@@ -56,7 +62,7 @@ wasm: .wasm-target
 build: setup wasm
 	cargo build --release -p dimmer -p dimmer-e2e --bins
 
-lint: .wasm-target
+lint: .wasm-target .etcd
 	cargo fmt --all --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy -p dimmer-filter --target $(WASM_TARGET) -- -D warnings

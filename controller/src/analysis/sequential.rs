@@ -269,7 +269,9 @@ mod tests {
         match SequentialAnalyzer.judge(&input, &state) {
             Verdict::Insufficient(why, _) => {
                 assert!(
-                    why.contains("evidence against the canary is building (errors e-value 100, past 55"),
+                    why.contains(
+                        "evidence against the canary is building (errors e-value 100, past 55"
+                    ),
                     "{why}"
                 )
             }
