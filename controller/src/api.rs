@@ -130,6 +130,10 @@ pub fn router(app: App) -> Router {
         // Handlers read bodies themselves, after the token and up to their
         // own limits.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::forward::to_leader,
+        ))
         .with_state(app)
 }
 
@@ -316,6 +320,9 @@ async fn health(State(app): State<App>, headers: HeaderMap) -> Result<Response, 
         "metrics_source_error": now.err(),
         "proxies_known": app.service.registry().len(),
         "audit_head": app.service.audit_head(),
+        // In a fleet: whether this controller decides, and who does.
+        "leading": app.service.is_leader(),
+        "leader": app.service.fleet().map_or(Some(String::new()), |r| r.leader_url()),
     }))
     .into_response())
 }

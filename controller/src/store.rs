@@ -1,7 +1,8 @@
-//! State in an embedded SQLite file: the rollouts, the config revision, and
-//! the audit log. Every transition is one transaction that writes the new
-//! state and its audit record together, so a SIGKILL at any moment leaves
-//! either both or neither.
+//! The controller's state: the rollouts, the config revision, and the audit
+//! log. In an embedded SQLite file by default ([`SqliteStore`]), or in etcd
+//! for a fleet of controllers (`crate::store_etcd`). Either way every
+//! transition is one transaction that writes the new state and its audit
+//! record together, so a SIGKILL at any moment leaves either both or neither.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -15,6 +16,12 @@ use crate::engine::RolloutState;
 pub enum StoreError {
     #[error("state database: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("etcd: {0}")]
+    Etcd(String),
+    /// The write was refused because this controller does not hold the
+    /// leader's lease (or never did): it must not decide.
+    #[error("not written: this controller is not the leader ({0})")]
+    Fenced(String),
     #[error("state database holds unreadable state for {name}: {source}")]
     Corrupt {
         name: String,
@@ -24,7 +31,96 @@ pub enum StoreError {
     HeadFile { path: String, reason: String },
 }
 
-pub struct Store {
+/// Where the state is: one SQLite file, or etcd.
+pub enum Store {
+    Sqlite(SqliteStore),
+    Etcd(crate::store_etcd::EtcdStore),
+}
+
+macro_rules! each {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($s) => $e,
+            Store::Etcd($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// The SQLite file at `path`, created if missing.
+    pub fn open(path: &Path, key: AuditKey) -> Result<Store, StoreError> {
+        SqliteStore::open(path, key).map(Store::Sqlite)
+    }
+
+    pub fn head(&self) -> Result<Head, StoreError> {
+        each!(self, s => s.head())
+    }
+
+    /// The head checkpoint kept apart from the log, `None` if there is none.
+    pub fn head_file(&self) -> Result<Option<Head>, StoreError> {
+        each!(self, s => s.head_file())
+    }
+
+    pub fn verify(&self) -> Result<Result<usize, ChainError>, StoreError> {
+        each!(self, s => s.verify())
+    }
+
+    pub fn revision(&self) -> Result<u64, StoreError> {
+        each!(self, s => s.revision())
+    }
+
+    pub fn rollouts(&self) -> Result<Vec<RolloutState>, StoreError> {
+        each!(self, s => s.rollouts())
+    }
+
+    pub fn transition(
+        &self,
+        name: &str,
+        state: Option<&mut RolloutState>,
+        bump: bool,
+        entry: Entry<'_>,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        each!(self, s => s.transition(name, state, bump, entry, now_ms))
+    }
+
+    pub fn save_quietly(&self, state: &RolloutState) -> Result<(), StoreError> {
+        each!(self, s => s.save_quietly(state))
+    }
+
+    pub fn audit(&self, rollout: Option<&str>) -> Result<Vec<AuditRecord>, StoreError> {
+        each!(self, s => s.audit(rollout))
+    }
+}
+
+/// The next audit record after `(prev_seq, prev_hash)`: chained and keyed.
+pub fn chain_next(
+    prev_seq: i64,
+    prev_hash: String,
+    e: Entry<'_>,
+    now_ms: u64,
+    key: &AuditKey,
+) -> AuditRecord {
+    let mut rec = AuditRecord {
+        seq: prev_seq + 1,
+        at_ms: now_ms as i64,
+        actor: e.actor.to_owned(),
+        rollout: e.rollout.to_owned(),
+        action: e.action.to_owned(),
+        from: e.from,
+        to: e.to,
+        reason: e.reason.to_owned(),
+        evidence: e.evidence,
+        prev_hash,
+        hash: String::new(),
+        mac: String::new(),
+    };
+    rec.hash = rec.compute_hash();
+    rec.mac = key.mac(rec.seq, &rec.hash);
+    rec
+}
+
+pub struct SqliteStore {
     conn: Mutex<Connection>,
     key: AuditKey,
     head_path: PathBuf,
@@ -45,6 +141,7 @@ pub fn default_key_path(db: &Path) -> PathBuf {
 }
 
 /// What an audit record says, before it is chained.
+#[derive(Clone)]
 pub struct Entry<'a> {
     pub actor: &'a str,
     pub rollout: &'a str,
@@ -55,8 +152,8 @@ pub struct Entry<'a> {
     pub evidence: serde_json::Value,
 }
 
-impl Store {
-    pub fn open(path: &Path, key: AuditKey) -> Result<Store, StoreError> {
+impl SqliteStore {
+    pub fn open(path: &Path, key: AuditKey) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -78,7 +175,7 @@ impl Store {
         if !has_mac {
             conn.execute_batch("ALTER TABLE audit ADD COLUMN mac TEXT NOT NULL DEFAULT ''")?;
         }
-        Ok(Store {
+        Ok(SqliteStore {
             conn: Mutex::new(conn),
             key,
             head_path: head_path(path),
@@ -281,22 +378,7 @@ fn append_audit(
         )
         .optional()?;
     let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_owned()));
-    let mut rec = AuditRecord {
-        seq: prev_seq + 1,
-        at_ms: now_ms as i64,
-        actor: e.actor.to_owned(),
-        rollout: e.rollout.to_owned(),
-        action: e.action.to_owned(),
-        from: e.from,
-        to: e.to,
-        reason: e.reason.to_owned(),
-        evidence: e.evidence,
-        prev_hash,
-        hash: String::new(),
-        mac: String::new(),
-    };
-    rec.hash = rec.compute_hash();
-    rec.mac = key.mac(rec.seq, &rec.hash);
+    let rec = chain_next(prev_seq, prev_hash, e, now_ms, key);
     tx.execute(
         "INSERT INTO audit (seq, at_ms, actor, rollout, action, from_state, to_state, reason, evidence, prev_hash, hash, mac)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",

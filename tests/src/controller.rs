@@ -75,12 +75,15 @@ impl Controller {
                  - {{name: envoy, role: proxy, token: {ENVOY_TOKEN}}}\n"
             ),
         )?;
+        let port = free_port()?;
+        // `{URL}` in an argument is this controller's own URL (--advertise).
+        let url = format!("http://127.0.0.1:{port}");
         let mut c = Controller {
             child: None,
-            port: free_port()?,
+            port,
             metrics,
             dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra: extra.iter().map(|s| s.replace("{URL}", &url)).collect(),
         };
         c.spawn().await?;
         Ok(c)

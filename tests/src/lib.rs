@@ -7,6 +7,7 @@ pub mod bench;
 pub mod client;
 pub mod controller;
 pub mod envoy;
+pub mod etcd;
 pub mod faults;
 pub mod fixtures;
 pub mod load;

@@ -57,6 +57,36 @@ pub struct ServeArgs {
     /// first); each costs about as much memory as bench/RESULTS.md says.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_proxies: u32,
+    /// Keep the state in etcd instead of --db, for a fleet of controllers:
+    /// `etcd://HOST:PORT[,HOST:PORT...]`. One leader decides; every
+    /// controller serves the config (docs/operations.md, "A fleet").
+    #[arg(long)]
+    store: Option<String>,
+    /// With --store etcd: the URL other controllers reach this one at, to
+    /// forward mutating calls to it when it leads.
+    #[arg(long, requires = "store")]
+    advertise: Option<String>,
+    /// With --store etcd: the leader's lease; a leader that cannot renew it
+    /// stops deciding within two thirds of it, and another takes over after it.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    lease_ttl: Duration,
+}
+
+/// `etcd://a:2379,b:2379` as its endpoints.
+fn etcd_endpoints(store: &str) -> anyhow::Result<Vec<String>> {
+    let Some(rest) = store.strip_prefix("etcd://") else {
+        bail!("--store {store:?}: only etcd://HOST:PORT[,HOST:PORT...] (SQLite is the default, --db)");
+    };
+    let endpoints: Vec<String> = rest
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if endpoints.is_empty() || endpoints.iter().any(|e| !e.contains(':')) {
+        bail!("--store {store:?}: each endpoint is HOST:PORT");
+    }
+    Ok(endpoints)
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -72,6 +102,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics_timeout,
         proxy_stale_after,
         max_proxies,
+        store: store_url,
+        advertise,
+        lease_ttl,
     } = args;
     let auth = match (tokens, no_auth) {
         (Some(path), _) => Auth::from_file(&path)?,
@@ -101,7 +134,42 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let key_path = audit_key.unwrap_or_else(|| store::default_key_path(&db));
     let key = AuditKey::load_or_create(&key_path)?;
-    let store = Store::open(&db, key).with_context(|| format!("opening {}", db.display()))?;
+    let (store, fleet) = match &store_url {
+        None => (
+            Store::open(&db, key).with_context(|| format!("opening {}", db.display()))?,
+            None,
+        ),
+        Some(url) => {
+            let endpoints = etcd_endpoints(url)?;
+            let Some(me) = advertise.clone() else {
+                bail!("--store etcd needs --advertise URL: where the other controllers reach this one");
+            };
+            if reqwest::Url::parse(&me).is_err() || !me.starts_with("http") {
+                bail!("--advertise {me:?} is not an http(s) URL");
+            }
+            if lease_ttl < Duration::from_secs(1) || lease_ttl > Duration::from_secs(60) {
+                bail!("--lease-ttl must be from 1s to 60s");
+            }
+            let etcd = dimmer::store_etcd::EtcdStore::connect(
+                &endpoints,
+                "/dimmer/",
+                key,
+                Duration::from_secs(2),
+            )
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+            let role = Arc::new(dimmer::fleet::Role::new(&me));
+            let fleet = dimmer::fleet::Fleet {
+                client: etcd.client(),
+                election: "/dimmer-election/leader".into(),
+                prefix: etcd.prefix().to_owned(),
+                ttl: lease_ttl,
+                role: Arc::clone(&role),
+                fence: etcd.fence_handle(),
+            };
+            (Store::Etcd(etcd), Some((fleet, role)))
+        }
+    };
     let settings = Settings {
         metrics_timeout,
         webhooks,
@@ -111,9 +179,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Limits::default()
         },
         queries,
+        fleet: fleet.as_ref().map(|(_, role)| Arc::clone(role)),
         ..Settings::default()
     };
     let service = Service::new(store, source, settings)?;
+    if let Some((fleet, _)) = fleet {
+        tokio::spawn(Arc::new(fleet).run(Arc::clone(&service)));
+    }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;

@@ -134,6 +134,9 @@ pub struct Settings {
     pub proxies: Limits,
     /// Where the team's own metrics (`analysis.metrics`) are read.
     pub queries: Arc<dyn crate::providers::Query>,
+    /// In a fleet (`--store etcd://…`): whether this controller leads. None:
+    /// the only controller, always deciding.
+    pub fleet: Option<Arc<crate::fleet::Role>>,
 }
 
 impl Default for Settings {
@@ -147,6 +150,7 @@ impl Default for Settings {
                 None,
                 Duration::from_secs(3),
             )),
+            fleet: None,
         }
     }
 }
@@ -229,6 +233,38 @@ impl Service {
             readings: Arc::default(),
             reading: Arc::default(),
         }))
+    }
+
+    /// Whether this controller decides: the only one, or the fleet's leader.
+    pub fn is_leader(&self) -> bool {
+        self.settings.fleet.as_ref().is_none_or(|r| r.leading())
+    }
+
+    /// In a fleet, the role this controller plays.
+    pub fn fleet(&self) -> Option<&Arc<crate::fleet::Role>> {
+        self.settings.fleet.as_ref()
+    }
+
+    /// Reads the whole state again from the store: a follower keeping up
+    /// with the leader's writes, a new leader starting from what is durable.
+    pub async fn reload(&self) -> Result<(), ServiceError> {
+        let rollouts: BTreeMap<String, RolloutState> = self
+            .store
+            .rollouts()?
+            .into_iter()
+            .map(|r| (r.spec.name.clone(), r))
+            .collect();
+        let revision = self.store.revision()?;
+        let head = self.store.head()?;
+        let mut state = self.state.lock().await;
+        state.rollouts = rollouts;
+        state.revision = revision;
+        let doc = config_of(&state);
+        *self.flags.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(FlagTable::new(&doc, &state.rollouts));
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(doc);
+        *self.head.write().unwrap_or_else(|e| e.into_inner()) = head;
+        Ok(())
     }
 
     /// The `GET /v1/config` document at the current revision: a copy,

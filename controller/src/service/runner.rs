@@ -12,6 +12,11 @@ use crate::metrics::{Batch, Snapshot};
 impl Service {
     /// One pass of the analysis loop.
     pub async fn tick(&self) {
+        // A follower decides nothing: the leader does, and its writes reach
+        // this controller through the store's watch.
+        if !self.is_leader() {
+            return;
+        }
         let now = now_ms();
         self.sample_flags_now_and_then(now).await;
         self.time_rollbacks(now);

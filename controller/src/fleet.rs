@@ -1,0 +1,206 @@
+//! A fleet of controllers on etcd: one leader, elected with etcd's election
+//! API under a lease, makes every decision; every controller keeps its
+//! copy of the state from a watch of etcd and serves `GET /v1/config` from
+//! it, so polls never depend on the leader.
+//!
+//! The leader's lease is kept alive every third of its TTL. When a
+//! keep-alive fails or is not answered within the TTL the controller stops
+//! deciding at once and says so; its writes were already fenced by the
+//! store (`crate::store_etcd`), so even a leader that has not noticed
+//! cannot write after its lease ended.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, WatchOptions};
+
+use crate::service::Service;
+use crate::store_etcd::Fence;
+
+/// What this controller is in the fleet now.
+#[derive(Debug, Default)]
+pub struct Role {
+    leading: AtomicBool,
+    /// The leader's advertised URL, as the election says.
+    leader_url: Mutex<Option<String>>,
+    /// This controller's own advertised URL.
+    pub me: String,
+}
+
+impl Role {
+    pub fn new(me: &str) -> Role {
+        Role {
+            me: me.to_owned(),
+            ..Role::default()
+        }
+    }
+
+    pub fn leading(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    pub fn leader_url(&self) -> Option<String> {
+        self.leader_url.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_leader_url(&self, url: Option<String>) {
+        *self.leader_url.lock().unwrap_or_else(|e| e.into_inner()) = url;
+    }
+}
+
+pub struct Fleet {
+    pub client: Client,
+    /// The election's name, under the store's prefix.
+    pub election: String,
+    pub prefix: String,
+    pub ttl: Duration,
+    pub role: Arc<Role>,
+    pub fence: Arc<Mutex<Option<Fence>>>,
+}
+
+impl Fleet {
+    /// Campaigns, leads while the lease lives, and campaigns again: forever.
+    pub async fn run(self: Arc<Self>, service: Arc<Service>) {
+        tokio::spawn(Arc::clone(&self).follow(Arc::clone(&service)));
+        tokio::spawn(Arc::clone(&self).track_leader());
+        loop {
+            if let Err(e) = self.lead_once(&service).await {
+                tracing::warn!(error = %e, "election");
+            }
+            self.step_down("not leading");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn step_down(&self, why: &str) {
+        let was = self.role.leading.swap(false, Ordering::SeqCst);
+        *self.fence.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if was {
+            tracing::error!(why, "lost the leader's lease: not deciding, not writing");
+        }
+    }
+
+    /// One term: a lease, a campaign, leadership until the lease is lost.
+    async fn lead_once(&self, service: &Arc<Service>) -> Result<(), etcd_client::Error> {
+        let mut c = self.client.clone();
+        let ttl = self.ttl.as_secs().max(1) as i64;
+        let lease = c.lease_grant(ttl, None).await?.id();
+        let (mut keeper, mut answers) = c.lease_keep_alive(lease).await?;
+        // The lease is kept alive while campaigning, too.
+        let alive = Arc::new(Mutex::new(Instant::now()));
+        let (a, period, ttl_d) = (Arc::clone(&alive), self.ttl / 3, self.ttl);
+        let keep = tokio::spawn(async move {
+            loop {
+                if keeper.keep_alive().await.is_err() {
+                    return;
+                }
+                match tokio::time::timeout(ttl_d, answers.message()).await {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                        *a.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                    }
+                    _ => return,
+                }
+                tokio::time::sleep(period).await;
+            }
+        });
+        let campaign = c.campaign(self.election.clone(), self.role.me.clone(), lease);
+        let won = tokio::select! {
+            r = campaign => r,
+            _ = wait_lost(&alive, self.ttl) => {
+                keep.abort();
+                return Ok(());
+            }
+        };
+        let won = match won {
+            Ok(w) => w,
+            Err(e) => {
+                keep.abort();
+                return Err(e);
+            }
+        };
+        let Some(leader) = won.leader() else {
+            keep.abort();
+            return Ok(());
+        };
+        *self.fence.lock().unwrap_or_else(|e| e.into_inner()) = Some(Fence {
+            key: leader.key().to_vec(),
+            create_revision: leader.rev(),
+        });
+        // Decide from what etcd holds, not from what was last watched.
+        if let Err(e) = service.reload().await {
+            tracing::error!(error = %e, "elected but cannot read the state; standing down");
+            keep.abort();
+            let _ = c.lease_revoke(lease).await;
+            return Ok(());
+        }
+        self.role.set_leader_url(Some(self.role.me.clone()));
+        self.role.leading.store(true, Ordering::SeqCst);
+        tracing::info!(me = %self.role.me, "leading");
+        wait_lost(&alive, self.ttl).await;
+        keep.abort();
+        self.step_down("its lease was not renewed within the TTL");
+        let _ = c.lease_revoke(lease).await;
+        Ok(())
+    }
+
+    /// Keeps this controller's copy of the state as etcd has it while it
+    /// follows: a watch of the prefix, and a full read every few seconds in
+    /// case a watch broke.
+    async fn follow(self: Arc<Self>, service: Arc<Service>) {
+        loop {
+            let mut c = self.client.clone();
+            let watch = c
+                .watch(self.prefix.clone(), Some(WatchOptions::new().with_prefix()))
+                .await;
+            let mut stream = match watch {
+                Ok(s) => s,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::time::timeout(Duration::from_secs(3), stream.message()).await;
+                match next {
+                    Ok(Ok(Some(_))) | Err(_) => {
+                        if !self.role.leading() {
+                            if let Err(e) = service.reload().await {
+                                tracing::warn!(error = %e, "cannot read the state from etcd");
+                            }
+                        }
+                    }
+                    Ok(_) => break,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Keeps the leader's URL known, for forwarding mutating calls.
+    async fn track_leader(self: Arc<Self>) {
+        loop {
+            if !self.role.leading() {
+                let mut c = self.client.clone();
+                let url = match c.leader(self.election.clone()).await {
+                    Ok(r) => r.kv().and_then(|kv| kv.value_str().ok().map(str::to_owned)),
+                    Err(_) => None,
+                };
+                self.role.set_leader_url(url);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Returns once the lease has not been renewed for `ttl`.
+async fn wait_lost(alive: &Mutex<Instant>, ttl: Duration) {
+    loop {
+        let last = *alive.lock().unwrap_or_else(|e| e.into_inner());
+        // Before etcd could expire it: the answer came after etcd had renewed.
+        if last.elapsed() >= ttl * 2 / 3 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,89 @@
+//! In a fleet, a mutating call (apply, delete, pause, resume, promote,
+//! abort, a flag switch) that reaches a follower is applied by the leader:
+//! the follower forwards it, token and body as they came, and answers with
+//! the leader's answer — which the leader gives only once the change is
+//! durable in etcd. No leader known: 503, retry.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::api::App;
+
+/// Marks a forwarded call, so a stale follower never forwards twice.
+const FORWARDED: &str = "x-dimmer-forwarded";
+/// The largest body forwarded: a spec's own limit is below it.
+const MAX_FORWARDED: usize = 1 << 20;
+
+fn mutating(req: &Request) -> bool {
+    let path = req.uri().path();
+    matches!(*req.method(), Method::POST | Method::DELETE | Method::PUT)
+        && path.starts_with("/v1/")
+}
+
+fn unavailable(why: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [("retry-after", "1")],
+        Json(serde_json::json!({ "error": why })),
+    )
+        .into_response()
+}
+
+pub async fn to_leader(State(app): State<App>, req: Request, next: Next) -> Response {
+    let Some(role) = app.service.fleet() else {
+        return next.run(req).await;
+    };
+    if role.leading() || !mutating(&req) {
+        return next.run(req).await;
+    }
+    if req.headers().contains_key(FORWARDED) {
+        return unavailable("this controller is not the leader either; retry");
+    }
+    let Some(leader) = role.leader_url() else {
+        return unavailable("no leader elected yet; retry");
+    };
+    let url = format!(
+        "{}{}",
+        leader.trim_end_matches('/'),
+        req.uri().path_and_query().map_or("", |p| p.as_str())
+    );
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_FORWARDED).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response();
+    };
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(15))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
+    let mut out = http
+        .request(parts.method.clone(), &url)
+        .header(FORWARDED, "1")
+        .body(body.to_vec());
+    for name in ["authorization", "content-type"] {
+        if let Some(v) = parts.headers.get(name) {
+            out = out.header(name, v);
+        }
+    }
+    match out.send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            let kind = resp.headers().get("content-type").cloned();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let mut r = Response::new(Body::from(bytes));
+            *r.status_mut() = status;
+            if let Some(k) = kind {
+                r.headers_mut().insert("content-type", k);
+            }
+            if let Ok(v) = HeaderValue::from_str(&leader) {
+                r.headers_mut().insert("x-dimmer-leader", v);
+            }
+            r
+        }
+        Err(e) => unavailable(&format!("cannot reach the leader {leader}: {e}; retry")),
+    }
+}

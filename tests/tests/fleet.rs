@@ -1,0 +1,184 @@
+//! A fleet of controllers on etcd: real etcd members, real controllers,
+//! an Envoy polling whichever controller is alive (loopback hosts; the
+//! partition tests on network namespaces are not built yet).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::time::{Duration, Instant};
+
+use dimmer_e2e::controller::{Controller, MetricsFrom, ADMIN_TOKEN, ENVOY_TOKEN, VIEWER_TOKEN};
+use dimmer_e2e::envoy::{Envoy, EnvoyOptions};
+use dimmer_e2e::etcd::Etcd;
+use dimmer_e2e::fixtures::spec_yaml;
+use dimmer_e2e::load::Load;
+use dimmer_e2e::paths::workspace_root;
+use dimmer_e2e::ports::free_port;
+use dimmer_e2e::prometheus::Prometheus;
+use dimmer_e2e::{Client, Upstream};
+use serde_json::json;
+
+const TTL_S: u64 = 2;
+
+async fn leading(c: &Controller) -> bool {
+    c.get("/v1/health", VIEWER_TOKEN)
+        .await
+        .is_ok_and(|h| h["leading"] == true)
+}
+
+async fn wait_leading(c: &Controller, within: Duration) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if leading(c).await {
+            return Ok(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("not leading within {within:?}:\n{}", c.log())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_killed_mid_rollout_is_replaced_and_nothing_is_lost_or_doubled(
+) -> anyhow::Result<()> {
+    let etcd = Etcd::start(3).await?;
+    let admin = free_port()?;
+    let prom = Prometheus::start(&[admin]).await?;
+    let keys = tempfile::tempdir()?;
+    let key = keys.path().join("audit.key").display().to_string();
+    let store = etcd.store_url();
+    let ttl = format!("{TTL_S}s");
+    let args = [
+        "--store", &store, "--advertise", "{URL}", "--lease-ttl", &ttl, "--audit-key", &key,
+    ];
+    let mut a = Controller::start(MetricsFrom::Prometheus(prom.url()), &args).await?;
+    wait_leading(&a, Duration::from_secs(10)).await?;
+    let b = Controller::start(MetricsFrom::Prometheus(prom.url()), &args).await?;
+    assert!(!leading(&b).await, "two leaders");
+
+    let (v1, v2) = (Upstream::start("v1").await?, Upstream::start("v2").await?);
+    let plugin = json!({"controller": {"cluster": "dimmer-controller", "poll_interval_ms": 500, "timeout_ms": 400, "token": ENVOY_TOKEN}});
+    let mut o = EnvoyOptions::new(plugin, v1.port, v2.port);
+    o.controller_port = a.port;
+    o.admin_port = admin;
+    o.node_id = "edge-1".into();
+    o.template = Some(workspace_root().join("envoy-configs/envoy-fleet.yaml.tmpl"));
+    o.vars = vec![("CONTROLLER2_PORT", b.port.to_string())];
+    let envoy = Envoy::start(o).await?;
+    let users = Load::start(Client::new(envoy.url("")), 2000, 150);
+
+    // Applied through the follower: forwarded to the leader, answered once
+    // it is in etcd.
+    let path = b.dir().join("spec.yaml");
+    std::fs::write(
+        &path,
+        spec_yaml(&[(10.0, "4s"), (30.0, "4s"), (60.0, "4s"), (100.0, "2s")], 30),
+    )?;
+    let out = b.ok(&["apply", "-f", &path.display().to_string()])?;
+    assert!(out.contains("checkout"), "{out}");
+    // Mid-rollout, as the follower sees it from its watch.
+    b.wait_for("checkout", Duration::from_secs(60), "at step 2", |v| {
+        v["step"].as_u64().unwrap_or(0) >= 1
+    })
+    .await?;
+    let step_before = b.rollout("checkout").await?["step"].as_u64().unwrap_or(0);
+    a.kill();
+    let took = wait_leading(&b, Duration::from_secs(TTL_S * 3)).await?;
+    assert!(
+        took <= Duration::from_secs(TTL_S + 1),
+        "takeover took {took:?} for a {TTL_S} s lease"
+    );
+    let done = b
+        .wait_for("checkout", Duration::from_secs(90), "completed", |v| {
+            v["phase"] == "completed"
+        })
+        .await?;
+    assert_eq!(done["weight_bp"], 10_000, "{done}");
+
+    // The audit chain: whole, in order, every step once, and verified.
+    let history = b.get("/v1/rollouts/checkout/history", VIEWER_TOKEN).await?;
+    let records = history.as_array().cloned().unwrap_or_default();
+    let seqs: Vec<u64> = records.iter().filter_map(|r| r["seq"].as_u64()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{history}");
+    let steps: Vec<&str> = records
+        .iter()
+        .filter(|r| r["action"] == "step")
+        .filter_map(|r| r["to"].as_str())
+        .collect();
+    let mut unique = steps.clone();
+    unique.dedup();
+    assert_eq!(steps, unique, "a step recorded twice: {history}");
+    assert_eq!(steps.len(), 3, "{history}");
+    assert!(step_before >= 1);
+    let verify = b.get("/v1/audit/verify", ADMIN_TOKEN).await?;
+    assert_eq!(verify["ok"], true, "{verify}");
+    // Routing never failed: Envoy kept polling whichever was alive.
+    let served = users.served();
+    assert!(served.iter().all(|s| s.status == 200), "a request failed");
+    let late = served.iter().filter(|s| s.version == "v2").count();
+    assert!(late > 0);
+    drop(etcd);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_never_writes_and_an_etcd_member_lost_changes_nothing() -> anyhow::Result<()> {
+    let mut etcd = Etcd::start(3).await?;
+    let admin = free_port()?;
+    let keys = tempfile::tempdir()?;
+    let key = keys.path().join("audit.key").display().to_string();
+    let store = etcd.store_url();
+    let args = [
+        "--store", &store, "--advertise", "{URL}", "--lease-ttl", "2s", "--audit-key", &key,
+    ];
+    let a = Controller::start(MetricsFrom::EnvoyAdmin(admin), &args).await?;
+    wait_leading(&a, Duration::from_secs(10)).await?;
+    let b = Controller::start(MetricsFrom::EnvoyAdmin(admin), &args).await?;
+    let path = b.dir().join("spec.yaml");
+    std::fs::write(&path, spec_yaml(&[(10.0, "1h"), (100.0, "1s")], 30))?;
+    b.ok(&["apply", "-f", &path.display().to_string()])?;
+    // Both serve the same config, the follower from its watch.
+    let config = |c: &Controller| {
+        let url = format!("{}/v1/config", c.url());
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(ENVOY_TOKEN)
+                .send()
+                .await?
+                .json::<serde_json::Value>()
+                .await
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ca, cb) = (config(&a).await?, config(&b).await?);
+        if ca == cb && ca["revision"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ca} vs {cb}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // An abort sent to the follower takes effect through the leader.
+    let out = b.ok(&["abort", "checkout", "--reason", "testing the follower"])?;
+    assert!(out.contains("aborted"), "{out}");
+    let v = a.rollout("checkout").await?;
+    assert_eq!(v["phase"], "aborted", "{v}");
+    // One etcd member killed: the fleet goes on.
+    etcd.kill(0);
+    std::fs::write(&path, spec_yaml(&[(20.0, "1h")], 30).replace("checkout", "search"))?;
+    let out = b.ok(&["apply", "-f", &path.display().to_string()])?;
+    assert!(out.contains("search"), "{out}");
+    let verify = b.get("/v1/audit/verify", ADMIN_TOKEN).await?;
+    assert_eq!(verify["ok"], true, "{verify}");
+    let history = a.get("/v1/rollouts/checkout/history", VIEWER_TOKEN).await?;
+    let abort = history
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["action"] == "abort")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(abort["reason"], "testing the follower", "{history}");
+    // One leader still (the lost member may have cost a term).
+    assert!(leading(&a).await ^ leading(&b).await);
+    Ok(())
+}
