@@ -41,7 +41,10 @@ impl Role {
     }
 
     pub fn leader_url(&self) -> Option<String> {
-        self.leader_url.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.leader_url
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set_leader_url(&self, url: Option<String>) {

@@ -20,8 +20,7 @@ const MAX_FORWARDED: usize = 1 << 20;
 
 fn mutating(req: &Request) -> bool {
     let path = req.uri().path();
-    matches!(*req.method(), Method::POST | Method::DELETE | Method::PUT)
-        && path.starts_with("/v1/")
+    matches!(*req.method(), Method::POST | Method::DELETE | Method::PUT) && path.starts_with("/v1/")
 }
 
 fn unavailable(why: &str) -> Response {

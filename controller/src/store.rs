@@ -34,7 +34,7 @@ pub enum StoreError {
 /// Where the state is: one SQLite file, or etcd.
 pub enum Store {
     Sqlite(SqliteStore),
-    Etcd(crate::store_etcd::EtcdStore),
+    Etcd(Box<crate::store_etcd::EtcdStore>),
 }
 
 macro_rules! each {

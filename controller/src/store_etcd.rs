@@ -323,7 +323,9 @@ impl EtcdStore {
             // deleted meanwhile.
             let mut when = self.fenced(None)?;
             when.push(Compare::create_revision(key.clone(), CompareOp::Greater, 0));
-            let txn = Txn::new().when(when).and_then([TxnOp::put(key, json, None)]);
+            let txn = Txn::new()
+                .when(when)
+                .and_then([TxnOp::put(key, json, None)]);
             let mut c = self.client.clone();
             let resp = c.txn(txn).await.map_err(etcd)?;
             if resp.succeeded() {

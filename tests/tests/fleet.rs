@@ -47,7 +47,14 @@ async fn a_leader_killed_mid_rollout_is_replaced_and_nothing_is_lost_or_doubled(
     let store = etcd.store_url();
     let ttl = format!("{TTL_S}s");
     let args = [
-        "--store", &store, "--advertise", "{URL}", "--lease-ttl", &ttl, "--audit-key", &key,
+        "--store",
+        &store,
+        "--advertise",
+        "{URL}",
+        "--lease-ttl",
+        &ttl,
+        "--audit-key",
+        &key,
     ];
     let mut a = Controller::start(MetricsFrom::Prometheus(prom.url()), &args).await?;
     wait_leading(&a, Duration::from_secs(10)).await?;
@@ -70,7 +77,10 @@ async fn a_leader_killed_mid_rollout_is_replaced_and_nothing_is_lost_or_doubled(
     let path = b.dir().join("spec.yaml");
     std::fs::write(
         &path,
-        spec_yaml(&[(10.0, "4s"), (30.0, "4s"), (60.0, "4s"), (100.0, "2s")], 30),
+        spec_yaml(
+            &[(10.0, "4s"), (30.0, "4s"), (60.0, "4s"), (100.0, "2s")],
+            30,
+        ),
     )?;
     let out = b.ok(&["apply", "-f", &path.display().to_string()])?;
     assert!(out.contains("checkout"), "{out}");
@@ -97,7 +107,11 @@ async fn a_leader_killed_mid_rollout_is_replaced_and_nothing_is_lost_or_doubled(
     let history = b.get("/v1/rollouts/checkout/history", VIEWER_TOKEN).await?;
     let records = history.as_array().cloned().unwrap_or_default();
     let seqs: Vec<u64> = records.iter().filter_map(|r| r["seq"].as_u64()).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{history}");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "{history}"
+    );
     let steps: Vec<&str> = records
         .iter()
         .filter(|r| r["action"] == "step")
@@ -127,7 +141,14 @@ async fn a_follower_never_writes_and_an_etcd_member_lost_changes_nothing() -> an
     let key = keys.path().join("audit.key").display().to_string();
     let store = etcd.store_url();
     let args = [
-        "--store", &store, "--advertise", "{URL}", "--lease-ttl", "2s", "--audit-key", &key,
+        "--store",
+        &store,
+        "--advertise",
+        "{URL}",
+        "--lease-ttl",
+        "2s",
+        "--audit-key",
+        &key,
     ];
     let a = Controller::start(MetricsFrom::EnvoyAdmin(admin), &args).await?;
     wait_leading(&a, Duration::from_secs(10)).await?;
@@ -164,7 +185,10 @@ async fn a_follower_never_writes_and_an_etcd_member_lost_changes_nothing() -> an
     assert_eq!(v["phase"], "aborted", "{v}");
     // One etcd member killed: the fleet goes on.
     etcd.kill(0);
-    std::fs::write(&path, spec_yaml(&[(20.0, "1h")], 30).replace("checkout", "search"))?;
+    std::fs::write(
+        &path,
+        spec_yaml(&[(20.0, "1h")], 30).replace("checkout", "search"),
+    )?;
     let out = b.ok(&["apply", "-f", &path.display().to_string()])?;
     assert!(out.contains("search"), "{out}");
     let verify = b.get("/v1/audit/verify", ADMIN_TOKEN).await?;
@@ -180,5 +204,69 @@ async fn a_follower_never_writes_and_an_etcd_member_lost_changes_nothing() -> an
     assert_eq!(abort["reason"], "testing the follower", "{history}");
     // One leader still (the lost member may have cost a term).
     assert!(leading(&a).await ^ leading(&b).await);
+    Ok(())
+}
+
+/// Fencing, against a real etcd: a store without the leader's lease cannot
+/// write; with it, it can; once the lease is gone, never again — even a
+/// leader that has not noticed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_without_the_leaders_lease_is_refused_ever() -> anyhow::Result<()> {
+    use dimmer::audit::AuditKey;
+    use dimmer::engine::RolloutState;
+    use dimmer::spec::RolloutSpec;
+    use dimmer::store::{Entry, StoreError};
+    use dimmer::store_etcd::{EtcdStore, Fence};
+
+    let etcd = Etcd::start(1).await?;
+    let endpoints = vec![format!("127.0.0.1:{}", etcd.members[0].client_port)];
+    let store = EtcdStore::connect(
+        &endpoints,
+        "/fence-test/",
+        AuditKey::from_bytes([7; 32]),
+        Duration::from_secs(2),
+    )
+    .await?;
+    let spec = RolloutSpec::from_yaml(&spec_yaml(&[(10.0, "1s")], 10))?;
+    let mut state = RolloutState::new(spec, 1);
+    let entry = || Entry {
+        actor: "test",
+        rollout: "checkout",
+        action: "apply",
+        from: "none".into(),
+        to: "progressing".into(),
+        reason: "fencing",
+        evidence: json!({}),
+    };
+    let write =
+        |state: &mut RolloutState| store.transition("checkout", Some(state), true, entry(), 2);
+    assert!(
+        matches!(write(&mut state), Err(StoreError::Fenced(_))),
+        "no lease, no write"
+    );
+
+    let mut c = store.client();
+    let lease = c.lease_grant(30, None).await?.id();
+    let won = c.campaign("/fence-test-election", "me", lease).await?;
+    let leader = won.leader().unwrap();
+    *store.fence_handle().lock().unwrap() = Some(Fence {
+        key: leader.key().to_vec(),
+        create_revision: leader.rev(),
+    });
+    assert_eq!(write(&mut state)?, 1);
+    assert_eq!(store.revision()?, 1);
+    store.save_quietly(&state)?;
+
+    // The lease ends (revoked here; expired is the same to etcd) while
+    // this store still believes it leads.
+    c.lease_revoke(lease).await?;
+    assert!(matches!(write(&mut state), Err(StoreError::Fenced(_))));
+    assert!(matches!(
+        store.save_quietly(&state),
+        Err(StoreError::Fenced(_))
+    ));
+    assert_eq!(store.revision()?, 1, "nothing was written");
+    assert_eq!(store.audit(None)?.len(), 1);
+    assert_eq!(store.verify()?, Ok(1));
     Ok(())
 }

@@ -75,7 +75,9 @@ pub struct ServeArgs {
 /// `etcd://a:2379,b:2379` as its endpoints.
 fn etcd_endpoints(store: &str) -> anyhow::Result<Vec<String>> {
     let Some(rest) = store.strip_prefix("etcd://") else {
-        bail!("--store {store:?}: only etcd://HOST:PORT[,HOST:PORT...] (SQLite is the default, --db)");
+        bail!(
+            "--store {store:?}: only etcd://HOST:PORT[,HOST:PORT...] (SQLite is the default, --db)"
+        );
     };
     let endpoints: Vec<String> = rest
         .split(',')
@@ -167,7 +169,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 role: Arc::clone(&role),
                 fence: etcd.fence_handle(),
             };
-            (Store::Etcd(etcd), Some((fleet, role)))
+            (Store::Etcd(Box::new(etcd)), Some((fleet, role)))
         }
     };
     let settings = Settings {
