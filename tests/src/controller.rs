@@ -59,12 +59,25 @@ pub struct Controller {
     metrics: MetricsFrom,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    /// The address it listens on (loopback, or its own test host's).
+    pub host: String,
+    netns: Option<String>,
 }
 
 impl Controller {
     /// Starts `dimmer serve` reading metrics from `metrics`, with viewer,
     /// operator, admin and envoy tokens.
     pub async fn start(metrics: MetricsFrom, extra: &[&str]) -> anyhow::Result<Controller> {
+        Self::start_on(None, metrics, extra).await
+    }
+
+    /// The same, on a test host of its own (`crate::netns`), listening on
+    /// its address.
+    pub async fn start_on(
+        host: Option<&crate::netns::Host>,
+        metrics: MetricsFrom,
+        extra: &[&str],
+    ) -> anyhow::Result<Controller> {
         let dir = tempfile::tempdir()?;
         std::fs::write(
             dir.path().join("tokens.yaml"),
@@ -76,14 +89,17 @@ impl Controller {
             ),
         )?;
         let port = free_port()?;
+        let addr = host.map_or("127.0.0.1".to_string(), |h| h.ip.clone());
         // `{URL}` in an argument is this controller's own URL (--advertise).
-        let url = format!("http://127.0.0.1:{port}");
+        let url = format!("http://{addr}:{port}");
         let mut c = Controller {
             child: None,
             port,
             metrics,
             dir,
             extra: extra.iter().map(|s| s.replace("{URL}", &url)).collect(),
+            host: addr,
+            netns: host.map(|h| h.ns.clone()),
         };
         c.spawn().await?;
         Ok(c)
@@ -103,7 +119,7 @@ impl Controller {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     pub fn log(&self) -> String {
@@ -115,9 +131,16 @@ impl Controller {
             .create(true)
             .append(true)
             .open(self.dir.path().join("dimmer.log"))?;
-        let mut cmd = Command::new(dimmer_binary()?);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(dimmer_binary()?);
+                c
+            }
+            None => Command::new(dimmer_binary()?),
+        };
         cmd.arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--listen", &format!("{}:{}", self.host, self.port)])
             .arg("--db")
             .arg(self.db_path())
             .args(self.metrics.args());

@@ -22,6 +22,12 @@ pub struct Etcd {
 impl Etcd {
     /// `n` members forming one cluster, ready to serve.
     pub async fn start(n: usize) -> anyhow::Result<Etcd> {
+        Self::start_reachable(n, &[]).await
+    }
+
+    /// The same, each member also listening on `addresses` (the test's side
+    /// of a test host's link), so that controllers there reach it.
+    pub async fn start_reachable(n: usize, addresses: &[String]) -> anyhow::Result<Etcd> {
         let dir = tempfile::tempdir()?;
         let ports: Vec<(u16, u16)> = (0..n)
             .map(|_| Ok((free_port()?, free_port()?)))
@@ -38,7 +44,13 @@ impl Etcd {
             let child = Command::new("etcd")
                 .args(["--name", &name])
                 .arg(format!("--data-dir={}", dir.path().join(&name).display()))
-                .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+                .arg(format!(
+                    "--listen-client-urls=http://127.0.0.1:{client}{}",
+                    addresses
+                        .iter()
+                        .map(|a| format!(",http://{a}:{client}"))
+                        .collect::<String>()
+                ))
                 .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
                 .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
                 .arg(format!(
@@ -70,6 +82,16 @@ impl Etcd {
             .members
             .iter()
             .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .collect();
+        format!("etcd://{}", eps.join(","))
+    }
+
+    /// The same, as reached at `address`.
+    pub fn store_url_at(&self, address: &str) -> String {
+        let eps: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{address}:{}", m.client_port))
             .collect();
         format!("etcd://{}", eps.join(","))
     }

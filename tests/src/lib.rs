@@ -11,6 +11,7 @@ pub mod etcd;
 pub mod faults;
 pub mod fixtures;
 pub mod load;
+pub mod netns;
 pub mod oci;
 pub mod paths;
 pub mod ports;

@@ -68,7 +68,10 @@ async fn a_leader_killed_mid_rollout_is_replaced_and_nothing_is_lost_or_doubled(
     o.admin_port = admin;
     o.node_id = "edge-1".into();
     o.template = Some(workspace_root().join("envoy-configs/envoy-fleet.yaml.tmpl"));
-    o.vars = vec![("CONTROLLER2_PORT", b.port.to_string())];
+    o.vars = vec![
+        ("CONTROLLER_ADDRESS", "127.0.0.1".into()),
+        ("CONTROLLER2_PORT", b.port.to_string()),
+    ];
     let envoy = Envoy::start(o).await?;
     let users = Load::start(Client::new(envoy.url("")), 2000, 150);
 
@@ -268,5 +271,123 @@ async fn a_write_without_the_leaders_lease_is_refused_ever() -> anyhow::Result<(
     assert_eq!(store.revision()?, 1, "nothing was written");
     assert_eq!(store.audit(None)?.len(), 1);
     assert_eq!(store.verify()?, Ok(1));
+    Ok(())
+}
+
+/// The leader on a test host of its own (a network namespace), cut off
+/// from etcd and from everyone mid-rollout: the follower is elected, an
+/// abort sent to it reaches the proxy within 2 s of the election, and the
+/// old leader, healed, writes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abort_to_the_follower_while_the_leader_is_partitioned_takes_effect_and_the_old_leader_writes_nothing(
+) -> anyhow::Result<()> {
+    use dimmer_e2e::netns::Host;
+    let host_a = Host::create()?;
+    let etcd = Etcd::start_reachable(3, std::slice::from_ref(&host_a.gateway)).await?;
+    let keys = tempfile::tempdir()?;
+    let key = keys.path().join("audit.key").display().to_string();
+    let ttl = format!("{TTL_S}s");
+    let (store_a, store_b) = (etcd.store_url_at(&host_a.gateway), etcd.store_url());
+    let admin = free_port()?;
+    // A reads no metrics from its host (the spec's pause is long: only a
+    // person's abort decides here); B reads the Envoy's admin.
+    let a = Controller::start_on(
+        Some(&host_a),
+        MetricsFrom::EnvoyAdmin(admin),
+        &[
+            "--store",
+            &store_a,
+            "--advertise",
+            "{URL}",
+            "--lease-ttl",
+            &ttl,
+            "--audit-key",
+            &key,
+        ],
+    )
+    .await?;
+    wait_leading(&a, Duration::from_secs(10)).await?;
+    let b = Controller::start(
+        MetricsFrom::EnvoyAdmin(admin),
+        &[
+            "--store",
+            &store_b,
+            "--advertise",
+            "{URL}",
+            "--lease-ttl",
+            &ttl,
+            "--audit-key",
+            &key,
+        ],
+    )
+    .await?;
+    let (v1, v2) = (Upstream::start("v1").await?, Upstream::start("v2").await?);
+    let plugin = json!({"controller": {"cluster": "dimmer-controller", "poll_interval_ms": 500, "timeout_ms": 400, "token": ENVOY_TOKEN}});
+    let mut o = EnvoyOptions::new(plugin, v1.port, v2.port);
+    o.controller_port = a.port;
+    o.admin_port = admin;
+    o.node_id = "edge-1".into();
+    o.template = Some(workspace_root().join("envoy-configs/envoy-fleet.yaml.tmpl"));
+    o.vars = vec![
+        ("CONTROLLER_ADDRESS", host_a.ip.clone()),
+        ("CONTROLLER2_PORT", b.port.to_string()),
+    ];
+    let envoy = Envoy::start(o).await?;
+    let users = Load::start(Client::new(envoy.url("")), 2000, 100);
+    let path = b.dir().join("spec.yaml");
+    std::fs::write(&path, spec_yaml(&[(30.0, "1h"), (100.0, "1s")], 30))?;
+    b.ok(&["apply", "-f", &path.display().to_string()])?;
+    // Users reach the canary through whichever controller Envoy polls.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !users.served().iter().any(|s| s.version == "v2") {
+        assert!(Instant::now() < deadline, "nobody reached v2");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    host_a.cut()?;
+    let cut_at = Instant::now();
+    let took = wait_leading(&b, Duration::from_secs(TTL_S * 4)).await?;
+    assert!(
+        took <= Duration::from_secs(TTL_S + 2),
+        "election took {took:?}"
+    );
+    let elected_ms = dimmer_e2e::load::now_ms();
+    let out = b.ok(&["abort", "checkout", "--reason", "leader partitioned"])?;
+    assert!(out.contains("aborted"), "{out}");
+    // Within 2 s of the election, nobody is sent to the canary.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let late: Vec<_> = users
+        .served()
+        .into_iter()
+        .filter(|s| s.at_ms > elected_ms + 2000)
+        .collect();
+    assert!(!late.is_empty());
+    assert!(
+        late.iter().all(|s| s.version == "v1"),
+        "{:?}",
+        late.iter().find(|s| s.version == "v2")
+    );
+
+    // Healed, the old leader writes nothing: the log is the apply and the
+    // abort, whole and verified; it follows now.
+    host_a.heal()?;
+    tokio::time::sleep(Duration::from_secs(TTL_S + 2)).await;
+    let history = b.get("/v1/rollouts/checkout/history", VIEWER_TOKEN).await?;
+    let actions: Vec<&str> = history
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    assert_eq!(actions, ["apply", "abort"], "{history}");
+    let verify = b.get("/v1/audit/verify", ADMIN_TOKEN).await?;
+    assert_eq!(verify["ok"], true, "{verify}");
+    assert!(leading(&b).await && !leading(&a).await, "after healing");
+    assert!(
+        a.log().contains("lost the leader's lease"),
+        "the old leader said nothing:\n{}",
+        a.log()
+    );
+    let _ = cut_at;
     Ok(())
 }
