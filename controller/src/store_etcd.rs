@@ -41,12 +41,13 @@ fn etcd(e: impl std::fmt::Display) -> StoreError {
     StoreError::Etcd(e.to_string())
 }
 
-/// A request that never left: the member it went to refused the
-/// connection, and another may answer. Only those are retried: a write
-/// whose answer was lost may have been applied, and writing it again would
-/// append its audit record twice.
+/// A member that is down, or a Raft leader that changed under the
+/// request: another attempt may succeed. A write whose answer was lost may
+/// have been applied, so a transition checks first whether its record is
+/// already the head before it writes again (see [`EtcdStore::transition`]).
 fn retryable(e: &str) -> bool {
-    e.to_ascii_lowercase().contains("connect error")
+    let e = e.to_ascii_lowercase();
+    e.contains("connect error") || e.contains("unavailable") || e.contains("leader changed")
 }
 
 impl EtcdStore {
@@ -98,9 +99,9 @@ impl EtcdStore {
     }
 
     /// Runs `attempt` to completion from synchronous code, under the
-    /// timeout, again while the connection is refused: the client does not
-    /// retry a request that went to a dead member, and the next attempt
-    /// goes to another.
+    /// timeout, again while etcd is unavailable: the client does not retry
+    /// a request that went to a dead member, and the next attempt goes to
+    /// another.
     fn run<T, F, Fut>(&self, attempt: F) -> Result<T, StoreError>
     where
         F: Fn() -> Fut,
@@ -254,8 +255,20 @@ impl EtcdStore {
         self.fenced(None)?;
         let entry = &entry;
         let state_now = state.as_deref().cloned();
-        let revision = self.run(|| async {
+        let state_now = &state_now;
+        // The record and revision of the last attempt: if an attempt whose
+        // answer was lost was applied, its record is the head now, and it
+        // must not be appended again.
+        let tried: Mutex<Option<(String, u64)>> = Mutex::new(None);
+        let tried = &tried;
+        let revision = self.run(|| async move {
             let (head, head_rev) = self.head_now().await?;
+            let last = tried.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some((hash, revision)) = last {
+                if head.hash == hash {
+                    return Ok(revision);
+                }
+            }
             let mut revision = self.revision_now().await?;
             let mut ops = Vec::new();
             if bump {
@@ -263,7 +276,7 @@ impl EtcdStore {
                 ops.push(TxnOp::put(self.k("revision"), revision.to_string(), None));
             }
             let key = self.k(&format!("rollouts/{name}"));
-            match &state_now {
+            match state_now {
                 Some(state) => {
                     let mut state = state.clone();
                     if bump {
@@ -292,6 +305,7 @@ impl EtcdStore {
                 None,
             ));
             let txn = Txn::new().when(self.fenced(Some(head_rev))?).and_then(ops);
+            *tried.lock().unwrap_or_else(|e| e.into_inner()) = Some((rec.hash.clone(), revision));
             let mut c = self.client.clone();
             let resp = c.txn(txn).await.map_err(etcd)?;
             if resp.succeeded() {

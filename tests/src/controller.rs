@@ -140,7 +140,15 @@ impl Controller {
             None => Command::new(dimmer_binary()?),
         };
         cmd.arg("serve")
-            .args(["--listen", &format!("{}:{}", self.host, self.port)])
+            // On a host of its own it listens on every address of that
+            // host (its namespace's), so an alias reaches it too.
+            .args([
+                "--listen",
+                &match self.netns {
+                    Some(_) => format!("0.0.0.0:{}", self.port),
+                    None => format!("{}:{}", self.host, self.port),
+                },
+            ])
             .arg("--db")
             .arg(self.db_path())
             .args(self.metrics.args());

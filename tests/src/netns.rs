@@ -13,6 +13,7 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 pub struct Host {
     pub ns: String,
     host_if: String,
+    ns_if: String,
     /// This host's address, and the address of the test's side of the link.
     pub ip: String,
     pub gateway: String,
@@ -50,6 +51,7 @@ impl Host {
         let host = Host {
             ns: ns.clone(),
             host_if: host_if.clone(),
+            ns_if: ns_if.clone(),
             ip: addr.clone(),
             gateway: gateway.clone(),
         };
@@ -73,6 +75,33 @@ impl Host {
         Ok(host)
     }
 
+    /// A second address of this host, `10.78.…`, routed over the same
+    /// link: a path that [`Host::block`] can cut alone.
+    pub fn add_alias(&self) -> anyhow::Result<String> {
+        let alias = self.ip.replacen("10.77.", "10.78.", 1);
+        ip(&[
+            "-n",
+            &self.ns,
+            "addr",
+            "add",
+            &format!("{alias}/32"),
+            "dev",
+            &self.ns_if,
+        ])?;
+        ip(&["route", "add", &format!("{alias}/32"), "dev", &self.host_if])?;
+        Ok(alias)
+    }
+
+    /// Drops everything sent to `alias` on this host (the firewall of the
+    /// host's own namespace); the host's main address still answers.
+    pub fn block(&self, alias: &str) -> anyhow::Result<()> {
+        iptables(&self.ns, "-I", alias)
+    }
+
+    pub fn unblock(&self, alias: &str) -> anyhow::Result<()> {
+        iptables(&self.ns, "-D", alias)
+    }
+
     /// Cuts the host off: nothing reaches it, nothing leaves it.
     pub fn cut(&self) -> anyhow::Result<()> {
         ip(&["link", "set", &self.host_if, "down"])
@@ -88,6 +117,22 @@ impl Host {
         c.args(["netns", "exec", &self.ns]).arg(program);
         c
     }
+}
+
+fn iptables(ns: &str, op: &str, dest: &str) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "iptables", op, "INPUT", "-d", dest, "-j", "DROP",
+        ])
+        .output()
+        .context("running iptables")?;
+    if !out.status.success() {
+        bail!(
+            "iptables {op} {dest}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 impl Drop for Host {

@@ -70,6 +70,7 @@ async fn a_leader_killed_mid_rollout_is_replaced_and_nothing_is_lost_or_doubled(
     o.template = Some(workspace_root().join("envoy-configs/envoy-fleet.yaml.tmpl"));
     o.vars = vec![
         ("CONTROLLER_ADDRESS", "127.0.0.1".into()),
+        ("CONTROLLER2_ADDRESS", "127.0.0.1".into()),
         ("CONTROLLER2_PORT", b.port.to_string()),
     ];
     let envoy = Envoy::start(o).await?;
@@ -330,6 +331,7 @@ async fn an_abort_to_the_follower_while_the_leader_is_partitioned_takes_effect_a
     o.template = Some(workspace_root().join("envoy-configs/envoy-fleet.yaml.tmpl"));
     o.vars = vec![
         ("CONTROLLER_ADDRESS", host_a.ip.clone()),
+        ("CONTROLLER2_ADDRESS", "127.0.0.1".into()),
         ("CONTROLLER2_PORT", b.port.to_string()),
     ];
     let envoy = Envoy::start(o).await?;
@@ -389,5 +391,145 @@ async fn an_abort_to_the_follower_while_the_leader_is_partitioned_takes_effect_a
         a.log()
     );
     let _ = cut_at;
+    Ok(())
+}
+
+/// A fleet controller on `host`, reaching etcd through the host's link.
+async fn start_on_host(
+    host: &dimmer_e2e::netns::Host,
+    etcd: &Etcd,
+    key: &str,
+    admin: u16,
+) -> anyhow::Result<Controller> {
+    let store = etcd.store_url_at(&host.gateway);
+    Controller::start_on(
+        Some(host),
+        MetricsFrom::EnvoyAdmin(admin),
+        &[
+            "--store",
+            &store,
+            "--advertise",
+            "{URL}",
+            "--lease-ttl",
+            "2s",
+            "--audit-key",
+            key,
+            "--proxy-stale-after",
+            "2s",
+        ],
+    )
+    .await
+}
+
+/// One proxy cut off from every controller (each controller on a host of
+/// its own; the proxy's path to each is dropped on that host): it keeps
+/// routing on its last weights, is reported stale, and catches up within a
+/// poll interval of healing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_cut_off_from_every_controller_routes_on_its_last_weights_and_catches_up(
+) -> anyhow::Result<()> {
+    use dimmer_e2e::netns::Host;
+    let (host_a, host_b) = (Host::create()?, Host::create()?);
+    let (alias_a, alias_b) = (host_a.add_alias()?, host_b.add_alias()?);
+    let etcd = Etcd::start_reachable(3, &[host_a.gateway.clone(), host_b.gateway.clone()]).await?;
+    let keys = tempfile::tempdir()?;
+    let key = keys.path().join("audit.key").display().to_string();
+    let admin = free_port()?;
+    let a = start_on_host(&host_a, &etcd, &key, admin).await?;
+    wait_leading(&a, Duration::from_secs(10)).await?;
+    let b = start_on_host(&host_b, &etcd, &key, admin).await?;
+    let (v1, v2) = (Upstream::start("v1").await?, Upstream::start("v2").await?);
+    let plugin = json!({"controller": {"cluster": "dimmer-controller", "poll_interval_ms": 500, "timeout_ms": 400, "token": ENVOY_TOKEN}});
+    let mut o = EnvoyOptions::new(plugin, v1.port, v2.port);
+    o.controller_port = a.port;
+    o.admin_port = admin;
+    o.node_id = "edge-1".into();
+    o.template = Some(workspace_root().join("envoy-configs/envoy-fleet.yaml.tmpl"));
+    o.vars = vec![
+        ("CONTROLLER_ADDRESS", alias_a.clone()),
+        ("CONTROLLER2_ADDRESS", alias_b.clone()),
+        ("CONTROLLER2_PORT", b.port.to_string()),
+    ];
+    let envoy = Envoy::start(o).await?;
+    let users = Load::start(Client::new(envoy.url("")), 2000, 100);
+    // Applied to the leader: the two test hosts reach each other only
+    // through etcd (no routing between them).
+    let path = a.dir().join("spec.yaml");
+    std::fs::write(&path, spec_yaml(&[(20.0, "1h"), (100.0, "1h")], 30))?;
+    a.ok(&["apply", "-f", &path.display().to_string()])?;
+    let _ = &b;
+    a.wait_for(
+        "checkout",
+        Duration::from_secs(20),
+        "applied by the proxy",
+        |v| v["proxies_applied"] == 1,
+    )
+    .await?;
+
+    host_a.block(&alias_a)?;
+    host_b.block(&alias_b)?;
+    let cut_ms = dimmer_e2e::load::now_ms();
+    // A person moves everyone to the canary while the proxy cannot hear it.
+    a.ok(&[
+        "promote",
+        "checkout",
+        "--reason",
+        "while the proxy is cut off",
+    ])?;
+    let stale = a
+        .wait_for("checkout", Duration::from_secs(8), "reported stale", |v| {
+            v["proxies_stale"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|p| p == "edge-1"))
+        })
+        .await?;
+    assert_eq!(stale["proxies_applied"], 0, "{stale}");
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", a.url()))
+        .bearer_auth(VIEWER_TOKEN)
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(metrics.contains("dimmer_proxies_stale 1"), "{metrics}");
+    // Fail-static: still routing on its last weights, nothing failed.
+    let during: Vec<_> = users
+        .served()
+        .into_iter()
+        .filter(|s| s.at_ms > cut_ms + 1000)
+        .collect();
+    let on_v2 = during.iter().filter(|s| s.version == "v2").count() as f64;
+    assert!(
+        !during.is_empty() && on_v2 / (during.len() as f64) < 0.5,
+        "{on_v2} of {}",
+        during.len()
+    );
+
+    host_a.unblock(&alias_a)?;
+    host_b.unblock(&alias_b)?;
+    let healed = Instant::now();
+    a.wait_for("checkout", Duration::from_secs(5), "caught up", |v| {
+        v["proxies_applied"] == 1
+    })
+    .await?;
+    // Envoy's health checks mark a controller healthy again within 0.5 s,
+    // then one poll interval (0.5 s) brings the new weights.
+    let took = healed.elapsed();
+    assert!(
+        took <= Duration::from_millis(2500),
+        "caught up after {took:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after_ms = dimmer_e2e::load::now_ms() - 500;
+    let late: Vec<_> = users
+        .served()
+        .into_iter()
+        .filter(|s| s.at_ms > after_ms)
+        .collect();
+    assert!(!late.is_empty() && late.iter().all(|s| s.version == "v2"));
+    assert!(
+        users.served().iter().all(|s| s.status == 200),
+        "a request failed"
+    );
     Ok(())
 }
