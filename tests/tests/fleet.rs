@@ -19,6 +19,45 @@ use serde_json::json;
 
 const TTL_S: u64 = 2;
 
+/// Two app versions behind an Envoy whose controller cluster lists both
+/// controllers, with users on it.
+struct Front {
+    _v1: Upstream,
+    _v2: Upstream,
+    _envoy: Envoy,
+    users: Load,
+}
+
+impl Front {
+    async fn start(
+        a: (String, u16),
+        b: (String, u16),
+        admin: u16,
+        rps: u32,
+    ) -> anyhow::Result<Front> {
+        let (v1, v2) = (Upstream::start("v1").await?, Upstream::start("v2").await?);
+        let plugin = json!({"controller": {"cluster": "dimmer-controller", "poll_interval_ms": 500, "timeout_ms": 400, "token": ENVOY_TOKEN}});
+        let mut o = EnvoyOptions::new(plugin, v1.port, v2.port);
+        o.controller_port = a.1;
+        o.admin_port = admin;
+        o.node_id = "edge-1".into();
+        o.template = Some(workspace_root().join("envoy-configs/envoy-fleet.yaml.tmpl"));
+        o.vars = vec![
+            ("CONTROLLER_ADDRESS", a.0),
+            ("CONTROLLER2_ADDRESS", b.0),
+            ("CONTROLLER2_PORT", b.1.to_string()),
+        ];
+        let envoy = Envoy::start(o).await?;
+        let users = Load::start(Client::new(envoy.url("")), 2000, rps);
+        Ok(Front {
+            _v1: v1,
+            _v2: v2,
+            _envoy: envoy,
+            users,
+        })
+    }
+}
+
 async fn leading(c: &Controller) -> bool {
     c.get("/v1/health", VIEWER_TOKEN)
         .await
@@ -61,20 +100,14 @@ async fn a_leader_killed_mid_rollout_is_replaced_and_nothing_is_lost_or_doubled(
     let b = Controller::start(MetricsFrom::Prometheus(prom.url()), &args).await?;
     assert!(!leading(&b).await, "two leaders");
 
-    let (v1, v2) = (Upstream::start("v1").await?, Upstream::start("v2").await?);
-    let plugin = json!({"controller": {"cluster": "dimmer-controller", "poll_interval_ms": 500, "timeout_ms": 400, "token": ENVOY_TOKEN}});
-    let mut o = EnvoyOptions::new(plugin, v1.port, v2.port);
-    o.controller_port = a.port;
-    o.admin_port = admin;
-    o.node_id = "edge-1".into();
-    o.template = Some(workspace_root().join("envoy-configs/envoy-fleet.yaml.tmpl"));
-    o.vars = vec![
-        ("CONTROLLER_ADDRESS", "127.0.0.1".into()),
-        ("CONTROLLER2_ADDRESS", "127.0.0.1".into()),
-        ("CONTROLLER2_PORT", b.port.to_string()),
-    ];
-    let envoy = Envoy::start(o).await?;
-    let users = Load::start(Client::new(envoy.url("")), 2000, 150);
+    let front = Front::start(
+        ("127.0.0.1".to_string(), a.port),
+        ("127.0.0.1".to_string(), b.port),
+        admin,
+        150,
+    )
+    .await?;
+    let users = &front.users;
 
     // Applied through the follower: forwarded to the leader, answered once
     // it is in etcd.
@@ -322,20 +355,14 @@ async fn an_abort_to_the_follower_while_the_leader_is_partitioned_takes_effect_a
         ],
     )
     .await?;
-    let (v1, v2) = (Upstream::start("v1").await?, Upstream::start("v2").await?);
-    let plugin = json!({"controller": {"cluster": "dimmer-controller", "poll_interval_ms": 500, "timeout_ms": 400, "token": ENVOY_TOKEN}});
-    let mut o = EnvoyOptions::new(plugin, v1.port, v2.port);
-    o.controller_port = a.port;
-    o.admin_port = admin;
-    o.node_id = "edge-1".into();
-    o.template = Some(workspace_root().join("envoy-configs/envoy-fleet.yaml.tmpl"));
-    o.vars = vec![
-        ("CONTROLLER_ADDRESS", host_a.ip.clone()),
-        ("CONTROLLER2_ADDRESS", "127.0.0.1".into()),
-        ("CONTROLLER2_PORT", b.port.to_string()),
-    ];
-    let envoy = Envoy::start(o).await?;
-    let users = Load::start(Client::new(envoy.url("")), 2000, 100);
+    let front = Front::start(
+        (host_a.ip.clone(), a.port),
+        ("127.0.0.1".to_string(), b.port),
+        admin,
+        100,
+    )
+    .await?;
+    let users = &front.users;
     let path = b.dir().join("spec.yaml");
     std::fs::write(&path, spec_yaml(&[(30.0, "1h"), (100.0, "1s")], 30))?;
     b.ok(&["apply", "-f", &path.display().to_string()])?;
@@ -438,20 +465,14 @@ async fn a_proxy_cut_off_from_every_controller_routes_on_its_last_weights_and_ca
     let a = start_on_host(&host_a, &etcd, &key, admin).await?;
     wait_leading(&a, Duration::from_secs(10)).await?;
     let b = start_on_host(&host_b, &etcd, &key, admin).await?;
-    let (v1, v2) = (Upstream::start("v1").await?, Upstream::start("v2").await?);
-    let plugin = json!({"controller": {"cluster": "dimmer-controller", "poll_interval_ms": 500, "timeout_ms": 400, "token": ENVOY_TOKEN}});
-    let mut o = EnvoyOptions::new(plugin, v1.port, v2.port);
-    o.controller_port = a.port;
-    o.admin_port = admin;
-    o.node_id = "edge-1".into();
-    o.template = Some(workspace_root().join("envoy-configs/envoy-fleet.yaml.tmpl"));
-    o.vars = vec![
-        ("CONTROLLER_ADDRESS", alias_a.clone()),
-        ("CONTROLLER2_ADDRESS", alias_b.clone()),
-        ("CONTROLLER2_PORT", b.port.to_string()),
-    ];
-    let envoy = Envoy::start(o).await?;
-    let users = Load::start(Client::new(envoy.url("")), 2000, 100);
+    let front = Front::start(
+        (alias_a.clone(), a.port),
+        (alias_b.clone(), b.port),
+        admin,
+        100,
+    )
+    .await?;
+    let users = &front.users;
     // Applied to the leader: the two test hosts reach each other only
     // through etcd (no routing between them).
     let path = a.dir().join("spec.yaml");

@@ -40,7 +40,10 @@ async fn main() -> anyhow::Result<()> {
     let leader = won
         .leader()
         .ok_or_else(|| anyhow::anyhow!("no leader key"))?;
-    *store.fence_handle().lock().unwrap_or_else(|e| e.into_inner()) = Some(Fence {
+    *store
+        .fence_handle()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(Fence {
         key: leader.key().to_vec(),
         create_revision: leader.rev(),
     });
@@ -69,7 +72,9 @@ async fn main() -> anyhow::Result<()> {
     let trans = t.elapsed();
     assert_eq!(store.verify()?, Ok(n + 1));
     let per = |d: Duration| d.as_secs_f64() * 1000.0 / n as f64;
-    println!("3-member etcd on loopback, one writer, rollout state {bytes} bytes, {n} writes each:");
+    println!(
+        "3-member etcd on loopback, one writer, rollout state {bytes} bytes, {n} writes each:"
+    );
     println!(
         "  quiet save (a look):  {:.2} ms each, {:.0} writes/s",
         per(quiet),
