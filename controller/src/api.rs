@@ -45,6 +45,10 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("the body: {0}")]
     BadBody(String),
+    #[error(
+        "this controller is cut off from the store: its config may be out of date; ask another"
+    )]
+    CutOff,
 }
 
 impl IntoResponse for ApiError {
@@ -58,6 +62,7 @@ impl IntoResponse for ApiError {
             | ApiError::BadBody(_)
             | ApiError::Registry(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::CutOff => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Service(ServiceError::NotFound(_)) => StatusCode::NOT_FOUND,
             ApiError::Service(ServiceError::Conflict { .. } | ServiceError::Refused(_)) => {
                 StatusCode::CONFLICT
@@ -107,7 +112,7 @@ pub(crate) async fn read_body(
 
 pub fn router(app: App) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/health", get(health))
         .route("/v1/config", get(config))
@@ -137,8 +142,23 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
+/// For load balancers and Envoy's health checks: a controller cut off from
+/// its fleet's store is taken out, so that polls reach one that is current.
+async fn healthz(State(app): State<App>) -> Response {
+    if app.service.in_touch_with_store() {
+        "ok\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "cut off from the store\n").into_response()
+    }
+}
+
 async fn config(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
     let who = app.require(&headers, Role::Proxy)?;
+    // The proxy keeps its last weights and asks again (another controller,
+    // through its cluster): better than weights an abort has overtaken.
+    if !app.service.in_touch_with_store() {
+        return Err(ApiError::CutOff);
+    }
     let text = |name: &str| {
         headers
             .get(name)
@@ -323,6 +343,7 @@ async fn health(State(app): State<App>, headers: HeaderMap) -> Result<Response, 
         // In a fleet: whether this controller decides, and who does.
         "leading": app.service.is_leader(),
         "leader": app.service.fleet().map_or(Some(String::new()), |r| r.leader_url()),
+        "in_touch_with_store": app.service.in_touch_with_store(),
     }))
     .into_response())
 }

@@ -26,14 +26,33 @@ pub struct Role {
     leader_url: Mutex<Option<String>>,
     /// This controller's own advertised URL.
     pub me: String,
+    /// When etcd last answered this controller's lease keep-alive.
+    contact: Mutex<Option<Instant>>,
+    ttl: Duration,
 }
 
 impl Role {
-    pub fn new(me: &str) -> Role {
+    pub fn new(me: &str, ttl: Duration) -> Role {
         Role {
             me: me.to_owned(),
+            ttl,
             ..Role::default()
         }
+    }
+
+    /// Whether etcd answered this controller's keep-alive within ⅔ of the
+    /// lease TTL. A controller cut off from etcd cannot know the state has
+    /// not moved on (an abort by the new leader), so it must not serve the
+    /// config it last saw as if it were current.
+    pub fn in_touch(&self) -> bool {
+        self.contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < self.ttl * 2 / 3)
+    }
+
+    fn touched(&self) {
+        *self.contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
     pub fn leading(&self) -> bool {
@@ -93,6 +112,8 @@ impl Fleet {
         // The lease is kept alive while campaigning, too.
         let alive = Arc::new(Mutex::new(Instant::now()));
         let (a, period, ttl_d) = (Arc::clone(&alive), self.ttl / 3, self.ttl);
+        let role = Arc::clone(&self.role);
+        role.touched();
         let keep = tokio::spawn(async move {
             loop {
                 if keeper.keep_alive().await.is_err() {
@@ -101,6 +122,7 @@ impl Fleet {
                 match tokio::time::timeout(ttl_d, answers.message()).await {
                     Ok(Ok(Some(r))) if r.ttl() > 0 => {
                         *a.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                        role.touched();
                     }
                     _ => return,
                 }

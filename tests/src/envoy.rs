@@ -29,6 +29,10 @@ pub struct EnvoyOptions {
     pub template: Option<PathBuf>,
     /// Tokens of a template's own, beyond the shipped one's.
     pub vars: Vec<(&'static str, String)>,
+    /// Where it listens (`{{ADDRESS}}` in a template that has it), and the
+    /// words that start it there: a test host's (`crate::netns`).
+    pub address: String,
+    pub wrapper: Vec<std::ffi::OsString>,
 }
 
 impl EnvoyOptions {
@@ -44,12 +48,24 @@ impl EnvoyOptions {
             admin_port: 0,
             template: None,
             vars: Vec::new(),
+            address: "127.0.0.1".into(),
+            wrapper: Vec::new(),
         }
+    }
+
+    /// On test host `host`: listening on its address, reaching the apps and
+    /// controllers given by address.
+    pub fn on(mut self, host: &crate::netns::Host) -> Self {
+        self.address = host.ip.clone();
+        self.wrapper = host.wrapper();
+        self
     }
 }
 
 pub struct Envoy {
     child: Child,
+    /// The address its listener and admin are on.
+    pub address: String,
     pub listen_port: u16,
     pub admin_port: u16,
     dir: tempfile::TempDir,
@@ -98,10 +114,28 @@ impl Envoy {
             ("V1_PORT", opts.v1_port.to_string()),
             ("V2_PORT", opts.v2_port.to_string()),
             ("CONTROLLER_PORT", opts.controller_port.to_string()),
+            ("ADDRESS", opts.address.clone()),
         ];
         vars.extend(opts.vars.iter().cloned());
         let yaml = render(&template, &vars)?;
-        Self::start_with_yaml(&yaml, opts.concurrency, listen_port, admin_port).await
+        if opts.wrapper.is_empty() {
+            return Self::start_with_yaml(&yaml, opts.concurrency, listen_port, admin_port).await;
+        }
+        let binary = paths::envoy_binary()?;
+        let at = Place {
+            address: opts.address.clone(),
+            listen_port,
+            admin_port,
+        };
+        Self::launch(
+            &opts.wrapper,
+            &binary,
+            &yaml,
+            opts.concurrency,
+            at,
+            Duration::from_secs(30),
+        )
+        .await
     }
 
     pub async fn start_with_yaml(
@@ -139,6 +173,22 @@ impl Envoy {
         admin_port: u16,
         ready_within: Duration,
     ) -> anyhow::Result<Envoy> {
+        let at = Place {
+            address: "127.0.0.1".into(),
+            listen_port,
+            admin_port,
+        };
+        Self::launch(wrapper, binary, yaml, concurrency, at, ready_within).await
+    }
+
+    async fn launch(
+        wrapper: &[std::ffi::OsString],
+        binary: &std::path::Path,
+        yaml: &str,
+        concurrency: u32,
+        at: Place,
+        ready_within: Duration,
+    ) -> anyhow::Result<Envoy> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("envoy.yaml");
         std::fs::write(&config, yaml)?;
@@ -165,8 +215,9 @@ impl Envoy {
             .context("starting envoy")?;
         let mut envoy = Envoy {
             child,
-            listen_port,
-            admin_port,
+            address: at.address,
+            listen_port: at.listen_port,
+            admin_port: at.admin_port,
             dir,
         };
         envoy.wait_ready(ready_within).await?;
@@ -210,11 +261,11 @@ impl Envoy {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.listen_port)
+        format!("http://{}:{}{path}", self.address, self.listen_port)
     }
 
     pub fn admin_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.admin_port)
+        format!("http://{}:{}{path}", self.address, self.admin_port)
     }
 
     pub fn log(&self) -> String {
@@ -231,6 +282,12 @@ impl Envoy {
             .text()
             .await?)
     }
+}
+
+struct Place {
+    address: String,
+    listen_port: u16,
+    admin_port: u16,
 }
 
 impl Drop for Envoy {

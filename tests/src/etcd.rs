@@ -1,5 +1,6 @@
-//! A real etcd cluster (Debian's `etcd-server`) of several members on
-//! loopback ports, each a process of its own that a test can kill.
+//! A real etcd cluster (Debian's `etcd-server`) of several members, on
+//! loopback ports or each on a test host of its own, each a process of its
+//! own that a test can kill.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +12,8 @@ use crate::ports::free_port;
 pub struct Member {
     child: Option<Child>,
     pub name: String,
+    /// Where clients reach it.
+    pub address: String,
     pub client_port: u16,
 }
 
@@ -20,42 +23,63 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// `n` members forming one cluster, ready to serve.
+    /// `n` members forming one cluster on loopback ports, ready to serve.
     pub async fn start(n: usize) -> anyhow::Result<Etcd> {
-        Self::start_reachable(n, &[]).await
+        let sites = (0..n)
+            .map(|_| {
+                Ok(Site {
+                    address: "127.0.0.1".into(),
+                    client: free_port()?,
+                    peer: free_port()?,
+                    wrapper: Vec::new(),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Self::start_at(sites).await
     }
 
-    /// The same, each member also listening on `addresses` (the test's side
-    /// of a test host's link), so that controllers there reach it.
-    pub async fn start_reachable(n: usize, addresses: &[String]) -> anyhow::Result<Etcd> {
+    /// One member on each of `hosts` (test hosts, `crate::netns`), on
+    /// etcd's own ports of that host's address.
+    pub async fn start_on(hosts: &[&crate::netns::Host]) -> anyhow::Result<Etcd> {
+        let sites = hosts
+            .iter()
+            .map(|h| Site {
+                address: h.ip.clone(),
+                client: 2379,
+                peer: 2380,
+                wrapper: h.wrapper(),
+            })
+            .collect();
+        Self::start_at(sites).await
+    }
+
+    async fn start_at(sites: Vec<Site>) -> anyhow::Result<Etcd> {
         let dir = tempfile::tempdir()?;
-        let ports: Vec<(u16, u16)> = (0..n)
-            .map(|_| Ok((free_port()?, free_port()?)))
-            .collect::<anyhow::Result<_>>()?;
-        let cluster: Vec<String> = ports
+        let cluster: Vec<String> = sites
             .iter()
             .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .map(|(i, s)| format!("m{i}=http://{}:{}", s.address, s.peer))
             .collect();
         let mut members = Vec::new();
-        for (i, (client, peer)) in ports.iter().enumerate() {
+        for (i, site) in sites.iter().enumerate() {
             let name = format!("m{i}");
             let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
-            let child = Command::new("etcd")
+            let mut cmd = match site.wrapper.split_first() {
+                Some((first, rest)) => {
+                    let mut c = Command::new(first);
+                    c.args(rest).arg("etcd");
+                    c
+                }
+                None => Command::new("etcd"),
+            };
+            let (a, client, peer) = (&site.address, site.client, site.peer);
+            let child = cmd
                 .args(["--name", &name])
                 .arg(format!("--data-dir={}", dir.path().join(&name).display()))
-                .arg(format!(
-                    "--listen-client-urls=http://127.0.0.1:{client}{}",
-                    addresses
-                        .iter()
-                        .map(|a| format!(",http://{a}:{client}"))
-                        .collect::<String>()
-                ))
-                .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
-                .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-                .arg(format!(
-                    "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
-                ))
+                .arg(format!("--listen-client-urls=http://{a}:{client}"))
+                .arg(format!("--advertise-client-urls=http://{a}:{client}"))
+                .arg(format!("--listen-peer-urls=http://{a}:{peer}"))
+                .arg(format!("--initial-advertise-peer-urls=http://{a}:{peer}"))
                 .arg(format!("--initial-cluster={}", cluster.join(",")))
                 .args(["--initial-cluster-state", "new"])
                 .args(["--initial-cluster-token", "dimmer-test"])
@@ -68,7 +92,8 @@ impl Etcd {
             members.push(Member {
                 child: Some(child),
                 name,
-                client_port: *client,
+                address: a.clone(),
+                client_port: client,
             });
         }
         let etcd = Etcd { members, dir };
@@ -76,24 +101,45 @@ impl Etcd {
         Ok(etcd)
     }
 
-    /// `etcd://127.0.0.1:A,127.0.0.1:B,…`, as `dimmer serve --store` takes it.
+    /// `etcd://A:P,B:Q,…`, as `dimmer serve --store` takes it.
     pub fn store_url(&self) -> String {
-        let eps: Vec<String> = self
-            .members
-            .iter()
-            .map(|m| format!("127.0.0.1:{}", m.client_port))
-            .collect();
-        format!("etcd://{}", eps.join(","))
+        format!("etcd://{}", self.endpoints().join(","))
     }
 
-    /// The same, as reached at `address`.
-    pub fn store_url_at(&self, address: &str) -> String {
-        let eps: Vec<String> = self
-            .members
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
             .iter()
-            .map(|m| format!("{address}:{}", m.client_port))
-            .collect();
-        format!("etcd://{}", eps.join(","))
+            .map(|m| format!("{}:{}", m.address, m.client_port))
+            .collect()
+    }
+
+    /// The member that leads etcd's Raft now, as the members that answer
+    /// say (through etcd's JSON gateway).
+    pub async fn raft_leader(&self) -> Option<usize> {
+        let http = reqwest::Client::new();
+        let mut ids = Vec::new();
+        let mut leader = None;
+        for m in &self.members {
+            let url = format!(
+                "http://{}:{}/v3/maintenance/status",
+                m.address, m.client_port
+            );
+            let answer = http
+                .post(url)
+                .body("{}")
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await;
+            let status: serde_json::Value = match answer {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            ids.push(status["header"]["member_id"].as_str().map(str::to_owned));
+            leader = leader.or_else(|| status["leader"].as_str().map(str::to_owned));
+        }
+        let leader = leader?;
+        ids.iter()
+            .position(|id| id.as_deref() == Some(leader.as_str()))
     }
 
     async fn wait_healthy(&self, within: Duration) -> anyhow::Result<()> {
@@ -103,7 +149,7 @@ impl Etcd {
             let mut healthy = 0;
             for m in &self.members {
                 let ok = http
-                    .get(format!("http://127.0.0.1:{}/health", m.client_port))
+                    .get(format!("http://{}:{}/health", m.address, m.client_port))
                     .timeout(Duration::from_millis(500))
                     .send()
                     .await;
@@ -136,6 +182,13 @@ impl Etcd {
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("m{i}.log"))).unwrap_or_default()
     }
+}
+
+struct Site {
+    address: String,
+    client: u16,
+    peer: u16,
+    wrapper: Vec<std::ffi::OsString>,
 }
 
 impl Drop for Etcd {

@@ -1,114 +1,205 @@
-//! Separate hosts on this one machine: a network namespace joined to the
-//! test's own namespace by a veth pair on a /30 of 10.77.0.0/16, so that a
-//! test can cut a host off (the link down) and heal it. Created by the test
-//! and removed when dropped; traffic stays on these test addresses.
+//! Separate hosts on this one machine: a [`Net`] is a bridge in the test's
+//! own namespace on a /24 of 10.77.0.0/16, and each [`Host`] a network
+//! namespace plugged into it by a veth pair. Hosts reach each other and the
+//! test directly, on their own addresses; a test can cut a host off from
+//! everyone (its port on the bridge down) or from some peers only (the
+//! host's own firewall), and heal it. Created by the test and removed when
+//! dropped; traffic stays on these test addresses.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{bail, Context};
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
+/// Subnets 10.77.K.0/24, K below this; bridge `dmbK`.
+const SUBNETS: u32 = 250;
+
+pub struct Net {
+    bridge: String,
+    index: u32,
+    /// The test's own address on the net (the bridge's).
+    pub gateway: String,
+    next: AtomicU32,
+}
 
 pub struct Host {
     pub ns: String,
-    host_if: String,
-    ns_if: String,
-    /// This host's address, and the address of the test's side of the link.
+    port: String,
+    /// This host's address.
     pub ip: String,
+    /// The test's address, as this host reaches it.
     pub gateway: String,
 }
 
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip")
+fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(program)
         .args(args)
         .output()
-        .context("running ip (iproute2)")?;
+        .with_context(|| format!("running {program}"))?;
     if !out.status.success() {
         bail!(
-            "ip {}: {}",
+            "{program} {}: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-impl Host {
-    pub fn create() -> anyhow::Result<Host> {
-        // Unique across the test processes nextest runs side by side.
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let id = (std::process::id().wrapping_mul(16).wrapping_add(n)) % 16384;
-        let (a, b) = (id / 64, (id % 64) * 4);
-        let ns = format!("dmr{id}");
-        let host_if = format!("dmh{id}");
-        let ns_if = format!("dmn{id}");
-        let gateway = format!("10.77.{a}.{}", b + 1);
-        let addr = format!("10.77.{a}.{}", b + 2);
-        let _ = ip(&["netns", "del", &ns]);
-        let _ = ip(&["link", "del", &host_if]);
-        ip(&["netns", "add", &ns])?;
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    run("ip", args).map(|_| ())
+}
+
+/// The test process that made bridge `name`, from the alias it was given.
+fn owner(name: &str) -> Option<u32> {
+    let shown = run("ip", &["-o", "link", "show", name]).ok()?;
+    let at = shown.find("alias dimmer-test-")? + "alias dimmer-test-".len();
+    shown[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+impl Net {
+    /// A fresh net of its own: nextest runs test processes side by side,
+    /// each takes a free subnet (one left by a killed run is reclaimed).
+    pub fn create() -> anyhow::Result<Net> {
+        let pid = std::process::id();
+        for step in 0..SUBNETS {
+            let index = (pid + step) % SUBNETS;
+            let bridge = format!("dmb{index}");
+            if ip(&["link", "add", &bridge, "type", "bridge"]).is_err() {
+                match owner(&bridge) {
+                    Some(p) if std::path::Path::new(&format!("/proc/{p}")).exists() => continue,
+                    _ => {
+                        reclaim(index);
+                        if ip(&["link", "add", &bridge, "type", "bridge"]).is_err() {
+                            continue;
+                        }
+                    }
+                }
+            }
+            let net = Net {
+                bridge: bridge.clone(),
+                index,
+                gateway: format!("10.77.{index}.1"),
+                next: AtomicU32::new(10),
+            };
+            ip(&[
+                "link",
+                "set",
+                "dev",
+                &bridge,
+                "alias",
+                &format!("dimmer-test-{pid}"),
+            ])?;
+            ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", net.gateway),
+                "dev",
+                &bridge,
+            ])?;
+            ip(&["link", "set", &bridge, "up"])?;
+            return Ok(net);
+        }
+        bail!("no free test subnet in 10.77.0.0/16")
+    }
+
+    /// A new host on this net.
+    pub fn host(&self) -> anyhow::Result<Host> {
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        if n > 250 {
+            bail!("a test net holds at most 240 hosts");
+        }
+        let ns = format!("dmr{}h{n}", self.index);
+        let port = format!("dmp{}h{n}", self.index);
+        let inside = format!("dmi{}h{n}", self.index);
         let host = Host {
             ns: ns.clone(),
-            host_if: host_if.clone(),
-            ns_if: ns_if.clone(),
-            ip: addr.clone(),
-            gateway: gateway.clone(),
+            port: port.clone(),
+            ip: format!("10.77.{}.{n}", self.index),
+            gateway: self.gateway.clone(),
         };
+        ip(&["netns", "add", &ns])?;
         ip(&[
-            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+            "link", "add", &port, "type", "veth", "peer", "name", &inside,
         ])?;
-        ip(&["link", "set", &ns_if, "netns", &ns])?;
-        ip(&["addr", "add", &format!("{gateway}/30"), "dev", &host_if])?;
-        ip(&["link", "set", &host_if, "up"])?;
+        ip(&["link", "set", &inside, "netns", &ns])?;
+        ip(&["link", "set", &port, "master", &self.bridge])?;
+        ip(&["link", "set", &port, "up"])?;
         ip(&[
             "-n",
             &ns,
             "addr",
             "add",
-            &format!("{addr}/30"),
+            &format!("{}/24", host.ip),
             "dev",
-            &ns_if,
+            &inside,
         ])?;
-        ip(&["-n", &ns, "link", "set", &ns_if, "up"])?;
+        ip(&["-n", &ns, "link", "set", &inside, "up"])?;
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         Ok(host)
     }
 
-    /// A second address of this host, `10.78.…`, routed over the same
-    /// link: a path that [`Host::block`] can cut alone.
-    pub fn add_alias(&self) -> anyhow::Result<String> {
-        let alias = self.ip.replacen("10.77.", "10.78.", 1);
-        ip(&[
-            "-n",
-            &self.ns,
-            "addr",
-            "add",
-            &format!("{alias}/32"),
-            "dev",
-            &self.ns_if,
-        ])?;
-        ip(&["route", "add", &format!("{alias}/32"), "dev", &self.host_if])?;
-        Ok(alias)
+    /// `n` new hosts.
+    pub fn hosts(&self, n: usize) -> anyhow::Result<Vec<Host>> {
+        (0..n).map(|_| self.host()).collect()
     }
+}
 
-    /// Drops everything sent to `alias` on this host (the firewall of the
-    /// host's own namespace); the host's main address still answers.
-    pub fn block(&self, alias: &str) -> anyhow::Result<()> {
-        iptables(&self.ns, "-I", alias)
+/// Removes what a killed test process left of subnet `index`.
+fn reclaim(index: u32) {
+    let _ = ip(&["link", "del", &format!("dmb{index}")]);
+    let prefix = format!("dmr{index}h");
+    if let Ok(list) = run("ip", &["netns", "list"]) {
+        for ns in list.lines().filter_map(|l| l.split_whitespace().next()) {
+            if ns.starts_with(&prefix) {
+                let _ = ip(&["netns", "del", ns]);
+            }
+        }
     }
+}
 
-    pub fn unblock(&self, alias: &str) -> anyhow::Result<()> {
-        iptables(&self.ns, "-D", alias)
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.bridge]);
     }
+}
 
+impl Host {
     /// Cuts the host off: nothing reaches it, nothing leaves it.
     pub fn cut(&self) -> anyhow::Result<()> {
-        ip(&["link", "set", &self.host_if, "down"])
+        ip(&["link", "set", &self.port, "down"])
     }
 
     pub fn heal(&self) -> anyhow::Result<()> {
-        ip(&["link", "set", &self.host_if, "up"])
+        ip(&["link", "set", &self.port, "up"])
+    }
+
+    /// Cuts the host off from `peers` only, both ways (its own firewall
+    /// drops the packets: a partition, not a refusal).
+    pub fn cut_from(&self, peers: &[&str]) -> anyhow::Result<()> {
+        for peer in peers {
+            self.iptables(&["-I", "OUTPUT", "-d", peer, "-j", "DROP"])?;
+            self.iptables(&["-I", "INPUT", "-s", peer, "-j", "DROP"])?;
+        }
+        Ok(())
+    }
+
+    pub fn heal_from(&self, peers: &[&str]) -> anyhow::Result<()> {
+        for peer in peers {
+            self.iptables(&["-D", "OUTPUT", "-d", peer, "-j", "DROP"])?;
+            self.iptables(&["-D", "INPUT", "-s", peer, "-j", "DROP"])?;
+        }
+        Ok(())
+    }
+
+    fn iptables(&self, rule: &[&str]) -> anyhow::Result<()> {
+        let mut args = vec!["netns", "exec", &self.ns, "iptables"];
+        args.extend_from_slice(rule);
+        run("ip", &args).map(|_| ())
     }
 
     /// `program` run on this host.
@@ -117,27 +208,30 @@ impl Host {
         c.args(["netns", "exec", &self.ns]).arg(program);
         c
     }
-}
 
-fn iptables(ns: &str, op: &str, dest: &str) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", ns, "iptables", op, "INPUT", "-d", dest, "-j", "DROP",
-        ])
-        .output()
-        .context("running iptables")?;
-    if !out.status.success() {
-        bail!(
-            "iptables {op} {dest}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    /// The words that run a program on this host (a wrapper for one).
+    pub fn wrapper(&self) -> Vec<std::ffi::OsString> {
+        ["ip", "netns", "exec", &self.ns]
+            .iter()
+            .map(Into::into)
+            .collect()
     }
-    Ok(())
 }
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let _ = ip(&["link", "del", &self.host_if]);
+        let _ = ip(&["link", "del", &self.port]);
         let _ = ip(&["netns", "del", &self.ns]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn interface_names_fit_the_kernels_limit() {
+        // IFNAMSIZ is 16 with the terminating zero.
+        for name in ["dmb249", "dmp249h250", "dmi249h250"] {
+            assert!(name.len() <= 15, "{name}");
+        }
     }
 }

@@ -10,6 +10,7 @@ use crate::ports::free_port;
 
 pub struct Prometheus {
     child: Child,
+    address: String,
     pub port: u16,
     dir: tempfile::TempDir,
 }
@@ -34,11 +35,24 @@ impl Prometheus {
         admin_ports: &[u16],
         app_ports: &[u16],
     ) -> anyhow::Result<Prometheus> {
+        let local = |ports: &[u16]| -> Vec<String> {
+            ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()
+        };
+        Self::start_at("127.0.0.1", port, &local(admin_ports), &local(app_ports)).await
+    }
+
+    /// Listening on `address` (a test net's gateway, for controllers on
+    /// test hosts), scraping Envoy admins and apps at `host:port` targets.
+    pub async fn start_at(
+        address: &str,
+        port: u16,
+        envoys: &[String],
+        apps: &[String],
+    ) -> anyhow::Result<Prometheus> {
         let dir = tempfile::tempdir()?;
-        let targets = |ports: &[u16]| {
-            ports
-                .iter()
-                .map(|p| format!("'127.0.0.1:{p}'"))
+        let targets = |list: &[String]| {
+            list.iter()
+                .map(|t| format!("'{t}'"))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -46,13 +60,13 @@ impl Prometheus {
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
              scrape_configs:\n- job_name: envoy\n  metrics_path: /stats/prometheus\n  \
              static_configs:\n  - targets: [{}]\n",
-            targets(admin_ports)
+            targets(envoys)
         );
-        if !app_ports.is_empty() {
+        if !apps.is_empty() {
             config += &format!(
                 "- job_name: shop\n  metrics_path: /shop/metrics\n  \
                  static_configs:\n  - targets: [{}]\n",
-                targets(app_ports)
+                targets(apps)
             );
         }
         std::fs::write(dir.path().join("prometheus.yml"), config)?;
@@ -68,13 +82,18 @@ impl Prometheus {
             "--storage.tsdb.path={}",
             dir.path().join("data").display()
         ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--web.listen-address={address}:{port}"))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
         .context("starting prometheus (make setup installs it)")?;
-        let mut p = Prometheus { child, port, dir };
+        let mut p = Prometheus {
+            child,
+            address: address.to_owned(),
+            port,
+            dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = p.child.try_wait()? {
@@ -94,7 +113,7 @@ impl Prometheus {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.address, self.port)
     }
 
     pub fn log(&self) -> String {

@@ -77,6 +77,12 @@ impl Upstream {
     }
 
     pub async fn start_on(version: &str, port: u16) -> anyhow::Result<Upstream> {
+        Self::start_at(version, "127.0.0.1", port).await
+    }
+
+    /// Listening on `address` (a test net's gateway, for Envoys on test
+    /// hosts).
+    pub async fn start_at(version: &str, address: &str, port: u16) -> anyhow::Result<Upstream> {
         let fault = Arc::new(Fault::default());
         fault.conversion_bp.store(3000, Ordering::Relaxed);
         fault.order_cents.store(5000, Ordering::Relaxed);
@@ -91,7 +97,7 @@ impl Upstream {
             .route("/shop/stats.json", axum::routing::get(shop_json))
             .fallback(handle)
             .with_state(app);
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let listener = tokio::net::TcpListener::bind((address, port)).await?;
         let port = listener.local_addr()?.port();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;

@@ -160,7 +160,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
             .await
             .with_context(|| format!("connecting to {url}"))?;
-            let role = Arc::new(dimmer::fleet::Role::new(&me));
+            let role = Arc::new(dimmer::fleet::Role::new(&me, lease_ttl));
             let fleet = dimmer::fleet::Fleet {
                 client: etcd.client(),
                 election: "/dimmer-election/leader".into(),

@@ -240,6 +240,12 @@ impl Service {
         self.settings.fleet.as_ref().is_none_or(|r| r.leading())
     }
 
+    /// Whether this controller's state is current: always alone; in a fleet,
+    /// while etcd answers its keep-alive.
+    pub fn in_touch_with_store(&self) -> bool {
+        self.settings.fleet.as_ref().is_none_or(|r| r.in_touch())
+    }
+
     /// In a fleet, the role this controller plays.
     pub fn fleet(&self) -> Option<&Arc<crate::fleet::Role>> {
         self.settings.fleet.as_ref()

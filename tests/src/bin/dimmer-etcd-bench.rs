@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let endpoints: Vec<String> = etcd
         .members
         .iter()
-        .map(|m| format!("127.0.0.1:{}", m.client_port))
+        .map(|m| format!("{}:{}", m.address, m.client_port))
         .collect();
     let store = EtcdStore::connect(
         &endpoints,
