@@ -128,6 +128,7 @@ pub fn router(app: App) -> Router {
             post(crate::ofrep::evaluate_one),
         )
         .route("/v1/proxies", get(proxies))
+        .route("/v1/fleet/proxies", get(fleet_proxies))
         .route("/v1/webhooks", get(webhooks))
         .route("/v1/audit/head", get(head))
         .route("/v1/audit/verify", get(verify))
@@ -140,6 +141,22 @@ pub fn router(app: App) -> Router {
             crate::forward::to_leader,
         ))
         .with_state(app)
+}
+
+/// A peer controller asking which proxies poll this one: only with the
+/// fleet's peer secret (derived from the audit key all of them share).
+async fn fleet_proxies(State(app): State<App>, headers: HeaderMap) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    match app.service.fleet() {
+        Some(role) if role.is_peer(given) => {
+            Json(app.service.registry().local(crate::service::now_ms())).into_response()
+        }
+        _ => StatusCode::FORBIDDEN.into_response(),
+    }
 }
 
 /// For load balancers and Envoy's health checks: a controller cut off from
@@ -338,7 +355,8 @@ async fn health(State(app): State<App>, headers: HeaderMap) -> Result<Response, 
         "metrics_source": app.service.source_health(),
         "metrics_source_answers": now.is_ok(),
         "metrics_source_error": now.err(),
-        "proxies_known": app.service.registry().len(),
+        "proxies_known": app.service.proxies().len(),
+        "proxies_polling_here": app.service.registry().len(),
         "audit_head": app.service.audit_head(),
         // In a fleet: whether this controller decides, and who does.
         "leading": app.service.is_leader(),

@@ -112,6 +112,17 @@ impl AuditKey {
         hex::encode(m.finalize().into_bytes())
     }
 
+    /// A secret for another use than the chain, derived from this key
+    /// (HMAC of a label): the fleet's controllers share the key, so they
+    /// share it too, and knowing it tells nothing of the key.
+    pub fn derive(&self, label: &str) -> String {
+        let Ok(mut m) = Hmac::<Sha256>::new_from_slice(&self.0) else {
+            return String::new();
+        };
+        m.update(format!("dimmer-derived/{label}").as_bytes());
+        hex::encode(m.finalize().into_bytes())
+    }
+
     fn checks(&self, seq: i64, hash: &str, mac: &str) -> bool {
         let Ok(mut m) = Hmac::<Sha256>::new_from_slice(&self.0) else {
             return false;

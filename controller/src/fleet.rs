@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, WatchOptions};
 
+use crate::service::registry::ProxySeen;
 use crate::service::Service;
 use crate::store_etcd::Fence;
 
@@ -29,15 +30,25 @@ pub struct Role {
     /// When etcd last answered this controller's lease keep-alive.
     contact: Mutex<Option<Instant>>,
     ttl: Duration,
+    /// What controllers of this fleet call each other with.
+    peer_secret: String,
 }
 
 impl Role {
-    pub fn new(me: &str, ttl: Duration) -> Role {
+    pub fn new(me: &str, ttl: Duration, peer_secret: String) -> Role {
         Role {
             me: me.to_owned(),
             ttl,
+            peer_secret,
             ..Role::default()
         }
+    }
+
+    /// Whether `given` is the fleet's peer secret (in constant time).
+    pub fn is_peer(&self, given: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        !self.peer_secret.is_empty()
+            && bool::from(self.peer_secret.as_bytes().ct_eq(given.as_bytes()))
     }
 
     /// Whether etcd answered this controller's keep-alive within ⅔ of the
@@ -86,6 +97,7 @@ impl Fleet {
     pub async fn run(self: Arc<Self>, service: Arc<Service>) {
         tokio::spawn(Arc::clone(&self).follow(Arc::clone(&service)));
         tokio::spawn(Arc::clone(&self).track_leader());
+        tokio::spawn(Arc::clone(&self).exchange_proxies(Arc::clone(&service)));
         loop {
             if let Err(e) = self.lead_once(&service).await {
                 tracing::warn!(error = %e, "election");
@@ -217,6 +229,70 @@ impl Fleet {
         }
     }
 }
+
+impl Fleet {
+    /// Every second, asks each other controller in the election (every
+    /// candidate's key holds its URL) which proxies poll it, so that this
+    /// controller's view of the proxies is the fleet's. Each ask has its own
+    /// timeout and they run side by side: a hung peer delays nothing.
+    async fn exchange_proxies(self: Arc<Self>, service: Arc<Service>) {
+        let http = match reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(PEER_TIMEOUT)
+            .build()
+        {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "no HTTP client: proxies seen by peers are not shared");
+                return;
+            }
+        };
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut c = self.client.clone();
+            let candidates = c
+                .get(
+                    format!("{}/", self.election),
+                    Some(etcd_client::GetOptions::new().with_prefix()),
+                )
+                .await;
+            let Ok(candidates) = candidates else {
+                continue;
+            };
+            let peers: Vec<String> = candidates
+                .kvs()
+                .iter()
+                .filter_map(|kv| kv.value_str().ok().map(str::to_owned))
+                .filter(|url| *url != self.role.me)
+                .collect();
+            let asks = peers.iter().map(|peer| {
+                let (http, secret) = (&http, &self.role.peer_secret);
+                async move {
+                    let answer = http
+                        .get(format!("{}/v1/fleet/proxies", peer.trim_end_matches('/')))
+                        .bearer_auth(secret)
+                        .send()
+                        .await
+                        .and_then(reqwest::Response::error_for_status);
+                    let seen = match answer {
+                        Ok(r) => r.json::<Vec<ProxySeen>>().await.ok(),
+                        Err(_) => None,
+                    };
+                    (peer.clone(), seen)
+                }
+            });
+            for (peer, seen) in futures_util::future::join_all(asks).await {
+                if let Some(seen) = seen {
+                    service.registry().absorb(&peer, seen);
+                }
+            }
+            service.registry().keep_peers(&peers);
+        }
+    }
+}
+
+/// How long a peer has to say which proxies poll it.
+const PEER_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Returns once the lease has not been renewed for `ttl`.
 async fn wait_lost(alive: &Mutex<Instant>, ttl: Duration) {

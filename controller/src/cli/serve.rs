@@ -152,6 +152,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             if lease_ttl < Duration::from_secs(1) || lease_ttl > Duration::from_secs(60) {
                 bail!("--lease-ttl must be from 1s to 60s");
             }
+            let peer_secret = key.derive("fleet-peer");
             let etcd = dimmer::store_etcd::EtcdStore::connect(
                 &endpoints,
                 "/dimmer/",
@@ -160,7 +161,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
             .await
             .with_context(|| format!("connecting to {url}"))?;
-            let role = Arc::new(dimmer::fleet::Role::new(&me, lease_ttl));
+            let role = Arc::new(dimmer::fleet::Role::new(&me, lease_ttl, peer_secret));
             let fleet = dimmer::fleet::Fleet {
                 client: etcd.client(),
                 election: "/dimmer-election/leader".into(),

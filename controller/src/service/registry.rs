@@ -2,13 +2,18 @@
 //! Bounded: ids are short, entries are capped, and a proxy not seen for a
 //! while is forgotten. A proxy that stops advancing holds a step only for a
 //! while, then is reported stale instead of blocking.
+//!
+//! In a fleet each controller sees the polls that reach it; what its peers
+//! saw is absorbed here too (`crate::fleet` fetches it), so every view of
+//! the proxies — status, holds, rollback time — is the fleet's, whichever
+//! controller a proxy polls.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProxySeen {
     pub id: String,
     pub revision: u64,
@@ -79,6 +84,8 @@ pub fn some_of(ids: &[String]) -> String {
 pub struct Registry {
     limits: Limits,
     seen: Mutex<HashMap<String, ProxySeen>>,
+    /// What each peer controller last said it saw, by peer.
+    peers: Mutex<HashMap<String, Vec<ProxySeen>>>,
 }
 
 impl Registry {
@@ -86,6 +93,7 @@ impl Registry {
         Registry {
             limits,
             seen: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -125,12 +133,61 @@ impl Registry {
         Ok(())
     }
 
-    /// Every remembered proxy, by id; forgets the ones not seen for long.
-    pub fn all(&self, now_ms: u64) -> Vec<ProxySeen> {
+    /// The proxies whose polls reached this controller, by id; forgets the
+    /// ones not seen for long.
+    pub fn local(&self, now_ms: u64) -> Vec<ProxySeen> {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let forget = self.limits.forget_ms;
         seen.retain(|_, p| now_ms.saturating_sub(p.last_seen_ms) < forget);
         let mut v: Vec<_> = seen.values().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// A peer's sightings, replacing what it said before. Held to this
+    /// registry's own limits: a peer cannot grow it past them.
+    pub fn absorb(&self, peer: &str, mut seen: Vec<ProxySeen>) {
+        seen.retain(|p| !p.id.is_empty() && p.id.len() <= self.limits.max_id_len);
+        seen.sort_by_key(|p| std::cmp::Reverse(p.last_seen_ms));
+        seen.truncate(self.limits.max_proxies);
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer.to_owned(), seen);
+    }
+
+    /// Drops what `keep` does not name: peers no longer in the fleet.
+    pub fn keep_peers(&self, keep: &[String]) {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|peer, _| keep.contains(peer));
+    }
+
+    /// Every remembered proxy in the fleet, by id: for each, the latest
+    /// sighting by any controller. At most `max_proxies`, the most recent.
+    pub fn all(&self, now_ms: u64) -> Vec<ProxySeen> {
+        let mut latest: HashMap<String, ProxySeen> = HashMap::new();
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let theirs = peers.values().flatten().cloned();
+        let forget = self.limits.forget_ms;
+        for p in self.local(now_ms).into_iter().chain(theirs) {
+            if now_ms.saturating_sub(p.last_seen_ms) >= forget {
+                continue;
+            }
+            match latest.get(&p.id) {
+                Some(known) if known.last_seen_ms >= p.last_seen_ms => {}
+                _ => {
+                    latest.insert(p.id.clone(), p);
+                }
+            }
+        }
+        drop(peers);
+        let mut v: Vec<_> = latest.into_values().collect();
+        if v.len() > self.limits.max_proxies {
+            v.sort_by_key(|p| std::cmp::Reverse(p.last_seen_ms));
+            v.truncate(self.limits.max_proxies);
+        }
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
@@ -160,6 +217,7 @@ impl Registry {
         }
     }
 
+    /// Proxies whose polls reached this controller.
     pub fn len(&self) -> usize {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -219,5 +277,49 @@ mod tests {
         // Not live: neither.
         let s = r.standing(7, 95_000, 111_000);
         assert_eq!(s.live, 0);
+    }
+
+    fn seen(id: &str, revision: u64, last_seen_ms: u64) -> ProxySeen {
+        ProxySeen {
+            id: id.into(),
+            revision,
+            last_seen_ms,
+        }
+    }
+
+    #[test]
+    fn a_proxy_that_polls_only_a_peer_counts_with_its_latest_sighting() {
+        let r = small();
+        // It polled us long ago, at revision 3; a peer saw it just now at 7.
+        r.record("edge-1", 3, 90_000).unwrap();
+        r.absorb(
+            "http://peer",
+            vec![seen("edge-1", 7, 99_000), seen("edge-2", 7, 99_500)],
+        );
+        let s = r.standing(7, 95_000, 100_000);
+        assert_eq!((s.applied, s.live), (2, 2), "{s:?}");
+        assert!(s.lagging.is_empty());
+        // Ours is newer: ours wins.
+        r.record("edge-2", 6, 100_000).unwrap();
+        assert_eq!(r.standing(7, 95_000, 100_000).lagging, ["edge-2"]);
+        // Only ours are served to peers.
+        assert_eq!(r.local(100_000).len(), 2);
+        // A peer that left the fleet is forgotten.
+        r.keep_peers(&[]);
+        assert_eq!(r.standing(7, 95_000, 100_000).applied, 0);
+    }
+
+    #[test]
+    fn a_peer_cannot_grow_the_registry_past_its_limits() {
+        let r = small();
+        let flood: Vec<_> = (0..1000)
+            .map(|i| seen(&format!("p{i}"), 1, 50_000 + i))
+            .chain([seen(&"x".repeat(10_000), 1, 99_999), seen("", 1, 99_999)])
+            .collect();
+        r.absorb("http://peer", flood.clone());
+        r.absorb("http://other", flood);
+        let all = r.all(100_000);
+        assert_eq!(all.len(), 3);
+        assert!(all.iter().all(|p| p.id.len() <= 256 && !p.id.is_empty()));
     }
 }
