@@ -188,7 +188,17 @@ pub struct Service {
     readings: Arc<std::sync::Mutex<BTreeMap<String, crate::analysis::team_metrics::Reading>>>,
     /// Rollouts whose reading is under way: one at a time each.
     reading: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Each rollout's holds since its state was last written.
+    unsaved_looks: std::sync::Mutex<BTreeMap<String, u32>>,
 }
+
+/// A hold's state (its reason, the tests' running evidence) is written
+/// every this many looks, not every look: holds are most of a store's
+/// writes (etcd's, in a fleet). Nothing is lost by it: the evidence is
+/// rebuilt from the proxies' cumulative counters, so a controller that
+/// starts from a state a few looks old counts the requests since then at
+/// its first look. Decisions are written at once, always.
+pub const SAVE_HOLDS_EVERY: u32 = 3;
 
 impl Service {
     /// Must be called inside a Tokio runtime: it starts the webhook task.
@@ -230,6 +240,7 @@ impl Service {
             settings,
             series: std::sync::Mutex::new(series::Series::default()),
             rollbacks: std::sync::Mutex::new(BTreeMap::new()),
+            unsaved_looks: std::sync::Mutex::new(BTreeMap::new()),
             readings: Arc::default(),
             reading: Arc::default(),
         }))
@@ -271,6 +282,26 @@ impl Service {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(doc);
         *self.head.write().unwrap_or_else(|e| e.into_inner()) = head;
         Ok(())
+    }
+
+    /// Whether this hold of `name` is the one to write; a decision resets
+    /// the count (`forget_holds`).
+    fn hold_to_save(&self, name: &str) -> bool {
+        let mut looks = self.unsaved_looks.lock().unwrap_or_else(|e| e.into_inner());
+        let n = looks.entry(name.to_owned()).or_insert(0);
+        *n += 1;
+        if *n >= SAVE_HOLDS_EVERY {
+            *n = 0;
+            return true;
+        }
+        false
+    }
+
+    fn forget_holds(&self, name: &str) {
+        self.unsaved_looks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
     }
 
     /// The `GET /v1/config` document at the current revision: a copy,
@@ -421,6 +452,7 @@ impl Service {
         reason: &str,
         evidence: &Evidence,
     ) -> Result<(), ServiceError> {
+        self.forget_holds(name);
         let before = state.rollouts.get(name);
         let from = before.map_or("none".into(), RolloutState::label);
         let to = next.as_ref().map_or("deleted".into(), RolloutState::label);

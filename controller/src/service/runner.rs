@@ -265,7 +265,13 @@ impl Service {
             None => {
                 // A transition records its own point.
                 self.record_point(&next, seen.as_ref().ok(), now);
-                self.store.save_quietly(&next)?;
+                // A step's baseline is kept at once: the traffic judged
+                // starts where the step began, across a restart too.
+                let baseline_taken =
+                    current.step_baseline.is_none() && next.step_baseline.is_some();
+                if self.hold_to_save(name) || baseline_taken {
+                    self.store.save_quietly(&next)?;
+                }
                 state.rollouts.insert(name.to_owned(), next);
                 Ok(())
             }

@@ -739,3 +739,42 @@ async fn ab_n_specs_are_checked_and_names_cannot_clash() {
         .collect();
     assert_eq!(names, ["checkout.v2", "checkout.v3"]);
 }
+
+/// Holds are written every few looks, a step's baseline and decisions at
+/// once; a controller started from the store's state counts every request
+/// since, so nothing of the evidence is lost.
+#[tokio::test]
+async fn holds_are_written_every_few_looks_and_a_restart_loses_no_evidence() {
+    let f = fixture(Duration::from_secs(5));
+    f.service.apply(spec(""), "alice", false).await.unwrap();
+    let stored = || {
+        f.service
+            .store
+            .rollouts()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.spec.name == "checkout")
+            .unwrap()
+    };
+    let mut written = Vec::new();
+    for i in 1..=7 {
+        f.source
+            .set("checkout", snap(1000.0 * i as f64, 100.0 * i as f64));
+        let before = serde_json::to_string(&stored()).unwrap();
+        look(&f).await;
+        written.push(serde_json::to_string(&stored()).unwrap() != before);
+    }
+    // The first look takes the step's baseline (written); then every third.
+    assert_eq!(
+        written,
+        [true, false, true, false, false, true, false],
+        "{written:?}"
+    );
+    assert!(stored().step_baseline.is_some());
+    // What is in memory went on; the stored state is a look behind, and a
+    // controller starting from it judges everything since its last look.
+    let memory = f.service.state.lock().await.rollouts["checkout"].clone();
+    let on_disk = stored();
+    assert_ne!(memory.analysed_at, on_disk.analysed_at);
+    assert_eq!(memory.step_baseline, on_disk.step_baseline);
+}
