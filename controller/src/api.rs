@@ -67,10 +67,19 @@ impl IntoResponse for ApiError {
             ApiError::Service(ServiceError::Conflict { .. } | ServiceError::Refused(_)) => {
                 StatusCode::CONFLICT
             }
+            // Refused before anything was written: the caller may retry,
+            // and will reach the new leader.
+            ApiError::Service(ServiceError::Store(crate::store::StoreError::Fenced(_))) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Service(ServiceError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut resp =
             (status, Json(serde_json::json!({"error": self.to_string()}))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

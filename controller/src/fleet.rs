@@ -8,6 +8,12 @@
 //! deciding at once and says so; its writes were already fenced by the
 //! store (`crate::store_etcd`), so even a leader that has not noticed
 //! cannot write after its lease ended.
+//!
+//! Any controller whose keep-alive etcd has not answered for ⅔ of the TTL
+//! is out of touch: it refuses to serve the config (`crate::api`), which an
+//! abort elsewhere may have overtaken. And every controller fetches from
+//! the others which proxies poll them, so its view of the proxies is the
+//! fleet's.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -228,9 +234,7 @@ impl Fleet {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-}
 
-impl Fleet {
     /// Every second, asks each other controller in the election (every
     /// candidate's key holds its URL) which proxies poll it, so that this
     /// controller's view of the proxies is the fleet's. Each ask has its own

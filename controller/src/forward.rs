@@ -2,7 +2,9 @@
 //! abort, a flag switch) that reaches a follower is applied by the leader:
 //! the follower forwards it, token and body as they came, and answers with
 //! the leader's answer — which the leader gives only once the change is
-//! durable in etcd. No leader known: 503, retry.
+//! durable in etcd. No leader known, or the leader not reachable: 503 with
+//! `retry-after` (nothing was applied; `dimmer` retries those). Sent but
+//! not answered: 504 (it may have been applied: not retried).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -36,7 +38,15 @@ pub async fn to_leader(State(app): State<App>, req: Request, next: Next) -> Resp
     let Some(role) = app.service.fleet() else {
         return next.run(req).await;
     };
-    if role.leading() || !mutating(&req) {
+    if !mutating(&req) {
+        return next.run(req).await;
+    }
+    // A leader cut off from etcd cannot make anything durable: say so at
+    // once (it will step down), rather than after a write's timeout.
+    if !role.in_touch() {
+        return unavailable("this controller is cut off from the store; retry");
+    }
+    if role.leading() {
         return next.run(req).await;
     }
     if req.headers().contains_key(FORWARDED) {
@@ -71,18 +81,33 @@ pub async fn to_leader(State(app): State<App>, req: Request, next: Next) -> Resp
     match out.send().await {
         Ok(resp) => {
             let status = resp.status();
-            let kind = resp.headers().get("content-type").cloned();
+            // The leader's own "retry" travels back with its answer.
+            let kept: Vec<_> = ["content-type", "retry-after"]
+                .into_iter()
+                .filter_map(|name| Some((name, resp.headers().get(name)?.clone())))
+                .collect();
             let bytes = resp.bytes().await.unwrap_or_default();
             let mut r = Response::new(Body::from(bytes));
             *r.status_mut() = status;
-            if let Some(k) = kind {
-                r.headers_mut().insert("content-type", k);
+            for (name, value) in kept {
+                r.headers_mut().insert(name, value);
             }
             if let Ok(v) = HeaderValue::from_str(&leader) {
                 r.headers_mut().insert("x-dimmer-leader", v);
             }
             r
         }
-        Err(e) => unavailable(&format!("cannot reach the leader {leader}: {e}; retry")),
+        // Not connected: the leader never saw it, a retry is safe.
+        Err(e) if e.is_connect() => {
+            unavailable(&format!("cannot reach the leader {leader}: {e}; retry"))
+        }
+        // Sent but not answered: it may have been applied.
+        Err(e) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            Json(serde_json::json!({
+                "error": format!("the leader {leader} did not answer ({e}): the call may have been applied; check before repeating it")
+            })),
+        )
+            .into_response(),
     }
 }

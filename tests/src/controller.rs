@@ -201,6 +201,12 @@ impl Controller {
 
     /// Runs the CLI with `token` against this controller.
     pub fn cli(&self, token: Option<&str>, args: &[&str]) -> anyhow::Result<Output> {
+        Ok(self.cli_command(token, args)?.output()?)
+    }
+
+    /// The CLI's command against this controller, not yet run (to run it
+    /// beside something else).
+    pub fn cli_command(&self, token: Option<&str>, args: &[&str]) -> anyhow::Result<Command> {
         let mut cmd = Command::new(dimmer_binary()?);
         cmd.args(args)
             .env("DIMMER_SERVER", self.url())
@@ -208,7 +214,7 @@ impl Controller {
         if let Some(t) = token {
             cmd.env("DIMMER_TOKEN", t);
         }
-        Ok(cmd.output()?)
+        Ok(cmd)
     }
 
     /// The CLI as an operator; fails unless it succeeds, returning stdout.

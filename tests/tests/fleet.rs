@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use dimmer_e2e::controller::{Controller, MetricsFrom, ADMIN_TOKEN, ENVOY_TOKEN, VIEWER_TOKEN};
+use dimmer_e2e::controller::{
+    Controller, MetricsFrom, ADMIN_TOKEN, ENVOY_TOKEN, OPERATOR_TOKEN, VIEWER_TOKEN,
+};
 use dimmer_e2e::envoy::{Envoy, EnvoyOptions};
 use dimmer_e2e::etcd::Etcd;
 use dimmer_e2e::fixtures::spec_yaml;
@@ -321,9 +323,9 @@ async fn a_leader_killed_mid_rollout_is_replaced_within_the_ttl_and_an_interval_
 
 /// The leader cut off from every etcd member (the proxies and the test
 /// still reach it): it stops serving the config it can no longer know is
-/// current, the follower is elected, an abort sent to it reaches every
-/// proxy within 2 s of the election, and the old leader, healed, wrote
-/// nothing.
+/// current, the follower is elected, an abort sent to it during the
+/// failover lands and reaches every proxy within 2 s of the election, and
+/// the old leader, healed, wrote nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_abort_to_the_follower_while_the_leader_is_partitioned_from_etcd_reaches_every_proxy_and_the_old_leader_writes_nothing(
 ) -> anyhow::Result<()> {
@@ -335,18 +337,40 @@ async fn an_abort_to_the_follower_while_the_leader_is_partitioned_from_etcd_reac
 
     let etcd_ips: Vec<&str> = site.etcd_hosts.iter().map(|h| h.ip.as_str()).collect();
     site.controller_hosts[0].cut_from(&etcd_ips)?;
+    // The old leader, still reachable, knows it is cut off and says so
+    // rather than serve the weights an abort may overtake.
+    let deadline = Instant::now() + Duration::from_secs(TTL_S + 1);
+    while reqwest::get(format!("{}/healthz", a.url())).await?.status() != 503 {
+        assert!(Instant::now() < deadline, "the old leader never said so");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An abort typed now, mid-failover, to the follower: nobody can write
+    // yet (503, retry-after), the CLI asks again, and it lands once the
+    // follower is elected.
+    let abort = tokio::process::Command::from(b.cli_command(
+        Some(OPERATOR_TOKEN),
+        &["abort", "checkout", "--reason", "leader partitioned"],
+    )?)
+    .output();
+    let abort = tokio::spawn(abort);
     let took = wait_leading(b, Duration::from_secs(TTL_S * 4)).await?;
     assert!(
         took <= Duration::from_secs(TTL_S + 2),
         "election took {took:?}"
     );
     let elected_ms = now_ms();
-    let out = b.ok(&["abort", "checkout", "--reason", "leader partitioned"])?;
-    assert!(out.contains("aborted"), "{out}");
-    // The old leader, still reachable, knows it is cut off and says so
-    // rather than serve the weights the abort overtook.
-    let health = reqwest::get(format!("{}/healthz", a.url())).await?;
-    assert_eq!(health.status(), 503);
+    let out = abort.await??;
+    let landed_ms = now_ms();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("aborted"));
+    eprintln!(
+        "the abort typed during the failover returned {} ms after the election",
+        landed_ms - elected_ms
+    );
     let poll = reqwest::Client::new()
         .get(format!("{}/v1/config", a.url()))
         .bearer_auth(ENVOY_TOKEN)
