@@ -9,7 +9,7 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
 export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: .wasm-target .etcd .prometheus .skopeo .browser screenshot demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults bench-polls bench-etcd soak fuzz .cargo-fuzz clean
+.PHONY: .wasm-target .etcd .prometheus .skopeo .browser screenshot demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults bench-polls bench-etcd bench-registry soak fuzz .cargo-fuzz clean
 
 setup: $(ENVOY) .wasm-target .prometheus .skopeo .browser .etcd
 
@@ -111,6 +111,10 @@ bench-polls: build
 # Writes per second of the fleet's etcd store (bench/RESULTS.md).
 bench-etcd: build
 	target/release/dimmer-etcd-bench $(BENCH_ARGS)
+
+# What sharing the proxy lists between controllers costs (bench/RESULTS.md).
+bench-registry: build
+	target/release/dimmer-registry-bench $(BENCH_ARGS)
 
 # The filter as an OCI image layout (target/oci/dimmer-filter) for Istio and
 # Envoy Gateway; prints the digest to pin (deploy/, docs/istio.md).

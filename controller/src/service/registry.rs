@@ -9,7 +9,8 @@
 //! controller a proxy polls.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -58,27 +59,37 @@ pub enum RegistryError {
 pub struct Standing {
     pub applied: usize,
     pub live: usize,
-    /// Behind, and waited for.
-    pub lagging: Vec<String>,
-    /// Behind for longer than the limit: reported, not waited for.
-    pub stale: Vec<String>,
+    /// Behind, and waited for: how many, and the first [`NAMED`] by id.
+    pub lagging: usize,
+    pub lagging_named: Vec<String>,
+    /// Behind for longer than the limit, reported, not waited for: how
+    /// many, and the first [`NAMED`] by id.
+    pub stale: usize,
+    pub stale_named: Vec<String>,
 }
 
 /// Most proxy ids named in a status or a reason; the counts say the rest.
 pub const NAMED: usize = 20;
 
-/// `ids` for people: the first [`NAMED`], then how many more.
-pub fn some_of(ids: &[String]) -> String {
-    let mut s = ids
-        .iter()
-        .take(NAMED)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if ids.len() > NAMED {
-        s.push_str(&format!(" and {} more", ids.len() - NAMED));
+/// `named` (the first of `total` ids) for people, then how many more.
+pub fn some_of(named: &[String], total: usize) -> String {
+    let shown = named.len().min(NAMED);
+    let mut s = named[..shown].join(", ");
+    if total > shown {
+        s.push_str(&format!(" and {} more", total - shown));
     }
     s
+}
+
+/// The first [`NAMED`] of `ids` in order, without sorting them all (a
+/// revision just issued leaves every proxy behind).
+fn first_named(mut ids: Vec<&str>) -> Vec<String> {
+    if ids.len() > NAMED {
+        ids.select_nth_unstable(NAMED);
+        ids.truncate(NAMED);
+    }
+    ids.sort_unstable();
+    ids.into_iter().map(str::to_owned).collect()
 }
 
 pub struct Registry {
@@ -86,7 +97,24 @@ pub struct Registry {
     seen: Mutex<HashMap<String, ProxySeen>>,
     /// What each peer controller last said it saw, by peer.
     peers: Mutex<HashMap<String, Vec<ProxySeen>>>,
+    /// Bumped when a proxy appears, changes revision, or a peer's list
+    /// arrives: what makes the merged view out of date at once.
+    generation: AtomicU64,
+    view: Mutex<Option<View>>,
 }
+
+/// The merged view, computed once for many readers (every look and every
+/// status reads it): rebuilt when the generation moves, or at most
+/// [`VIEW_FOR_MS`] old for the last-seen times (liveness is judged over
+/// seconds). Readers still judge liveness and forgetting against their own
+/// `now`.
+struct View {
+    at_ms: u64,
+    generation: u64,
+    proxies: Arc<Vec<ProxySeen>>,
+}
+
+const VIEW_FOR_MS: u64 = 250;
 
 impl Registry {
     pub fn new(limits: Limits) -> Registry {
@@ -94,6 +122,8 @@ impl Registry {
             limits,
             seen: Mutex::new(HashMap::new()),
             peers: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            view: Mutex::new(None),
         }
     }
 
@@ -122,7 +152,7 @@ impl Registry {
                 }
             }
         }
-        seen.insert(
+        let before = seen.insert(
             id.to_owned(),
             ProxySeen {
                 id: id.to_owned(),
@@ -130,18 +160,25 @@ impl Registry {
                 last_seen_ms: now_ms,
             },
         );
+        if before.is_none_or(|p| p.revision != revision) {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
         Ok(())
     }
 
     /// The proxies whose polls reached this controller, by id; forgets the
     /// ones not seen for long.
     pub fn local(&self, now_ms: u64) -> Vec<ProxySeen> {
+        let mut v = self.local_unsorted(now_ms);
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    fn local_unsorted(&self, now_ms: u64) -> Vec<ProxySeen> {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let forget = self.limits.forget_ms;
         seen.retain(|_, p| now_ms.saturating_sub(p.last_seen_ms) < forget);
-        let mut v: Vec<_> = seen.values().cloned().collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        v
+        seen.values().cloned().collect()
     }
 
     /// A peer's sightings, replacing what it said before. Held to this
@@ -154,6 +191,7 @@ impl Registry {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(peer.to_owned(), seen);
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Drops what `keep` does not name: peers no longer in the fleet.
@@ -162,16 +200,48 @@ impl Registry {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|peer, _| keep.contains(peer));
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Every remembered proxy in the fleet, by id: for each, the latest
     /// sighting by any controller. At most `max_proxies`, the most recent.
     pub fn all(&self, now_ms: u64) -> Vec<ProxySeen> {
+        let forget = self.limits.forget_ms;
+        let mut v: Vec<ProxySeen> = self
+            .merged(now_ms)
+            .iter()
+            .filter(|p| now_ms.saturating_sub(p.last_seen_ms) < forget)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// The merged view, from the cache while it is current.
+    fn merged(&self, now_ms: u64) -> Arc<Vec<ProxySeen>> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let mut view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = view.as_ref() {
+            let age = now_ms.checked_sub(v.at_ms);
+            if v.generation == generation && age.is_some_and(|a| a < VIEW_FOR_MS) {
+                return Arc::clone(&v.proxies);
+            }
+        }
+        let proxies = Arc::new(self.merge(now_ms));
+        *view = Some(View {
+            at_ms: now_ms,
+            generation,
+            proxies: Arc::clone(&proxies),
+        });
+        proxies
+    }
+
+    fn merge(&self, now_ms: u64) -> Vec<ProxySeen> {
         let mut latest: HashMap<String, ProxySeen> = HashMap::new();
         let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         let theirs = peers.values().flatten().cloned();
         let forget = self.limits.forget_ms;
-        for p in self.local(now_ms).into_iter().chain(theirs) {
+        for p in self.local_unsorted(now_ms).into_iter().chain(theirs) {
             if now_ms.saturating_sub(p.last_seen_ms) >= forget {
                 continue;
             }
@@ -188,7 +258,6 @@ impl Registry {
             v.sort_by_key(|p| std::cmp::Reverse(p.last_seen_ms));
             v.truncate(self.limits.max_proxies);
         }
-        v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
 
@@ -202,18 +271,33 @@ impl Registry {
 
     /// Where the live proxies stand against `revision`, issued at `issued_ms`.
     pub fn standing(&self, revision: u64, issued_ms: u64, now_ms: u64) -> Standing {
-        let live = self.live(now_ms);
+        let live_ms = self.limits.live_ms;
         let stale = now_ms.saturating_sub(issued_ms) >= self.limits.stale_ms;
-        let behind: Vec<String> = live
+        let merged = self.merged(now_ms);
+        let live = merged
             .iter()
-            .filter(|p| p.revision < revision)
-            .map(|p| p.id.clone())
-            .collect();
+            .filter(|p| now_ms.saturating_sub(p.last_seen_ms) < live_ms);
+        let (mut count, mut behind) = (0, Vec::new());
+        for p in live {
+            count += 1;
+            if p.revision < revision {
+                behind.push(p.id.as_str());
+            }
+        }
+        let n = behind.len();
+        let named = first_named(behind);
+        let (lagging, stale_n, lagging_named, stale_named) = if stale {
+            (0, n, Vec::new(), named)
+        } else {
+            (n, 0, named, Vec::new())
+        };
         Standing {
-            applied: live.len() - behind.len(),
-            live: live.len(),
-            lagging: if stale { Vec::new() } else { behind.clone() },
-            stale: if stale { behind } else { Vec::new() },
+            applied: count - n,
+            live: count,
+            lagging,
+            lagging_named,
+            stale: stale_n,
+            stale_named,
         }
     }
 
@@ -269,11 +353,14 @@ mod tests {
         r.record("stuck", 0, 100_000).unwrap();
         let s = r.standing(7, 50_000, 100_000);
         assert_eq!((s.applied, s.live), (1, 2));
-        assert_eq!(s.lagging, ["stuck"]);
-        assert!(s.stale.is_empty());
+        assert_eq!(
+            (s.lagging, s.lagging_named.as_slice()),
+            (1, &["stuck".to_string()][..])
+        );
+        assert_eq!(s.stale, 0);
         let s = r.standing(7, 40_000, 100_000);
-        assert!(s.lagging.is_empty());
-        assert_eq!(s.stale, ["stuck"]);
+        assert_eq!(s.lagging, 0);
+        assert_eq!(s.stale_named, ["stuck"]);
         // Not live: neither.
         let s = r.standing(7, 95_000, 111_000);
         assert_eq!(s.live, 0);
@@ -298,15 +385,31 @@ mod tests {
         );
         let s = r.standing(7, 95_000, 100_000);
         assert_eq!((s.applied, s.live), (2, 2), "{s:?}");
-        assert!(s.lagging.is_empty());
+        assert_eq!(s.lagging, 0);
         // Ours is newer: ours wins.
         r.record("edge-2", 6, 100_000).unwrap();
-        assert_eq!(r.standing(7, 95_000, 100_000).lagging, ["edge-2"]);
+        assert_eq!(r.standing(7, 95_000, 100_000).lagging_named, ["edge-2"]);
         // Only ours are served to peers.
         assert_eq!(r.local(100_000).len(), 2);
         // A peer that left the fleet is forgotten.
         r.keep_peers(&[]);
         assert_eq!(r.standing(7, 95_000, 100_000).applied, 0);
+    }
+
+    #[test]
+    fn many_behind_are_counted_and_the_first_by_id_named() {
+        let r = Registry::new(Limits::default());
+        for i in (0..500).rev() {
+            r.record(&format!("p{i:03}"), 1, 1000).unwrap();
+        }
+        let s = r.standing(2, 1000, 1000);
+        assert_eq!((s.lagging, s.applied, s.live), (500, 0, 500));
+        let first: Vec<String> = (0..NAMED).map(|i| format!("p{i:03}")).collect();
+        assert_eq!(s.lagging_named, first);
+        assert_eq!(
+            some_of(&s.lagging_named, s.lagging),
+            format!("{} and 480 more", first.join(", "))
+        );
     }
 
     #[test]

@@ -242,13 +242,13 @@ impl Service {
         let standing = self
             .registry
             .standing(current.revision, current.revision_ms, now);
-        let lagging = (!standing.lagging.is_empty()).then(|| {
+        let lagging = (standing.lagging > 0).then(|| {
             format!(
                 "waiting for {} of {} proxies to apply revision {}: {} (each is waited for up to {}s, then reported stale)",
-                standing.lagging.len(),
+                standing.lagging,
                 standing.live,
                 current.revision,
-                super::registry::some_of(&standing.lagging),
+                super::registry::some_of(&standing.lagging_named, standing.lagging),
                 self.registry.limits().stale_ms / 1000
             )
         });
