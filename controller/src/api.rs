@@ -158,7 +158,7 @@ async fn fleet_proxies(State(app): State<App>, headers: HeaderMap) -> Response {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(crate::auth::bearer_token)
         .unwrap_or("");
     match app.service.fleet() {
         Some(role) if role.is_peer(given) => {

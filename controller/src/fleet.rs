@@ -33,9 +33,12 @@ pub struct Role {
     leader_url: Mutex<Option<String>>,
     /// This controller's own advertised URL.
     pub me: String,
-    /// When etcd last answered this controller's lease keep-alive.
+    /// When etcd last answered this controller's lease keep-alive (or
+    /// granted its lease): the one clock for "in touch" and for "lost the
+    /// lease".
     contact: Mutex<Option<Instant>>,
-    ttl: Duration,
+    /// The lease's time to live.
+    pub ttl: Duration,
     /// What controllers of this fleet call each other with.
     peer_secret: String,
 }
@@ -93,7 +96,6 @@ pub struct Fleet {
     /// The election's name, under the store's prefix.
     pub election: String,
     pub prefix: String,
-    pub ttl: Duration,
     pub role: Arc<Role>,
     pub fence: Arc<Mutex<Option<Fence>>>,
 }
@@ -124,12 +126,10 @@ impl Fleet {
     /// One term: a lease, a campaign, leadership until the lease is lost.
     async fn lead_once(&self, service: &Arc<Service>) -> Result<(), etcd_client::Error> {
         let mut c = self.client.clone();
-        let ttl = self.ttl.as_secs().max(1) as i64;
-        let lease = c.lease_grant(ttl, None).await?.id();
+        let ttl = self.role.ttl;
+        let lease = c.lease_grant(ttl.as_secs().max(1) as i64, None).await?.id();
         let (mut keeper, mut answers) = c.lease_keep_alive(lease).await?;
         // The lease is kept alive while campaigning, too.
-        let alive = Arc::new(Mutex::new(Instant::now()));
-        let (a, period, ttl_d) = (Arc::clone(&alive), self.ttl / 3, self.ttl);
         let role = Arc::clone(&self.role);
         role.touched();
         let keep = tokio::spawn(async move {
@@ -137,20 +137,17 @@ impl Fleet {
                 if keeper.keep_alive().await.is_err() {
                     return;
                 }
-                match tokio::time::timeout(ttl_d, answers.message()).await {
-                    Ok(Ok(Some(r))) if r.ttl() > 0 => {
-                        *a.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-                        role.touched();
-                    }
+                match tokio::time::timeout(ttl, answers.message()).await {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => role.touched(),
                     _ => return,
                 }
-                tokio::time::sleep(period).await;
+                tokio::time::sleep(ttl / 3).await;
             }
         });
         let campaign = c.campaign(self.election.clone(), self.role.me.clone(), lease);
         let won = tokio::select! {
             r = campaign => r,
-            _ = wait_lost(&alive, self.ttl) => {
+            _ = wait_lost(&self.role) => {
                 keep.abort();
                 return Ok(());
             }
@@ -180,7 +177,7 @@ impl Fleet {
         self.role.set_leader_url(Some(self.role.me.clone()));
         self.role.leading.store(true, Ordering::SeqCst);
         tracing::info!(me = %self.role.me, "leading");
-        wait_lost(&alive, self.ttl).await;
+        wait_lost(&self.role).await;
         keep.abort();
         self.step_down("its lease was not renewed within the TTL");
         let _ = c.lease_revoke(lease).await;
@@ -298,14 +295,10 @@ impl Fleet {
 /// How long a peer has to say which proxies poll it.
 const PEER_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Returns once the lease has not been renewed for `ttl`.
-async fn wait_lost(alive: &Mutex<Instant>, ttl: Duration) {
-    loop {
-        let last = *alive.lock().unwrap_or_else(|e| e.into_inner());
-        // Before etcd could expire it: the answer came after etcd had renewed.
-        if last.elapsed() >= ttl * 2 / 3 {
-            return;
-        }
+/// Returns once etcd has not answered for ⅔ of the TTL: before etcd could
+/// expire the lease, since an answer came after etcd had renewed it.
+async fn wait_lost(role: &Role) {
+    while role.in_touch() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

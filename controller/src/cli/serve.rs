@@ -166,7 +166,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 client: etcd.client(),
                 election: "/dimmer-election/leader".into(),
                 prefix: etcd.prefix().to_owned(),
-                ttl: lease_ttl,
                 role: Arc::clone(&role),
                 fence: etcd.fence_handle(),
             };

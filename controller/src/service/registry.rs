@@ -261,14 +261,6 @@ impl Registry {
         v
     }
 
-    pub fn live(&self, now_ms: u64) -> Vec<ProxySeen> {
-        let live = self.limits.live_ms;
-        self.all(now_ms)
-            .into_iter()
-            .filter(|p| now_ms.saturating_sub(p.last_seen_ms) < live)
-            .collect()
-    }
-
     /// Where the live proxies stand against `revision`, issued at `issued_ms`.
     pub fn standing(&self, revision: u64, issued_ms: u64, now_ms: u64) -> Standing {
         let live_ms = self.limits.live_ms;
