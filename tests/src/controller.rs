@@ -61,7 +61,8 @@ pub struct Controller {
     extra: Vec<String>,
     /// The address it listens on (loopback, or its own test host's).
     pub host: String,
-    netns: Option<String>,
+    /// The words that start it on its test host; none on loopback.
+    wrapper: Vec<std::ffi::OsString>,
 }
 
 impl Controller {
@@ -99,7 +100,7 @@ impl Controller {
             dir,
             extra: extra.iter().map(|s| s.replace("{URL}", &url)).collect(),
             host: addr,
-            netns: host.map(|h| h.ns.clone()),
+            wrapper: host.map(crate::netns::Host::wrapper).unwrap_or_default(),
         };
         c.spawn().await?;
         Ok(c)
@@ -131,24 +132,9 @@ impl Controller {
             .create(true)
             .append(true)
             .open(self.dir.path().join("dimmer.log"))?;
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(dimmer_binary()?);
-                c
-            }
-            None => Command::new(dimmer_binary()?),
-        };
+        let mut cmd = crate::wrapped::wrapped(&self.wrapper, dimmer_binary()?);
         cmd.arg("serve")
-            // On a host of its own it listens on every address of that
-            // host (its namespace's), so an alias reaches it too.
-            .args([
-                "--listen",
-                &match self.netns {
-                    Some(_) => format!("0.0.0.0:{}", self.port),
-                    None => format!("{}:{}", self.host, self.port),
-                },
-            ])
+            .args(["--listen", &format!("{}:{}", self.host, self.port)])
             .arg("--db")
             .arg(self.db_path())
             .args(self.metrics.args());

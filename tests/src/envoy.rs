@@ -2,7 +2,7 @@
 //! shipped template `envoy-configs/envoy.yaml.tmpl`.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -193,14 +193,7 @@ impl Envoy {
         let config = dir.path().join("envoy.yaml");
         std::fs::write(&config, yaml)?;
         let log = std::fs::File::create(dir.path().join("envoy.log"))?;
-        let mut cmd = match wrapper.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(binary);
-                c
-            }
-            None => Command::new(binary),
-        };
+        let mut cmd = crate::wrapped::wrapped(wrapper, binary);
         let log_level = std::env::var("DIMMER_ENVOY_LOG").unwrap_or_else(|_| "info".into());
         let child = cmd
             .arg("-c")

@@ -2,7 +2,7 @@
 //! loopback ports or each on a test host of its own, each a process of its
 //! own that a test can kill.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -64,14 +64,7 @@ impl Etcd {
         for (i, site) in sites.iter().enumerate() {
             let name = format!("m{i}");
             let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
-            let mut cmd = match site.wrapper.split_first() {
-                Some((first, rest)) => {
-                    let mut c = Command::new(first);
-                    c.args(rest).arg("etcd");
-                    c
-                }
-                None => Command::new("etcd"),
-            };
+            let mut cmd = crate::wrapped::wrapped(&site.wrapper, "etcd");
             let (a, client, peer) = (&site.address, site.client, site.peer);
             let child = cmd
                 .args(["--name", &name])

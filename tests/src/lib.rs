@@ -19,6 +19,7 @@ pub mod prometheus;
 pub mod stats;
 pub mod stub_controller;
 pub mod upstream;
+pub mod wrapped;
 
 pub use client::Client;
 pub use envoy::{Envoy, EnvoyOptions};

@@ -202,13 +202,6 @@ impl Host {
         run("ip", &args).map(|_| ())
     }
 
-    /// `program` run on this host.
-    pub fn command(&self, program: &std::path::Path) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns]).arg(program);
-        c
-    }
-
     /// The words that run a program on this host (a wrapper for one).
     pub fn wrapper(&self) -> Vec<std::ffi::OsString> {
         ["ip", "netns", "exec", &self.ns]
