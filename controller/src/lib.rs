@@ -1,30 +1,24 @@
-//! The `dimmer` controller: rollout specs, the step engine, canary analysis,
-//! state in SQLite with a hash-chained audit log, the HTTP API the filters
-//! poll and the CLI talks to.
+//! The `dimmer` controller and CLI, by layer: each layer a folder whose
+//! `mod.rs` says what it owns and what it may import. The pure decisions
+//! (specs, analysis, the rollout engine) are the `dimmer_decide` crate;
+//! this crate does their I/O. From the bottom up:
+//!
+//! - `store`: where the state and the audit chain live (SQLite, etcd);
+//! - `metrics`: where counts and the team's metrics are read from;
+//! - `notify`: webhooks;
+//! - `service`: the state in memory and every change to it;
+//! - `fleet`: several controllers on etcd, one leader;
+//! - `api`: the HTTP API, OFREP, the web UI, auth, `/metrics`;
+//! - `cli`: `dimmer serve` and the commands that talk to a controller.
+//!
+//! A layer imports only layers above it in this list; `make lint` refuses
+//! an import that goes the other way or closes a circle
+//! (docs/architecture.md).
 
-pub mod analysis;
 pub mod api;
-pub mod audit;
-pub mod auth;
-pub mod client;
-pub mod engine;
-pub mod flag_spec;
+pub mod cli;
 pub mod fleet;
-pub mod forward;
-pub mod metric_spec;
 pub mod metrics;
-pub mod ofrep;
-pub mod overview;
-pub mod providers;
-pub mod render;
-pub mod self_metrics;
+pub mod notify;
 pub mod service;
-pub mod simulate;
-pub mod simulate_signals;
-pub mod spec;
 pub mod store;
-pub mod store_etcd;
-pub mod web;
-pub mod webhook;
-pub mod yaml_guard;
-pub mod yaml_lines;

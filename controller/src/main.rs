@@ -1,8 +1,7 @@
 //! `dimmer`: the controller (`dimmer serve`) and the CLI that talks to it.
 
-mod cli;
-
 use clap::Parser;
+use dimmer::cli;
 
 #[tokio::main]
 async fn main() {

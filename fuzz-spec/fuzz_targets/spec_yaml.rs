@@ -3,7 +3,7 @@
 //! panic, and never slow (the limits run before the parser).
 #![no_main]
 
-use dimmer::spec::RolloutSpec;
+use dimmer_decide::spec::RolloutSpec;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

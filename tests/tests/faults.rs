@@ -433,7 +433,7 @@ async fn the_audit_detects_removed_newest_records_and_rewritten_chains() -> anyh
     let _ = std::fs::remove_file(format!("{dbs}-shm"));
     let conn = rusqlite::Connection::open(&db)?;
     let mut records =
-        dimmer::store::Store::open(&db, dimmer::audit::AuditKey::from_bytes([0; 32]))?
+        dimmer::store::Store::open(&db, dimmer::store::audit::AuditKey::from_bytes([0; 32]))?
             .audit(None)?;
     records[1].reason = "nothing happened".into();
     for i in 1..records.len() {
@@ -451,7 +451,7 @@ async fn the_audit_detects_removed_newest_records_and_rewritten_chains() -> anyh
     }
     drop(conn);
     assert!(
-        dimmer::audit::verify(&records).is_ok(),
+        dimmer::store::audit::verify(&records).is_ok(),
         "the bare chain is fooled"
     );
     let out = verify(c)?;

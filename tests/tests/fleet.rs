@@ -616,11 +616,11 @@ async fn calls_to_a_follower_are_applied_by_the_leader_and_both_serve_one_config
 /// leader that has not noticed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_without_the_leaders_lease_is_refused_ever() -> anyhow::Result<()> {
-    use dimmer::audit::AuditKey;
-    use dimmer::engine::RolloutState;
-    use dimmer::spec::RolloutSpec;
-    use dimmer::store::{Entry, StoreError};
-    use dimmer::store_etcd::{EtcdStore, Fence};
+    use dimmer::store::audit::AuditKey;
+    use dimmer::store::etcd::{EtcdStore, Fence};
+    use dimmer::store::{Entry, StateStore, StoreError};
+    use dimmer_decide::engine::RolloutState;
+    use dimmer_decide::spec::RolloutSpec;
 
     let etcd = Etcd::start(1).await?;
     let endpoints = vec![format!("127.0.0.1:{}", etcd.members[0].client_port)];

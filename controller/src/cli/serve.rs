@@ -5,15 +5,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::auth::Auth;
+use crate::api::{self, App};
+use crate::metrics::envoy_admin::EnvoyAdmin;
+use crate::metrics::prometheus::Prometheus;
+use crate::metrics::MetricsSource;
+use crate::service::{Limits, Service, Settings};
+use crate::store::audit::AuditKey;
+use crate::store::{self, Store};
 use anyhow::{bail, Context};
-use dimmer::api::{self, App};
-use dimmer::audit::AuditKey;
-use dimmer::auth::Auth;
-use dimmer::metrics::envoy_admin::EnvoyAdmin;
-use dimmer::metrics::prometheus::Prometheus;
-use dimmer::metrics::MetricsSource;
-use dimmer::service::{Limits, Service, Settings};
-use dimmer::store::{self, Store};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -126,7 +126,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             bail!("--webhook #{}: {url:?} is not an http(s) URL", i + 1);
         }
     }
-    let queries = Arc::new(dimmer::providers::HttpQuery::new(
+    let queries = Arc::new(crate::metrics::providers::HttpQuery::new(
         prometheus.clone(),
         metrics_timeout,
     ));
@@ -153,7 +153,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 bail!("--lease-ttl must be from 1s to 60s");
             }
             let peer_secret = key.derive("fleet-peer");
-            let etcd = dimmer::store_etcd::EtcdStore::connect(
+            let etcd = crate::store::etcd::EtcdStore::connect(
                 &endpoints,
                 "/dimmer/",
                 key,
@@ -161,15 +161,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
             .await
             .with_context(|| format!("connecting to {url}"))?;
-            let role = Arc::new(dimmer::fleet::Role::new(&me, lease_ttl, peer_secret));
-            let fleet = dimmer::fleet::Fleet {
+            let role = Arc::new(crate::service::Role::new(&me, lease_ttl, peer_secret));
+            let fleet = crate::fleet::Fleet {
                 client: etcd.client(),
                 election: "/dimmer-election/leader".into(),
                 prefix: etcd.prefix().to_owned(),
                 role: Arc::clone(&role),
                 fence: etcd.fence_handle(),
             };
-            (Store::Etcd(Box::new(etcd)), Some((fleet, role)))
+            (Store::on(etcd), Some((fleet, role)))
         }
     };
     let settings = Settings {

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use dimmer::simulate::{simulate, Scenario};
-use dimmer::spec::RolloutSpec;
+use dimmer_decide::simulate::{simulate, Scenario};
+use dimmer_decide::spec::RolloutSpec;
 
 #[derive(clap::Args)]
 pub struct SimArgs {
@@ -126,8 +126,8 @@ pub fn estimate(spec: &RolloutSpec, rps: f64, baseline_error: f64) {
 fn parse_expect<'a>(
     spec: &'a RolloutSpec,
     text: &str,
-) -> anyhow::Result<(&'a dimmer::metric_spec::MetricCheck, f64, f64)> {
-    use dimmer::metric_spec::MetricKind;
+) -> anyhow::Result<(&'a dimmer_decide::spec::metric::MetricCheck, f64, f64)> {
+    use dimmer_decide::spec::metric::MetricKind;
     let (name, value) = text.split_once('=').ok_or_else(|| {
         anyhow::anyhow!("--expect {text}: write NAME=RATE or NAME=MEAN:PER_REQUEST")
     })?;
@@ -171,8 +171,8 @@ pub fn estimate_metrics(
     expects: &[String],
     harm: f64,
 ) -> anyhow::Result<()> {
-    use dimmer::metric_spec::MetricKind;
-    use dimmer::simulate_signals::{simulate_signal, Signal, SignalScenario};
+    use dimmer_decide::simulate::{simulate_signal, Signal, SignalScenario};
+    use dimmer_decide::spec::metric::MetricKind;
     for text in expects {
         let (m, value, per_request) = parse_expect(spec, text)?;
         println!(
@@ -228,7 +228,7 @@ pub fn estimate_metrics(
 }
 
 fn simulate_signal_cmd(a: &SimArgs, signal: SignalArg) -> anyhow::Result<()> {
-    use dimmer::simulate_signals::{simulate_signal, Signal, SignalScenario};
+    use dimmer_decide::simulate::{simulate_signal, Signal, SignalScenario};
     let signal = match signal {
         SignalArg::Conversion => Signal::Conversion,
         SignalArg::OrderValue => Signal::OrderValue,
@@ -291,7 +291,7 @@ pub fn simulate_cmd(a: SimArgs) -> anyhow::Result<()> {
     if let Some(signal) = a.signal {
         return simulate_signal_cmd(&a, signal);
     }
-    let analysis = dimmer::spec::Analysis {
+    let analysis = dimmer_decide::spec::Analysis {
         alpha: a.alpha,
         max_rate_ratio: a.max_rate_ratio,
         interval: Duration::from_secs_f64(a.interval),

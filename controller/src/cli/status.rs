@@ -3,12 +3,12 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use dimmer::client::Client;
-use dimmer::render;
-use dimmer::service::StatusView;
+use super::client::Client;
+use super::render;
+use crate::service::StatusView;
 use reqwest::Method;
 
-use super::seg;
+use super::client::seg;
 
 pub async fn status(
     client: &Client,

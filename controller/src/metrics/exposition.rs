@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Batch, Snapshot, INF_BOUND};
+use dimmer_decide::counts::{Batch, Snapshot, INF_BOUND};
 
 pub fn parse_le(text: &str) -> Result<f64, std::num::ParseFloatError> {
     match text {
@@ -76,7 +76,7 @@ pub fn parse_all(text: &str) -> Batch {
         };
         // Mirrored requests are kept under a key of their own.
         let (name, key) = match name.strip_prefix("dimmer_shadow_") {
-            Some(rest) => (rest, super::shadow_key(version)),
+            Some(rest) => (rest, dimmer_decide::counts::shadow_key(version)),
             None => (
                 name.strip_prefix("dimmer_").unwrap_or(name),
                 (*version).to_owned(),

@@ -4,7 +4,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{Batch, BoxFuture, MetricsError, MetricsSource, Snapshot};
+use dimmer_decide::counts::{Batch, Snapshot};
+
+use super::source::{BoxFuture, MetricsError, MetricsSource};
 
 #[derive(Debug, Clone)]
 pub enum Behaviour {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::MetricsError;
+use super::source::MetricsError;
 
 /// A client whose connections give up quickly: a back-end that accepts and
 /// never answers costs one timeout, never a stalled controller.

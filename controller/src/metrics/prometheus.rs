@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use super::exposition::parse_le;
 use super::http::{client, get_text};
-use super::{Batch, BoxFuture, MetricsError, MetricsSource, Snapshot};
+use dimmer_decide::counts::{Batch, Snapshot};
+
+use super::source::{BoxFuture, MetricsError, MetricsSource};
 
 pub struct Prometheus {
     base: String,

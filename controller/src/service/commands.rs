@@ -4,10 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{now_ms, Service, ServiceError, StatusView};
-use crate::analysis::Evidence;
-use crate::engine::{self, Decision, Phase, RolloutState};
-use crate::spec::RolloutSpec;
+use super::clock::now_ms;
+use super::error::ServiceError;
+use super::state::Service;
+use super::view::StatusView;
+use dimmer_decide::analysis::Evidence;
+use dimmer_decide::engine::{self, Decision, Phase, RolloutState};
+use dimmer_decide::spec::RolloutSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -65,7 +68,7 @@ impl Service {
             )));
         }
         let arms = spec.arm_specs();
-        let gone: Vec<String> = super::arms_of(&state, &group)
+        let gone: Vec<String> = super::config_doc::arms_of(&state, &group)
             .iter()
             .map(|s| s.spec.name.clone())
             .filter(|n| !arms.iter().any(|a| &a.name == n))
@@ -92,13 +95,13 @@ impl Service {
 
     fn apply_one(
         &self,
-        state: &mut super::Rollouts,
+        state: &mut super::state::Rollouts,
         spec: RolloutSpec,
         actor: &str,
         restart: bool,
     ) -> Result<StatusView, ServiceError> {
         let name = spec.name.clone();
-        if spec.arm_of.is_none() && !super::arms_of(state, &name).is_empty() {
+        if spec.arm_of.is_none() && !super::config_doc::arms_of(state, &name).is_empty() {
             return Err(ServiceError::Refused(format!(
                 "{name:?} is an A/B/n rollout; this spec has one canary: delete it first, or use another name"
             )));
@@ -132,7 +135,7 @@ impl Service {
             let mut next = RolloutState::new(spec, now_ms());
             // A flag a person turned off stays off until a person turns it on.
             next.flag_off = flag_off;
-            super::check_doc(state, &name, Some(&next))?;
+            super::config_doc::check_doc(state, &name, Some(&next))?;
             let pct = next.weight_bp as f64 / 100.0;
             let (action, reason) = match applied {
                 Applied::Created => ("apply", format!("applied; starting at {pct}%")),
@@ -168,7 +171,7 @@ impl Service {
         let names: Vec<String> = if state.rollouts.contains_key(name) {
             vec![name.to_owned()]
         } else {
-            super::arms_of(&state, name)
+            super::config_doc::arms_of(&state, name)
                 .iter()
                 .map(|s| s.spec.name.clone())
                 .collect()
@@ -177,7 +180,7 @@ impl Service {
             return Err(ServiceError::NotFound(name.to_owned()));
         }
         for name in names {
-            super::check_doc(&state, &name, None)?;
+            super::config_doc::check_doc(&state, &name, None)?;
             self.delete_one(&mut state, &name, actor, reason)?;
         }
         Ok(())
@@ -185,7 +188,7 @@ impl Service {
 
     fn delete_one(
         &self,
-        state: &mut super::Rollouts,
+        state: &mut super::state::Rollouts,
         name: &str,
         actor: &str,
         reason: &str,
@@ -214,7 +217,7 @@ impl Service {
         let mut state = self.state.lock().await;
         if !state.rollouts.contains_key(name) && cmd != Command::Promote {
             // An A/B/n rollout's name: the command goes to every arm it fits.
-            let arms: Vec<String> = super::arms_of(&state, name)
+            let arms: Vec<String> = super::config_doc::arms_of(&state, name)
                 .iter()
                 .filter(|s| !s.phase.is_final())
                 .map(|s| s.spec.name.clone())
@@ -237,7 +240,7 @@ impl Service {
                 return Ok(view);
             }
         }
-        let current = super::current(&state, name)?;
+        let current = super::config_doc::current(&state, name)?;
         let conflict = || ServiceError::Conflict {
             name: name.to_owned(),
             phase: current.phase,
@@ -272,11 +275,12 @@ impl Service {
                 next.reason = format!("chosen as the winner by {actor}: {reason}");
                 bump = true;
                 let group = current.spec.arm_of.clone().unwrap_or_default();
-                let losers: Vec<crate::engine::RolloutState> = super::arms_of(&state, &group)
-                    .into_iter()
-                    .filter(|s| s.spec.name != name && s.weight_bp > 0)
-                    .cloned()
-                    .collect();
+                let losers: Vec<dimmer_decide::engine::RolloutState> =
+                    super::config_doc::arms_of(&state, &group)
+                        .into_iter()
+                        .filter(|s| s.spec.name != name && s.weight_bp > 0)
+                        .cloned()
+                        .collect();
                 for mut loser in losers {
                     let why = format!("{} won (chosen by {actor})", current.spec.canary);
                     let d = Decision::Abort {
@@ -319,6 +323,6 @@ impl Service {
             reason,
             &evidence,
         )?;
-        Ok(self.view(&super::current(&state, name)?, now))
+        Ok(self.view(&super::config_doc::current(&state, name)?, now))
     }
 }

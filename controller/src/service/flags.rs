@@ -9,11 +9,14 @@ use dimmer_core::config::ConfigDoc;
 use dimmer_core::CompiledFlags;
 use serde::{Deserialize, Serialize};
 
-use super::{now_ms, Service, ServiceError, StatusView};
-use crate::analysis::Evidence;
-use crate::engine::Phase;
-use crate::flag_spec::{parse_date, Lifecycle};
-use crate::metrics::Snapshot;
+use super::clock::now_ms;
+use super::error::ServiceError;
+use super::state::Service;
+use super::view::StatusView;
+use dimmer_decide::analysis::Evidence;
+use dimmer_decide::counts::Snapshot;
+use dimmer_decide::engine::Phase;
+use dimmer_decide::spec::flag::{parse_date, Lifecycle};
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 /// Keep one sample of a flag's counts per this long, a day's worth.
@@ -31,7 +34,7 @@ pub struct FlagTable {
 impl FlagTable {
     pub(super) fn new(
         doc: &ConfigDoc,
-        states: &BTreeMap<String, crate::engine::RolloutState>,
+        states: &BTreeMap<String, dimmer_decide::engine::RolloutState>,
     ) -> Self {
         let compiled = CompiledFlags::new(&doc.flags);
         let values = compiled
@@ -97,7 +100,7 @@ impl Service {
         reason: &str,
     ) -> Result<StatusView, ServiceError> {
         let mut state = self.state.lock().await;
-        let current = super::current(&state, name)?;
+        let current = super::config_doc::current(&state, name)?;
         if !current.spec.is_flag() {
             return Err(ServiceError::Refused(format!(
                 "{name:?} is a rollout, not a flag: use pause, resume or abort"
@@ -128,7 +131,7 @@ impl Service {
             reason,
             &Evidence::default(),
         )?;
-        Ok(self.view(&super::current(&state, name)?, now))
+        Ok(self.view(&super::config_doc::current(&state, name)?, now))
     }
 
     pub(super) async fn flag_keys(&self) -> Vec<String> {
@@ -152,7 +155,7 @@ impl Service {
         let keys = self.flag_keys().await;
         let now = now_ms();
         let counts = self.sample_flags(&keys, now).await;
-        let states: Vec<crate::engine::RolloutState> = {
+        let states: Vec<dimmer_decide::engine::RolloutState> = {
             let state = self.state.lock().await;
             keys.iter()
                 .filter_map(|k| state.rollouts.get(k).cloned())

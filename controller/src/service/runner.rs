@@ -3,11 +3,13 @@
 //! before the state lock is taken; the lock is held only to decide and
 //! write.
 
-use super::{now_ms, Service, ServiceError};
-use crate::engine::{self, Observation, Phase};
+use super::clock::now_ms;
+use super::error::ServiceError;
+use super::state::Service;
+use dimmer_decide::engine::{self, Observation, Phase};
 use std::collections::BTreeMap;
 
-use crate::metrics::{Batch, Snapshot};
+use dimmer_decide::counts::{Batch, Snapshot};
 
 impl Service {
     /// One pass of the analysis loop.
@@ -29,11 +31,11 @@ impl Service {
             step: usize,
             clusters: Option<BTreeMap<String, String>>,
             /// With `analysis.metrics`: the spec their queries come from.
-            metrics: Option<crate::spec::RolloutSpec>,
+            metrics: Option<dimmer_decide::spec::RolloutSpec>,
         }
         let due: Vec<Due> = {
             let mut state = self.state.lock().await;
-            let super::Rollouts {
+            let super::state::Rollouts {
                 rollouts,
                 last_analysis,
                 ..
@@ -109,7 +111,7 @@ impl Service {
     /// Starts reading `spec`'s own metrics, unless a reading is under way;
     /// the next look uses it. Never awaited here: a provider that hangs
     /// costs its own timeout in its own task, and its metric holds.
-    fn read_metrics_in_background(&self, spec: &crate::spec::RolloutSpec, now: u64) {
+    fn read_metrics_in_background(&self, spec: &dimmer_decide::spec::RolloutSpec, now: u64) {
         let name = spec.name.clone();
         {
             let mut busy = self.reading.lock().unwrap_or_else(|e| e.into_inner());
@@ -124,7 +126,7 @@ impl Service {
         );
         let (spec, timeout) = (spec.clone(), self.settings.metrics_timeout);
         tokio::spawn(async move {
-            let reading = crate::providers::read(&*queries, &spec, timeout, now).await;
+            let reading = crate::metrics::providers::read(&*queries, &spec, timeout, now).await;
             readings
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -217,15 +219,15 @@ impl Service {
         name: &str,
         revision: u64,
         step: usize,
-        seen: Result<crate::metrics::Snapshot, String>,
-        reading: Option<&crate::analysis::team_metrics::Reading>,
+        seen: Result<dimmer_decide::counts::Snapshot, String>,
+        reading: Option<&dimmer_decide::analysis::team_metrics::Reading>,
     ) -> Result<(), ServiceError> {
         let mut state = self.state.lock().await;
         let Some(mut current) = state.rollouts.get(name).cloned() else {
             return Ok(());
         };
         if let Some(group) = &current.spec.arm_of {
-            current.peers_bp = super::arms_of(&state, group)
+            current.peers_bp = super::config_doc::arms_of(&state, group)
                 .iter()
                 .filter(|s| s.spec.name != name)
                 .map(|s| s.weight_bp)

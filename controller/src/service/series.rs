@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
-use crate::engine::RolloutState;
-use crate::metrics::Snapshot;
+use dimmer_decide::counts::Snapshot;
+use dimmer_decide::engine::RolloutState;
 
 /// Points kept per rollout: an hour at the default 5 s interval.
 pub const MAX_POINTS: usize = 720;
@@ -104,7 +104,7 @@ impl Series {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::RolloutSpec;
+    use dimmer_decide::spec::RolloutSpec;
 
     #[test]
     fn keeps_the_newest_points_and_answers_from_a_seq() {

@@ -3,11 +3,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dimmer_decide::engine::Phase;
+
 use super::*;
-use crate::audit::AuditKey;
 use crate::metrics::fake::{Behaviour, FakeSource};
-use crate::metrics::{Snapshot, VersionCounts};
-use crate::spec::RolloutSpec;
+use crate::metrics::MetricsSource;
+use crate::store::audit::AuditKey;
+use crate::store::Store;
+use dimmer_decide::counts::{Snapshot, VersionCounts};
+use dimmer_decide::spec::RolloutSpec;
 
 fn spec(extra: &str) -> RolloutSpec {
     RolloutSpec::from_yaml(&format!(
@@ -718,7 +722,7 @@ async fn ab_n_specs_are_checked_and_names_cannot_clash() {
     // Re-applied with one arm fewer: that arm is gone, the others stay.
     let mut three = abn();
     three.arms.push("v4".into());
-    three.steps = vec![crate::spec::Step {
+    three.steps = vec![dimmer_decide::spec::Step {
         percent: 10.0,
         ..abn().steps[0].clone()
     }];

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::series::Point;
-use super::Service;
-use crate::engine::RolloutState;
-use crate::metrics::Snapshot;
+use super::state::Service;
+use dimmer_decide::counts::Snapshot;
+use dimmer_decide::engine::RolloutState;
 
 /// One abort on its way to the proxies.
 #[derive(Debug, Clone, Serialize)]
@@ -70,24 +70,26 @@ impl Service {
     }
 
     /// The overview page: what runs now, and the last 7 and 30 days.
-    pub async fn overview(&self) -> Result<crate::overview::Overview, super::ServiceError> {
+    pub async fn overview(&self) -> Result<super::overview::Overview, super::error::ServiceError> {
         let records = self.store.audit(None)?;
         let state = self.state.lock().await;
         let states: Vec<&RolloutState> = state.rollouts.values().collect();
-        Ok(crate::overview::overview(
+        Ok(super::overview::overview(
             &states,
             &records,
-            super::now_ms(),
+            super::clock::now_ms(),
         ))
     }
 
     /// Every audit record, oldest first.
-    pub fn all_history(&self) -> Result<Vec<crate::audit::AuditRecord>, super::ServiceError> {
+    pub fn all_history(
+        &self,
+    ) -> Result<Vec<crate::store::audit::AuditRecord>, super::error::ServiceError> {
         Ok(self.store.audit(None)?)
     }
 
     /// The newest `n` audit records of `name` (an A/B/n's: its arms').
-    pub fn recent_history(&self, name: &str, n: usize) -> Vec<crate::audit::AuditRecord> {
+    pub fn recent_history(&self, name: &str, n: usize) -> Vec<crate::store::audit::AuditRecord> {
         let mut records = self.history(name).unwrap_or_default();
         let cut = records.len().saturating_sub(n);
         records.drain(..cut);

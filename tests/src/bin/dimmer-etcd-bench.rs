@@ -7,11 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use dimmer::audit::AuditKey;
-use dimmer::engine::RolloutState;
-use dimmer::spec::RolloutSpec;
-use dimmer::store::Entry;
-use dimmer::store_etcd::{EtcdStore, Fence};
+use dimmer::store::audit::AuditKey;
+use dimmer::store::etcd::{EtcdStore, Fence};
+use dimmer::store::{Entry, StateStore};
+use dimmer_decide::engine::RolloutState;
+use dimmer_decide::spec::RolloutSpec;
 use dimmer_e2e::etcd::Etcd;
 use dimmer_e2e::fixtures::spec_yaml;
 

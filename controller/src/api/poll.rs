@@ -1,0 +1,75 @@
+//! What the proxies and the fleet's controllers call: the config the
+//! filters poll, the proxies seen, and a peer's ask for them.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::auth::{Auth, Role};
+use super::state::{ApiError, App};
+
+/// A peer controller asking which proxies poll this one: only with the
+/// fleet's peer secret (derived from the audit key all of them share).
+pub(super) async fn fleet_proxies(State(app): State<App>, headers: HeaderMap) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(super::auth::bearer_token)
+        .unwrap_or("");
+    match app.service.fleet() {
+        Some(role) if role.is_peer(given) => {
+            Json(app.service.registry().local(crate::service::now_ms())).into_response()
+        }
+        _ => StatusCode::FORBIDDEN.into_response(),
+    }
+}
+
+/// For load balancers and Envoy's health checks: a controller cut off from
+/// its fleet's store is taken out, so that polls reach one that is current.
+pub(super) async fn healthz(State(app): State<App>) -> Response {
+    if app.service.in_touch_with_store() {
+        "ok\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "cut off from the store\n").into_response()
+    }
+}
+
+pub(super) async fn config(
+    State(app): State<App>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let who = app.require(&headers, Role::Proxy)?;
+    // The proxy keeps its last weights and asks again (another controller,
+    // through its cluster): better than weights an abort has overtaken.
+    if !app.service.in_touch_with_store() {
+        return Err(ApiError::CutOff);
+    }
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    // Only proxies (or anyone, on an open loopback controller) register:
+    // a viewer looking at the config is not a proxy to wait for.
+    if who.role == Role::Proxy || matches!(*app.auth, Auth::Open) {
+        let applied = text("x-dimmer-revision").parse().unwrap_or(0);
+        app.service
+            .record_poll(text("x-dimmer-proxy-id"), applied)?;
+    }
+    let doc = app.service.config_doc();
+    let etag = format!("\"r{}\"", doc.revision);
+    if text("if-none-match") == etag {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok(([(header::ETAG, etag)], Json(&*doc)).into_response())
+}
+
+pub(super) async fn proxies(
+    State(app): State<App>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.require(&headers, Role::Viewer)?;
+    Ok(Json(app.service.proxies()).into_response())
+}

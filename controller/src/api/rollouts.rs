@@ -1,0 +1,154 @@
+//! Rollouts and flags: apply, read, act on (pause, resume, promote, abort),
+//! delete, their history, and flags switched on or off.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use dimmer_decide::spec::{yaml_guard, RolloutSpec};
+
+use crate::service::Command;
+
+use super::auth::Role;
+use super::state::{read_body, ApiError, App};
+
+/// Largest body of a command (`{"reason": …}`).
+const MAX_REASON_BODY: usize = 8 * 1024;
+
+pub(super) async fn list(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.require(&headers, Role::Viewer)?;
+    Ok(Json(app.service.status(None).await?).into_response())
+}
+
+pub(super) async fn one(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.require(&headers, Role::Viewer)?;
+    let mut views = app.service.status(Some(&name)).await?;
+    Ok(Json(views.pop()).into_response())
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct ApplyQuery {
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    restart: bool,
+}
+
+pub(super) async fn apply(
+    State(app): State<App>,
+    Query(q): Query<ApplyQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let who = app.require(&headers, Role::Operator)?;
+    let bytes = read_body(&headers, body, yaml_guard::MAX_BYTES).await?;
+    let text = String::from_utf8(bytes).map_err(|_| ApiError::BadBody("not UTF-8".into()))?;
+    let spec = RolloutSpec::from_yaml(&text)?;
+    if q.dry_run {
+        return Ok(
+            Json(serde_json::json!({"valid": true, "spec": spec.authored()})).into_response(),
+        );
+    }
+    Ok(Json(app.service.apply(spec, &who.name, q.restart).await?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: String,
+}
+
+async fn reason_of(headers: &HeaderMap, body: Body) -> Result<String, ApiError> {
+    let bytes = read_body(headers, body, MAX_REASON_BODY).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok("no reason given".into());
+    }
+    let b: ReasonBody =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadBody(e.to_string()))?;
+    Ok(Some(b.reason)
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "no reason given".into()))
+}
+
+pub(super) async fn command(
+    State(app): State<App>,
+    Path((name, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let who = app.require(&headers, Role::Operator)?;
+    let cmd = match action.as_str() {
+        "pause" => Command::Pause,
+        "resume" => Command::Resume,
+        "promote" => Command::Promote,
+        "abort" => Command::Abort,
+        other => return Err(ApiError::UnknownAction(other.to_owned())),
+    };
+    let reason = reason_of(&headers, body).await?;
+    Ok(Json(app.service.command(&name, cmd, &who.name, &reason).await?).into_response())
+}
+
+pub(super) async fn delete(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let who = app.require(&headers, Role::Admin)?;
+    let reason = reason_of(&headers, body).await?;
+    app.service.delete(&name, &who.name, &reason).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn history(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.require(&headers, Role::Viewer)?;
+    Ok(Json(app.service.history(&name)?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct FlagsQuery {
+    /// Days a fully rolled-out temporary flag may stay before it is marked
+    /// ready for removal from the code.
+    #[serde(default)]
+    ready_after_days: Option<u32>,
+}
+
+pub(super) async fn flags(
+    State(app): State<App>,
+    Query(q): Query<FlagsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.require(&headers, Role::Viewer)?;
+    let ready_after_ms = q.ready_after_days.map_or(
+        dimmer_decide::spec::flag::READY_AFTER.as_millis() as u64,
+        |d| u64::from(d) * 24 * 3600 * 1000,
+    );
+    Ok(Json(app.service.flags(ready_after_ms).await?).into_response())
+}
+
+pub(super) async fn switch_flag(
+    State(app): State<App>,
+    Path((key, state)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let who = app.require(&headers, Role::Operator)?;
+    let on = match state.as_str() {
+        "on" => true,
+        "off" => false,
+        other => return Err(ApiError::UnknownFlagState(other.to_owned())),
+    };
+    let reason = reason_of(&headers, body).await?;
+    Ok(Json(app.service.set_flag(&key, on, &who.name, &reason).await?).into_response())
+}

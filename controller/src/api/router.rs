@@ -1,0 +1,46 @@
+//! The HTTP API: `GET /v1/config` for the filters, and the endpoints the CLI
+//! uses. Every endpoint but `/healthz` needs a bearer token whose role
+//! allows it, checked before any body is read; bodies are read only up to
+//! their limit. The router is the one place that names every handler.
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::fleet::to_leader;
+
+use super::health::{head, health, metrics, verify, webhooks};
+use super::poll::{config, fleet_proxies, healthz, proxies};
+use super::rollouts::{apply, command, delete, flags, history, list, one, switch_flag};
+use super::state::App;
+use super::{ofrep, web};
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/health", get(health))
+        .route("/v1/config", get(config))
+        .route("/v1/rollouts", get(list).post(apply))
+        .route("/v1/rollouts/{name}", get(one).delete(delete))
+        .route("/v1/rollouts/{name}/history", get(history))
+        .route("/v1/rollouts/{name}/{action}", post(command))
+        .route("/v1/flags", get(flags))
+        .route("/v1/flags/{key}/{state}", post(switch_flag))
+        .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_all))
+        .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::evaluate_one))
+        .route("/v1/proxies", get(proxies))
+        .route("/v1/fleet/proxies", get(fleet_proxies))
+        .route("/v1/webhooks", get(webhooks))
+        .route("/v1/audit/head", get(head))
+        .route("/v1/audit/verify", get(verify))
+        .merge(web::routes())
+        // Handlers read bodies themselves, after the token and up to their
+        // own limits.
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            app.service.clone(),
+            to_leader,
+        ))
+        .with_state(app)
+}

@@ -1,0 +1,113 @@
+//! The API's state and errors: what every handler is given ([`App`]), the
+//! error every handler answers with, the role check and the bounded body
+//! read every handler uses.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use dimmer_decide::spec::SpecError;
+
+use crate::service::{RegistryError, Service, ServiceError};
+
+use super::auth::{Auth, AuthError, Principal, Role};
+
+#[derive(Clone)]
+pub struct App {
+    pub service: Arc<Service>,
+    pub auth: Arc<Auth>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("unknown action {0:?}: pause, resume, promote or abort")]
+    UnknownAction(String),
+    #[error("unknown flag state {0:?}: on or off")]
+    UnknownFlagState(String),
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the body: {0}")]
+    BadBody(String),
+    #[error(
+        "this controller is cut off from the store: its config may be out of date; ask another"
+    )]
+    CutOff,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Auth(AuthError::Forbidden { .. }) => StatusCode::FORBIDDEN,
+            ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Spec(_)
+            | ApiError::UnknownAction(_)
+            | ApiError::UnknownFlagState(_)
+            | ApiError::BadBody(_)
+            | ApiError::Registry(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::CutOff => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Service(ServiceError::NotFound(_)) => StatusCode::NOT_FOUND,
+            ApiError::Service(ServiceError::Conflict { .. } | ServiceError::Refused(_)) => {
+                StatusCode::CONFLICT
+            }
+            // Refused before anything was written: the caller may retry,
+            // and will reach the new leader.
+            ApiError::Service(ServiceError::Store(crate::store::StoreError::Fenced(_))) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Service(ServiceError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut resp =
+            (status, Json(serde_json::json!({"error": self.to_string()}))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+impl App {
+    pub(crate) fn require(&self, headers: &HeaderMap, role: Role) -> Result<Principal, ApiError> {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        Ok(self.auth.require(authorization, role)?)
+    }
+}
+
+/// Reads at most `limit` bytes of `body`; call only after authorising. A
+/// body announced larger than the limit is refused before a byte is read.
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::TooLarge(limit));
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|_| ApiError::TooLarge(limit))
+}

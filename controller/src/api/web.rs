@@ -1,0 +1,170 @@
+//! The web UI of `dimmer serve`: its assets, embedded in the binary so the
+//! page works offline, and the read endpoints it alone needs (who am I,
+//! the overview, a rollout's series, and a live stream of updates). Every
+//! action the page offers goes through the API's own endpoints and roles.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+use super::auth::Role;
+use super::state::{ApiError, App};
+
+const INDEX: &str = include_str!("../../ui/index.html");
+const APP_JS: &str = include_str!("../../ui/app.js");
+const STYLE: &str = include_str!("../../ui/style.css");
+
+/// Nothing the page loads comes from anywhere but this server.
+const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
+
+/// Live streams open at once; more are refused before any work.
+pub const MAX_STREAMS: usize = 64;
+
+/// How often a stream sends an update.
+const EVERY: Duration = Duration::from_secs(1);
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/ui/") }))
+        .route("/ui", get(|| async { Redirect::to("/ui/") }))
+        .route(
+            "/ui/",
+            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/ui/app.js",
+            get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/ui/style.css",
+            get(|| async { asset(STYLE, "text/css; charset=utf-8") }),
+        )
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/overview", get(overview))
+        .route("/v1/rollouts/{name}/series", get(series))
+        .route("/v1/events", get(events))
+}
+
+fn asset(body: &'static str, kind: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn whoami(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let who = app.require(&headers, Role::Proxy)?;
+    Ok(Json(serde_json::json!({"name": who.name, "role": who.role})).into_response())
+}
+
+async fn overview(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
+    app.require(&headers, Role::Viewer)?;
+    Ok(Json(app.service.overview().await?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct After {
+    #[serde(default)]
+    after: u64,
+}
+
+async fn series(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    Query(q): Query<After>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.require(&headers, Role::Viewer)?;
+    Ok(Json(app.service.series_of(&name, q.after)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct EventsQuery {
+    /// One rollout's view (with its series and last audit records);
+    /// without it, every rollout's status.
+    rollout: Option<String>,
+}
+
+fn streams() -> &'static Arc<Semaphore> {
+    static STREAMS: std::sync::OnceLock<Arc<Semaphore>> = std::sync::OnceLock::new();
+    STREAMS.get_or_init(|| Arc::new(Semaphore::new(MAX_STREAMS)))
+}
+
+/// Server-sent events, one `update` a second, until the client goes. The
+/// page reads them with `fetch`, which (unlike `EventSource`) can send the
+/// bearer token in a header rather than in the URL.
+async fn events(
+    State(app): State<App>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    app.require(&headers, Role::Viewer)?;
+    let Ok(permit) = Arc::clone(streams()).try_acquire_owned() else {
+        return Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": format!("{MAX_STREAMS} live streams are open already")})),
+        )
+            .into_response());
+    };
+    let start = (app, q.rollout, 0u64, true, permit);
+    let stream =
+        futures_util::stream::unfold(start, |(app, rollout, after, first, permit)| async move {
+            if !first {
+                tokio::time::sleep(EVERY).await;
+            }
+            let (payload, after) = update(&app, rollout.as_deref(), after).await;
+            let chunk = format!("event: update\ndata: {payload}\n\n");
+            Some((
+                Ok::<_, Infallible>(Bytes::from(chunk)),
+                (app, rollout, after, false, permit),
+            ))
+        });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// One update: every rollout's status, or one rollout's view with the
+/// series points after `after`. Returns the new `after`.
+async fn update(app: &App, rollout: Option<&str>, after: u64) -> (serde_json::Value, u64) {
+    let s = &app.service;
+    let Some(name) = rollout else {
+        return (
+            serde_json::json!({"rollouts": s.status(None).await.unwrap_or_default()}),
+            after,
+        );
+    };
+    let status = s.status(Some(name)).await.ok().and_then(|mut v| v.pop());
+    let points = s.series_of(name, after);
+    let next = points.last().map_or(after, |p| p.seq);
+    (
+        serde_json::json!({
+            "status": status,
+            "series": points,
+            "audit": s.recent_history(name, 8),
+            "audit_head": s.audit_head(),
+            "now_ms": crate::service::now_ms(),
+        }),
+        next,
+    )
+}

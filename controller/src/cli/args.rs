@@ -1,0 +1,159 @@
+//! What `dimmer` takes on its command line: the global flags and every
+//! subcommand with its arguments (clap).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use super::serve::ServeArgs;
+use super::simulate::SimArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "dimmer",
+    version,
+    about = "Progressive delivery inside the proxy"
+)]
+pub struct Cli {
+    /// The controller's API.
+    #[arg(
+        long,
+        global = true,
+        env = "DIMMER_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    /// Bearer token for the API.
+    #[arg(long, global = true, env = "DIMMER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run the controller.
+    Serve(ServeArgs),
+    /// Apply a rollout spec (YAML).
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Validate and print the plan without applying it (offline).
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: your traffic (requests/s), to estimate how long
+        /// each step takes to catch a 2× error regression.
+        #[arg(long, requires = "dry_run")]
+        rps: Option<f64>,
+        /// With --rps: your stable version's error rate.
+        #[arg(long, default_value_t = 0.001)]
+        baseline_error: f64,
+        /// With --rps: what one of the spec's own metrics usually reads, to
+        /// estimate how long each step takes to catch --harm in it:
+        /// `conversion=0.05` (a ratio, one trial per request) or
+        /// `order_value=50:0.05` (a mean, 0.05 values per request). Repeatable.
+        #[arg(long, requires = "rps")]
+        expect: Vec<String>,
+        /// With --expect: the relative harm to catch, in percent.
+        #[arg(long, default_value_t = 10.0)]
+        harm: f64,
+        /// Run the rollout again from its first step even if the spec is
+        /// unchanged (an unchanged spec is otherwise a no-op). Audited.
+        #[arg(long, conflicts_with = "dry_run")]
+        restart: bool,
+    },
+    /// Show rollouts.
+    Status {
+        name: Option<String>,
+        /// Keep showing, live.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: stop once every rollout shown has completed or aborted
+        /// and every live proxy has applied it.
+        #[arg(long)]
+        until_done: bool,
+    },
+    /// Hold the current step.
+    Pause {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Continue after a pause.
+    Resume {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Step up now, skipping the pause and any approval gate.
+    Promote {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Send everyone back to stable, now.
+    Abort {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Remove a rollout from the config the filters receive.
+    Delete {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Turn a flag on or off for everyone, now (off: everyone gets the
+    /// default variant). Audited.
+    Flag {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        key: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Every flag: state, owner, age, evaluations in the last day, toggles
+    /// in the last 7 days, and which are expired, ready for removal from
+    /// the code, or never evaluated.
+    Flags {
+        /// Days a fully rolled-out temporary flag may stay before it is
+        /// marked ready for removal from the code.
+        #[arg(long, default_value_t = 14)]
+        ready_after_days: u32,
+        /// The list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every decision on a rollout: who, what, when, why, on which numbers.
+    History { name: String },
+    /// Which version (or a flag's variant) an identity gets now, by the
+    /// filter's cohort function.
+    Which { name: String, identity: String },
+    /// The proxies that poll, and the revision each has applied.
+    Proxies,
+    /// Synthetic rollouts through the controller's own analysis, beside an
+    /// Argo-style reference detector on the same random streams.
+    Simulate(SimArgs),
+    /// Webhook deliveries per URL: delivered, retried, failed, dropped.
+    Webhooks,
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Check the hash chain, each record's keyed checkpoint and the head
+    /// checkpoint: from the state file if given, else through the API.
+    Verify {
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// With --db: the audit key (default: the state file's name + `.key`).
+        #[arg(long, requires = "db")]
+        audit_key: Option<PathBuf>,
+    },
+    /// The head of the audit log (sequence number and hash), to pin elsewhere.
+    Head,
+}

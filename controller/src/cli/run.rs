@@ -1,0 +1,224 @@
+//! Each subcommand carried out: most call the controller's API through
+//! the client and render its answer; `serve` starts a controller.
+
+use anyhow::{bail, Context};
+use dimmer_core::config::ConfigDoc;
+use dimmer_core::Compiled;
+use dimmer_decide::spec::{RolloutSpec, StepTraffic};
+use reqwest::Method;
+
+use crate::service::{FlagView, StatusView};
+use crate::store::audit::{self, AuditKey, AuditRecord};
+use crate::store::{self, Store};
+
+use super::args::{AuditCmd, Cli, Cmd};
+use super::client::{seg, Body, Client};
+use super::{render, serve, simulate, status};
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(&cli.server, cli.token.clone());
+    let reason = |r: &str| Some(Body::Json(serde_json::json!({ "reason": r })));
+    match cli.command {
+        Cmd::Serve(args) => serve::serve(args).await,
+        Cmd::Apply {
+            file,
+            dry_run,
+            rps,
+            baseline_error,
+            expect,
+            harm,
+            restart,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            // Checked here first, so the error names the file.
+            let spec = RolloutSpec::from_yaml(&text).with_context(|| file.display().to_string())?;
+            if dry_run {
+                // Validated here, with the controller's own code: no server needed.
+                println!("{}: valid. Plan:", spec.name);
+                for (i, s) in spec.steps.iter().enumerate() {
+                    let gate = if s.approval {
+                        ", then wait for approval"
+                    } else {
+                        ""
+                    };
+                    let what = if spec.is_flag() { "get variant" } else { "on" };
+                    let who = match s.traffic {
+                        StepTraffic::Users => format!("{}% of users {what}", s.percent),
+                        StepTraffic::Preview => "preview: only the people overrides name on".into(),
+                        StepTraffic::Shadow => {
+                            "shadow: no users; the requests Envoy mirrors to".into()
+                        }
+                    };
+                    println!(
+                        "  step {}: {who} {}, at least {}{gate}",
+                        i + 1,
+                        spec.canary,
+                        humantime::format_duration(s.pause),
+                    );
+                }
+                if let Some(rps) = rps {
+                    simulate::estimate(&spec, rps, baseline_error);
+                    simulate::estimate_metrics(&spec, rps, &expect, harm / 100.0)?;
+                }
+                return Ok(());
+            }
+            let path = if restart {
+                "/v1/rollouts?restart=true"
+            } else {
+                "/v1/rollouts"
+            };
+            let v: StatusView = client
+                .call(Method::POST, path, Some(Body::Yaml(text)))
+                .await?;
+            print!("{}", render::text(&v));
+            Ok(())
+        }
+        Cmd::Status {
+            name,
+            watch,
+            until_done,
+        } => status::status(&client, name, watch, until_done).await,
+        Cmd::Pause { name, reason: r } => act(&client, &name, "pause", reason(&r)).await,
+        Cmd::Resume { name, reason: r } => act(&client, &name, "resume", reason(&r)).await,
+        Cmd::Promote { name, reason: r } => act(&client, &name, "promote", reason(&r)).await,
+        Cmd::Abort { name, reason: r } => act(&client, &name, "abort", reason(&r)).await,
+        Cmd::Delete { name, reason: r } => {
+            client
+                .call_empty(
+                    Method::DELETE,
+                    &format!("/v1/rollouts/{}", seg(&name)?),
+                    reason(&r),
+                )
+                .await?;
+            println!("{name}: deleted");
+            Ok(())
+        }
+        Cmd::Flag {
+            state,
+            key,
+            reason: r,
+        } => {
+            let v: StatusView = client
+                .call(
+                    Method::POST,
+                    &format!("/v1/flags/{}/{state}", seg(&key)?),
+                    reason(&r),
+                )
+                .await?;
+            print!("{}", render::text(&v));
+            Ok(())
+        }
+        Cmd::Flags {
+            ready_after_days,
+            json,
+        } => {
+            let flags: Vec<FlagView> = client
+                .call(
+                    Method::GET,
+                    &format!("/v1/flags?ready_after_days={ready_after_days}"),
+                    None,
+                )
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&flags)?);
+            } else {
+                print!("{}", render::flags(&flags, crate::service::now_ms()));
+            }
+            Ok(())
+        }
+        Cmd::History { name } => {
+            let records: Vec<AuditRecord> = client
+                .call(
+                    Method::GET,
+                    &format!("/v1/rollouts/{}/history", seg(&name)?),
+                    None,
+                )
+                .await?;
+            print!("{}", render::history(&records));
+            Ok(())
+        }
+        Cmd::Which { name, identity } => {
+            let doc: ConfigDoc = client.call(Method::GET, "/v1/config", None).await?;
+            let cfg = Compiled::new(doc.revision, "", &doc.rollouts).with_flags("", &doc.flags);
+            if let Some(f) = cfg.flags.flags.iter().find(|f| f.key == name) {
+                // By hash alone; the flag's state, prerequisites and overrides
+                // can change it per request (`POST /ofrep/...` answers all).
+                let variant = f
+                    .variants
+                    .get(f.variant_of_identity(identity.as_bytes()))
+                    .map_or("(none)", String::as_str);
+                let state = if f.enabled {
+                    ""
+                } else {
+                    "; the flag is off: everyone gets its default"
+                };
+                println!("{variant} (by hash, revision {}{state})", doc.revision);
+                return Ok(());
+            }
+            let Some(r) = cfg.rollouts.iter().find(|r| r.name == name) else {
+                bail!("no rollout or flag named {name:?}");
+            };
+            let bucket = r.cohort.bucket(identity.as_bytes());
+            let version = &r.versions[r.version_of_bucket(bucket)];
+            println!(
+                "{version} (bucket {bucket} of 10000, revision {})",
+                doc.revision
+            );
+            Ok(())
+        }
+        Cmd::Proxies => {
+            let proxies: serde_json::Value = client.call(Method::GET, "/v1/proxies", None).await?;
+            println!("{}", serde_json::to_string_pretty(&proxies)?);
+            Ok(())
+        }
+        Cmd::Simulate(a) => simulate::simulate_cmd(a),
+        Cmd::Webhooks => {
+            let v: serde_json::Value = client.call(Method::GET, "/v1/webhooks", None).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+        Cmd::Audit {
+            command: AuditCmd::Head,
+        } => {
+            let h: audit::Head = client.call(Method::GET, "/v1/audit/head", None).await?;
+            println!("record {} {}", h.seq, h.hash);
+            Ok(())
+        }
+        Cmd::Audit {
+            command: AuditCmd::Verify { db, audit_key },
+        } => {
+            let n = match db {
+                Some(path) => {
+                    if !path.exists() {
+                        bail!("no state file at {}", path.display());
+                    }
+                    let key_path = audit_key.unwrap_or_else(|| store::default_key_path(&path));
+                    let key = AuditKey::load(&key_path)?;
+                    let records = Store::open(&path, key.clone())?.audit(None)?;
+                    let head = store::read_head(&store::head_path(&path))?;
+                    audit::verify_keyed(&records, &key, head.as_ref())?
+                }
+                None => {
+                    let v: serde_json::Value =
+                        client.call(Method::GET, "/v1/audit/verify", None).await?;
+                    v["records"].as_u64().unwrap_or(0) as usize
+                }
+            };
+            println!("audit chain intact: {n} records");
+            Ok(())
+        }
+    }
+}
+
+async fn act(client: &Client, name: &str, action: &str, body: Option<Body>) -> anyhow::Result<()> {
+    let v: StatusView = client
+        .call(
+            Method::POST,
+            &format!("/v1/rollouts/{}/{action}", seg(name)?),
+            body,
+        )
+        .await?;
+    print!("{}", render::text(&v));
+    Ok(())
+}

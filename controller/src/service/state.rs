@@ -1,0 +1,364 @@
+//! The service: the rollouts in memory and in the store, the config the
+//! proxies poll, and every change to them. Every change goes through
+//! [`Service::transition`]: the store (state + audit, one transaction),
+//! then memory and the config the proxies poll, then webhooks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use dimmer_core::config::ConfigDoc;
+use dimmer_decide::analysis::team_metrics::Reading;
+use dimmer_decide::analysis::Evidence;
+use dimmer_decide::counts::Snapshot;
+use dimmer_decide::engine::RolloutState;
+use tokio::sync::Mutex;
+
+use crate::metrics::MetricsSource;
+use crate::notify::webhook::{self, Notifier};
+use crate::store::audit::{AuditRecord, ChainError, Entry, Head};
+use crate::store::Store;
+
+use super::clock::now_ms;
+use super::config_doc::{arms_of, config_of, served};
+use super::error::ServiceError;
+use super::flags::FlagTable;
+use super::registry::{ProxySeen, Registry, RegistryError};
+use super::role::Role;
+use super::series;
+use super::settings::Settings;
+use super::view::{SourceHealth, StatusView};
+use super::watch;
+
+pub(super) struct Rollouts {
+    pub(super) rollouts: BTreeMap<String, RolloutState>,
+    pub(super) revision: u64,
+    /// When each progressing rollout was last analysed.
+    pub(super) last_analysis: HashMap<String, u64>,
+}
+
+pub struct Service {
+    pub(super) store: Store,
+    pub(super) state: Mutex<Rollouts>,
+    pub(super) config: RwLock<Arc<ConfigDoc>>,
+    pub(super) flags: RwLock<Arc<FlagTable>>,
+    /// Each flag's counts now and then, for evaluations in the last day.
+    pub(super) flag_samples: std::sync::Mutex<BTreeMap<String, Vec<(u64, Snapshot)>>>,
+    pub(super) last_flag_sample: std::sync::atomic::AtomicU64,
+    pub(super) head: RwLock<Head>,
+    pub(super) registry: Registry,
+    pub(super) source: Arc<dyn MetricsSource>,
+    pub(super) source_health: std::sync::Mutex<SourceHealth>,
+    pub(super) notifier: Notifier,
+    pub(super) settings: Settings,
+    /// Each rollout at each look, for the web UI.
+    pub(super) series: std::sync::Mutex<series::Series>,
+    /// Each abort's way to the proxies: when decided, when the last live
+    /// proxy had applied it.
+    pub(super) rollbacks: std::sync::Mutex<BTreeMap<String, watch::Rollback>>,
+    /// The latest reading of each rollout's own metrics, taken in the
+    /// background so a slow provider never delays a look.
+    pub(super) readings: Arc<std::sync::Mutex<BTreeMap<String, Reading>>>,
+    /// Rollouts whose reading is under way: one at a time each.
+    pub(super) reading: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Each rollout's holds since its state was last written.
+    pub(super) unsaved_looks: std::sync::Mutex<BTreeMap<String, u32>>,
+}
+
+/// A hold's state (its reason, the tests' running evidence) is written
+/// every this many looks, not every look: holds are most of a store's
+/// writes (etcd's, in a fleet). Nothing is lost by it: the evidence is
+/// rebuilt from the proxies' cumulative counters, so a controller that
+/// starts from a state a few looks old counts the requests since then at
+/// its first look. Decisions are written at once, always.
+pub const SAVE_HOLDS_EVERY: u32 = 3;
+
+impl Service {
+    /// Must be called inside a Tokio runtime: it starts the webhook task.
+    pub fn new(
+        store: Store,
+        source: Arc<dyn MetricsSource>,
+        settings: Settings,
+    ) -> Result<Arc<Service>, ServiceError> {
+        let rollouts = store
+            .rollouts()?
+            .into_iter()
+            .map(|r| (r.spec.name.clone(), r))
+            .collect();
+        let revision = store.revision()?;
+        let head = store.head()?;
+        let state = Rollouts {
+            rollouts,
+            revision,
+            last_analysis: HashMap::new(),
+        };
+        let doc = config_of(&state);
+        let flags = RwLock::new(Arc::new(FlagTable::new(&doc, &state.rollouts)));
+        let config = RwLock::new(Arc::new(doc));
+        Ok(Arc::new(Service {
+            store,
+            config,
+            flags,
+            flag_samples: std::sync::Mutex::new(BTreeMap::new()),
+            last_flag_sample: std::sync::atomic::AtomicU64::new(0),
+            state: Mutex::new(state),
+            head: RwLock::new(head),
+            registry: Registry::new(settings.proxies),
+            source_health: std::sync::Mutex::new(SourceHealth {
+                source: source.describe(),
+                ..SourceHealth::default()
+            }),
+            source,
+            notifier: Notifier::start(settings.webhook_policy),
+            settings,
+            series: std::sync::Mutex::new(series::Series::default()),
+            rollbacks: std::sync::Mutex::new(BTreeMap::new()),
+            unsaved_looks: std::sync::Mutex::new(BTreeMap::new()),
+            readings: Arc::default(),
+            reading: Arc::default(),
+        }))
+    }
+
+    /// Whether this controller decides: the only one, or the fleet's leader.
+    pub fn is_leader(&self) -> bool {
+        self.settings.fleet.as_ref().is_none_or(|r| r.leading())
+    }
+
+    /// Whether this controller's state is current: always alone; in a fleet,
+    /// while etcd answers its keep-alive.
+    pub fn in_touch_with_store(&self) -> bool {
+        self.settings.fleet.as_ref().is_none_or(|r| r.in_touch())
+    }
+
+    /// In a fleet, the role this controller plays.
+    pub fn fleet(&self) -> Option<&Arc<Role>> {
+        self.settings.fleet.as_ref()
+    }
+
+    /// Reads the whole state again from the store: a follower keeping up
+    /// with the leader's writes, a new leader starting from what is durable.
+    pub async fn reload(&self) -> Result<(), ServiceError> {
+        let rollouts: BTreeMap<String, RolloutState> = self
+            .store
+            .rollouts()?
+            .into_iter()
+            .map(|r| (r.spec.name.clone(), r))
+            .collect();
+        let revision = self.store.revision()?;
+        let head = self.store.head()?;
+        let mut state = self.state.lock().await;
+        state.rollouts = rollouts;
+        state.revision = revision;
+        let doc = config_of(&state);
+        *self.flags.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(FlagTable::new(&doc, &state.rollouts));
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(doc);
+        *self.head.write().unwrap_or_else(|e| e.into_inner()) = head;
+        Ok(())
+    }
+
+    /// Whether this hold of `name` is the one to write; a decision resets
+    /// the count (`forget_holds`).
+    pub(super) fn hold_to_save(&self, name: &str) -> bool {
+        let mut looks = self.unsaved_looks.lock().unwrap_or_else(|e| e.into_inner());
+        let n = looks.entry(name.to_owned()).or_insert(0);
+        *n += 1;
+        if *n >= SAVE_HOLDS_EVERY {
+            *n = 0;
+            return true;
+        }
+        false
+    }
+
+    pub(super) fn forget_holds(&self, name: &str) {
+        self.unsaved_looks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    /// The `GET /v1/config` document at the current revision: a copy,
+    /// without the state lock.
+    pub fn config_doc(&self) -> Arc<ConfigDoc> {
+        Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn record_poll(&self, proxy_id: &str, revision: u64) -> Result<(), RegistryError> {
+        self.registry.record(proxy_id, revision, now_ms())
+    }
+
+    pub fn proxies(&self) -> Vec<ProxySeen> {
+        self.registry.all(now_ms())
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn audit_head(&self) -> Head {
+        self.head.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn webhook_stats(&self) -> BTreeMap<String, webhook::HookStats> {
+        self.notifier.stats()
+    }
+
+    pub fn source_health(&self) -> SourceHealth {
+        self.source_health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Asks the metrics source whether it answers, within the metrics timeout.
+    pub async fn check_source(&self) -> Result<(), String> {
+        match tokio::time::timeout(self.settings.metrics_timeout, self.source.health()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "{} did not answer within {:?}",
+                self.source.describe(),
+                self.settings.metrics_timeout
+            )),
+        }
+    }
+
+    pub async fn status(&self, name: Option<&str>) -> Result<Vec<StatusView>, ServiceError> {
+        let now = now_ms();
+        let state = self.state.lock().await;
+        match name {
+            Some(n) => {
+                if let Some(s) = state.rollouts.get(n) {
+                    return Ok(vec![self.view(s, now)]);
+                }
+                // An A/B/n's name: its first arm, with every arm.
+                let arms: Vec<StatusView> = arms_of(&state, n)
+                    .into_iter()
+                    .map(|s| self.view(s, now))
+                    .collect();
+                let mut first = arms
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| ServiceError::NotFound(n.to_owned()))?;
+                first.arms = arms;
+                Ok(vec![first])
+            }
+            None => Ok(state.rollouts.values().map(|s| self.view(s, now)).collect()),
+        }
+    }
+
+    /// Every audit record of `name`; a rollout that never existed is not
+    /// found, one that was deleted still has its history.
+    /// An A/B/n rollout's history is its arms' (`NAME.ARM`), in order.
+    pub fn history(&self, name: &str) -> Result<Vec<AuditRecord>, ServiceError> {
+        let mut records = self.store.audit(Some(name))?;
+        if records.is_empty() {
+            let prefix = format!("{name}.");
+            records = self.store.audit(None)?;
+            records.retain(|r| {
+                r.rollout
+                    .strip_prefix(&prefix)
+                    .is_some_and(|arm| !arm.is_empty())
+            });
+        }
+        if records.is_empty() {
+            return Err(ServiceError::NotFound(name.to_owned()));
+        }
+        Ok(records)
+    }
+
+    pub fn verify_audit(&self) -> Result<Result<usize, ChainError>, ServiceError> {
+        Ok(self.store.verify()?)
+    }
+
+    /// Writes a transition: store first (state + audit in one transaction),
+    /// then memory and the served config, then webhooks. A store failure
+    /// changes nothing. Every webhook of the rollout before and after the
+    /// change hears it, so a delete reaches the receivers the spec named.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn transition(
+        &self,
+        state: &mut Rollouts,
+        name: &str,
+        mut next: Option<RolloutState>,
+        bump: bool,
+        actor: &str,
+        action: &str,
+        reason: &str,
+        evidence: &Evidence,
+    ) -> Result<(), ServiceError> {
+        self.forget_holds(name);
+        let before = state.rollouts.get(name);
+        let from = before.map_or("none".into(), RolloutState::label);
+        let to = next.as_ref().map_or("deleted".into(), RolloutState::label);
+        let evidence_json = serde_json::to_value(evidence).unwrap_or_default();
+        let mut hooks: Vec<String> = self.settings.webhooks.clone();
+        for s in before.into_iter().chain(next.as_ref()) {
+            for h in &s.spec.webhooks {
+                if !hooks.contains(h) {
+                    hooks.push(h.clone());
+                }
+            }
+        }
+        let entry = Entry {
+            actor,
+            rollout: name,
+            action,
+            from: from.clone(),
+            to: to.clone(),
+            reason,
+            evidence: evidence_json.clone(),
+        };
+        let now = now_ms();
+        // A revision names one document: whatever changes what the filters
+        // receive gets a new one, whoever asked for the change.
+        let bump = bump || before.map(served) != next.as_ref().map(served);
+        let revision = self
+            .store
+            .transition(name, next.as_mut(), bump, entry, now)?;
+        state.revision = revision;
+        match next {
+            Some(s) => {
+                self.record_point(&s, None, now);
+                if action == "abort" {
+                    self.note_abort(&s, actor, now);
+                }
+                state.rollouts.insert(name.to_owned(), s);
+            }
+            None => {
+                state.rollouts.remove(name);
+                state.last_analysis.remove(name);
+                self.series
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .forget(name);
+            }
+        }
+        let doc = config_of(state);
+        *self.flags.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(FlagTable::new(&doc, &state.rollouts));
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(doc);
+        let head = self.store.head()?;
+        *self.head.write().unwrap_or_else(|e| e.into_inner()) = head.clone();
+        tracing::info!(rollout = name, actor, action, %from, %to, reason, "transition");
+        self.notifier.notify(
+            &hooks,
+            &serde_json::json!({
+                "rollout": name, "action": action, "actor": actor, "from": from, "to": to,
+                "reason": reason, "evidence": evidence_json, "at_ms": now, "revision": revision,
+                "audit_head": {"seq": head.seq, "hash": head.hash},
+            }),
+        );
+        Ok(())
+    }
+
+    /// Runs the analysis loop until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            self.tick().await;
+        }
+    }
+}

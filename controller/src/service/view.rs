@@ -1,0 +1,119 @@
+//! What `dimmer status` and the health endpoint show: a rollout's view,
+//! built from its state and the proxies' standing, and the metrics
+//! source's health.
+
+use dimmer_decide::analysis::Evidence;
+use dimmer_decide::engine::{Phase, RolloutState};
+use serde::{Deserialize, Serialize};
+
+use crate::store::audit::Head;
+
+use super::commands::Applied;
+use super::state::Service;
+
+/// What `dimmer status` shows of a rollout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub name: String,
+    pub phase: Phase,
+    pub label: String,
+    pub stable: String,
+    pub canary: String,
+    pub step: usize,
+    pub steps: Vec<f64>,
+    /// Each step's pause, in ms: the least time it is held.
+    #[serde(default)]
+    pub step_pauses_ms: Vec<u64>,
+    pub weight_bp: u32,
+    pub reason: String,
+    pub evidence: Evidence,
+    pub evidence_summary: String,
+    pub revision: u64,
+    /// Live proxies that have applied this rollout's current weight, of all live.
+    pub proxies_applied: usize,
+    pub proxies_live: usize,
+    /// The live proxies that have not, and are waited for (the first 20).
+    #[serde(default)]
+    pub proxies_lagging: Vec<String>,
+    /// The live proxies that have not for longer than the limit: reported,
+    /// no longer waited for (the first 20, and how many in all).
+    #[serde(default)]
+    pub proxies_stale: Vec<String>,
+    #[serde(default)]
+    pub proxies_stale_count: usize,
+    /// How long a lagging proxy may hold a step before it counts as stale.
+    #[serde(default)]
+    pub proxy_stale_after_ms: u64,
+    pub step_started_ms: u64,
+    /// Since when no metrics could be read, if they cannot now.
+    #[serde(default)]
+    pub metrics_lost_since_ms: Option<u64>,
+    /// The audit log's head, to pin elsewhere.
+    #[serde(default)]
+    pub audit_head: Head,
+    /// A flag's rollout: stable is the default variant, canary the variant
+    /// rolled out.
+    #[serde(default)]
+    pub is_flag: bool,
+    /// A flag a person turned off: everyone gets the default variant.
+    #[serde(default)]
+    pub flag_off: bool,
+    /// For `apply`: what the apply did (created, changed, unchanged, restarted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Applied>,
+    /// An A/B/n arm: the A/B/n rollout it is an arm of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm_of: Option<String>,
+    /// For `apply` of an A/B/n spec: every arm, as applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arms: Vec<StatusView>,
+}
+
+/// The last look at the metrics source, for `/metrics` and `/v1/health`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceHealth {
+    pub source: String,
+    pub last_ok_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub failures: u64,
+}
+
+impl Service {
+    pub(super) fn view(&self, s: &RolloutState, now: u64) -> StatusView {
+        let standing = self.registry.standing(s.revision, s.revision_ms, now);
+        StatusView {
+            name: s.spec.name.clone(),
+            phase: s.phase,
+            label: s.label(),
+            stable: s.spec.stable.clone(),
+            canary: s.spec.canary.clone(),
+            step: s.step,
+            steps: s.spec.steps.iter().map(|st| st.percent).collect(),
+            step_pauses_ms: s
+                .spec
+                .steps
+                .iter()
+                .map(|st| st.pause.as_millis() as u64)
+                .collect(),
+            weight_bp: s.weight_bp,
+            reason: s.reason.clone(),
+            evidence_summary: s.evidence.summary(),
+            evidence: s.evidence.clone(),
+            revision: s.revision,
+            proxies_applied: standing.applied,
+            proxies_live: standing.live,
+            proxies_lagging: standing.lagging_named,
+            proxies_stale_count: standing.stale,
+            proxies_stale: standing.stale_named,
+            proxy_stale_after_ms: self.registry.limits().stale_ms,
+            step_started_ms: s.step_started_ms,
+            metrics_lost_since_ms: s.metrics_lost_since_ms,
+            audit_head: self.audit_head(),
+            is_flag: s.spec.is_flag(),
+            flag_off: s.flag_off,
+            applied: None,
+            arm_of: s.spec.arm_of.clone(),
+            arms: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The narrow trait every place the state can live in implements (one
+//! SQLite file, or etcd for a fleet), and its error. Back-ends import this;
+//! it imports none of them.
+//!
+//! Every transition is one transaction that writes the new state and its
+//! audit record together, so a SIGKILL at any moment leaves either both or
+//! neither.
+
+use dimmer_decide::engine::RolloutState;
+
+use super::audit::{AuditRecord, ChainError, Entry, Head};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("etcd: {0}")]
+    Etcd(String),
+    /// The write was refused because this controller does not hold the
+    /// leader's lease (or never did): it must not decide.
+    #[error("not written: this controller is not the leader ({0})")]
+    Fenced(String),
+    #[error("state database holds unreadable state for {name}: {source}")]
+    Corrupt {
+        name: String,
+        source: serde_json::Error,
+    },
+    #[error("audit head file {path}: {reason}")]
+    HeadFile { path: String, reason: String },
+}
+
+pub trait StateStore: Send + Sync {
+    /// The audit chain's head as the log has it.
+    fn head(&self) -> Result<Head, StoreError>;
+    /// The head checkpoint kept apart from the log, `None` if there is none.
+    fn head_file(&self) -> Result<Option<Head>, StoreError>;
+    /// The chain verified from genesis: its length, or where it breaks.
+    fn verify(&self) -> Result<Result<usize, ChainError>, StoreError>;
+    /// The config revision the proxies poll for.
+    fn revision(&self) -> Result<u64, StoreError>;
+    fn rollouts(&self) -> Result<Vec<RolloutState>, StoreError>;
+    /// One decision made durable: `state` saved (or the rollout `name`
+    /// deleted when `None`), the revision bumped if `bump`, and `entry`
+    /// chained onto the audit log, all at once. Returns the revision.
+    fn transition(
+        &self,
+        name: &str,
+        state: Option<&mut RolloutState>,
+        bump: bool,
+        entry: Entry<'_>,
+        now_ms: u64,
+    ) -> Result<u64, StoreError>;
+    /// The state saved without an audit record: the evidence a hold adds.
+    fn save_quietly(&self, state: &RolloutState) -> Result<(), StoreError>;
+    /// The audit log, of one rollout or all.
+    fn audit(&self, rollout: Option<&str>) -> Result<Vec<AuditRecord>, StoreError>;
+}

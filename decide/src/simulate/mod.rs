@@ -1,0 +1,11 @@
+//! `dimmer simulate`: synthetic rollouts through the same analysis the
+//! controller runs, beside reference detectors, to measure how often each
+//! stops a healthy canary and how fast each catches a bad one.
+//!
+//! May import: `spec`, `counts`, `analysis`.
+
+pub mod counts;
+pub mod signals;
+
+pub use counts::{simulate, DetectorResult, Scenario};
+pub use signals::{simulate_signal, Signal, SignalResult, SignalScenario};

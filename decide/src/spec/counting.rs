@@ -1,0 +1,97 @@
+//! The spec's `counting` section: who counts each version's requests (the
+//! filter, or Envoy's own cluster stats), and its checks.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{invalid, SpecError};
+use super::rollout::RolloutSpec;
+
+/// Where a rollout's per-version counts come from. `envoy` reads Envoy's
+/// own cluster stats (`upstream_rq_<class>xx`, `upstream_rq_time`), so the
+/// filter reads no status and no clock per request; each version must have
+/// a cluster of its own that carries only this rollout's traffic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counting {
+    #[serde(default)]
+    pub by: CountedBy,
+    /// The Envoy cluster of each version, with `by: envoy`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub clusters: BTreeMap<String, String>,
+}
+
+impl Counting {
+    pub fn is_default(&self) -> bool {
+        *self == Counting::default()
+    }
+
+    /// The clusters to read, with `by: envoy`.
+    pub fn envoy_clusters(&self) -> Option<&BTreeMap<String, String>> {
+        (self.by == CountedBy::Envoy).then_some(&self.clusters)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CountedBy {
+    #[default]
+    Filter,
+    Envoy,
+}
+
+impl RolloutSpec {
+    pub(super) fn validate_counting(&self) -> Result<(), SpecError> {
+        let c = &self.counting;
+        if c.by == CountedBy::Filter {
+            if !c.clusters.is_empty() {
+                return Err(invalid(
+                    "counting.clusters",
+                    "only with `by: envoy`: the filter counts by version",
+                ));
+            }
+            return Ok(());
+        }
+        if self.flag.is_some() {
+            return Err(invalid(
+                "counting.by",
+                "a flag's variants share clusters: the filter counts them",
+            ));
+        }
+        for version in [&self.stable, &self.canary] {
+            let Some(cluster) = c.clusters.get(version) else {
+                return Err(invalid(
+                    "counting.clusters",
+                    format!("names no cluster for version {version:?}"),
+                ));
+            };
+            let ok = (1..=255).contains(&cluster.len())
+                && cluster.bytes().all(|b| {
+                    b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b',' | b'{' | b'}')
+                });
+            if !ok {
+                return Err(invalid(
+                    format!("counting.clusters.{version}"),
+                    "must be an Envoy cluster name: 1 to 255 visible characters, no quotes, commas or braces",
+                ));
+            }
+        }
+        if c.clusters.len() != 2 {
+            return Err(invalid(
+                "counting.clusters",
+                format!(
+                    "names exactly the versions {} and {}",
+                    self.stable, self.canary
+                ),
+            ));
+        }
+        if c.clusters.get(&self.stable) == c.clusters.get(&self.canary) {
+            return Err(invalid(
+                "counting.clusters",
+                "each version needs a cluster of its own",
+            ));
+        }
+        Ok(())
+    }
+}

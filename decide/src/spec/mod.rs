@@ -1,0 +1,31 @@
+//! The specs an operator writes and `dimmer apply`s: a rollout's, a flag's
+//! (which becomes the rollout that carries it), and the team's own metrics
+//! inside either. Each section's type sits beside its checks; every check
+//! names the field it refuses, with its line when the spec came from YAML.
+//!
+//! May import: `dimmer_core` (the filter's config, which a spec becomes).
+
+mod analysis;
+mod arms;
+mod counting;
+mod duration;
+mod error;
+pub mod flag;
+mod http_syntax;
+pub mod metric;
+mod rollout;
+mod steps;
+#[cfg(test)]
+mod tests;
+pub mod yaml_guard;
+pub mod yaml_lines;
+
+pub use analysis::{
+    Analysis, ErrorRateCheck, LatencyCheck, Method, MetricsLoss, MetricsLossPolicy, Slo,
+};
+pub use arms::{arm_name, MAX_ARMS};
+pub use counting::{CountedBy, Counting};
+pub use error::{check_name, SpecError, MAX_PAUSE};
+pub use flag::{FlagMeta, FlagSpec, Kind};
+pub use rollout::{RolloutSpec, MAX_WEBHOOKS};
+pub use steps::{BlueGreen, Step, StepTraffic, Strategy, MAX_STEPS};

@@ -1,0 +1,228 @@
+//! The rollout spec: what an operator writes in YAML and `dimmer apply`s.
+//! It is the filter's rollout (docs/filter.md, "Configuration") minus the weights, plus the
+//! canary, the steps, the analysis and an optional SLO. Each section's type
+//! and checks are in a module of their own; this one reads the YAML and
+//! checks the whole.
+
+use dimmer_core::config::{
+    Anonymous, CookieSettings, IdentitySource, Match, Override, Rollout, Version,
+};
+use dimmer_core::validate::validate_rollout;
+use serde::{Deserialize, Serialize};
+
+use super::analysis::{Analysis, Slo};
+use super::counting::{CountedBy, Counting};
+use super::error::{check_name, invalid, SpecError};
+use super::flag::{FlagMeta, FlagSpec, Kind};
+use super::http_syntax::parses_as_url;
+use super::steps::{BlueGreen, Step, StepTraffic, Strategy};
+use super::{yaml_guard, yaml_lines};
+
+pub const MAX_WEBHOOKS: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    /// `rollout` (the default) or `flag`: a flag spec has fields of its own
+    /// ([`FlagSpec`]) and is read by that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Kind>,
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matcher: Match,
+    #[serde(default)]
+    pub identity: Vec<IdentitySource>,
+    #[serde(default)]
+    pub anonymous: Anonymous,
+    #[serde(default)]
+    pub anonymous_cookie: CookieSettings,
+    /// Defaults to the rollout's name: a new salt reshuffles every user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    pub stable: String,
+    /// The new version; or, for A/B/n, `arms`.
+    #[serde(default)]
+    pub canary: String,
+    /// A/B/n: the candidates, each rolled out against `stable` on its own
+    /// (its own steps, analysis and abort), each in a lane of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arms: Vec<String>,
+    /// Set on each arm's rollout, from the A/B/n spec it is an arm of; never
+    /// read from a spec's YAML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm_of: Option<String>,
+    #[serde(default)]
+    pub overrides: Vec<Override>,
+    /// Written out, or made by `strategy` when it names one.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    #[serde(default)]
+    pub analysis: Analysis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<Slo>,
+    /// URLs that receive a JSON POST on every state change.
+    #[serde(default)]
+    pub webhooks: Vec<String>,
+    /// Who counts the versions' requests: the filter (the default), or
+    /// Envoy's own per-cluster stats.
+    #[serde(default, skip_serializing_if = "Counting::is_default")]
+    pub counting: Counting,
+    /// Set for a flag's rollout, from its flag spec; never read from a
+    /// rollout spec's YAML.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<FlagMeta>,
+}
+
+impl RolloutSpec {
+    /// Parses and validates a YAML spec: a rollout's, or a flag's
+    /// (`kind: flag`), which becomes the rollout that carries the flag.
+    pub fn from_yaml(text: &str) -> Result<RolloutSpec, SpecError> {
+        yaml_guard::check(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+        let with_line = |e: SpecError| match e {
+            SpecError::Invalid { field, reason, .. } => {
+                let line = yaml_lines::line_of(text, &field);
+                SpecError::Invalid {
+                    field,
+                    reason,
+                    line,
+                }
+            }
+            other => other,
+        };
+        if kind_of(text) == Some(Kind::Flag) {
+            let flag: FlagSpec =
+                serde_norway::from_str(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+            flag.validate().map_err(with_line)?;
+            let spec = flag.into_rollout();
+            spec.validate().map_err(with_line)?;
+            return Ok(spec);
+        }
+        let mut spec: RolloutSpec =
+            serde_norway::from_str(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+        if let Some(bg) = spec.blue_green() {
+            if !spec.steps.is_empty() && spec.steps != bg.steps() {
+                return Err(with_line(invalid(
+                    "steps",
+                    "are made by strategy.blue_green (the preview, then the switch): leave them out",
+                )));
+            }
+            spec.steps = bg.steps();
+        }
+        if spec.flag.is_some() {
+            return Err(invalid(
+                "flag",
+                "is not a field of a rollout spec; a flag spec starts with `kind: flag`",
+            ));
+        }
+        if spec.arm_of.is_some() {
+            return Err(invalid(
+                "arm_of",
+                "is set by the controller on each arm of an A/B/n rollout; list the candidates in `arms`",
+            ));
+        }
+        spec.validate().map_err(with_line)?;
+        Ok(spec)
+    }
+
+    pub fn blue_green(&self) -> Option<&BlueGreen> {
+        self.strategy.as_ref()?.blue_green.as_ref()
+    }
+
+    /// Whether `overrides` send anyone to the canary: a preview needs them.
+    pub(super) fn previews_canary(&self) -> bool {
+        self.overrides.iter().any(|o| o.version == self.canary)
+    }
+
+    pub fn salt(&self) -> &str {
+        self.salt.as_deref().unwrap_or(&self.name)
+    }
+
+    pub fn validate(&self) -> Result<(), SpecError> {
+        check_name(&self.name)?;
+        self.validate_arms()?;
+        if self.stable == self.canary {
+            return Err(invalid("canary", "must differ from stable"));
+        }
+        self.validate_steps()?;
+        self.analysis.validate()?;
+        if let Some(slo) = &self.slo {
+            slo.validate()?;
+        }
+        self.validate_counting()?;
+        if self.webhooks.len() > MAX_WEBHOOKS {
+            return Err(invalid("webhooks", format!("at most {MAX_WEBHOOKS} URLs")));
+        }
+        for (i, url) in self.webhooks.iter().enumerate() {
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && url.len() <= 2048
+                && parses_as_url(url);
+            if !ok {
+                return Err(invalid(format!("webhooks[{i}]"), "must be an http(s) URL"));
+            }
+        }
+        // Everything the filter will check, checked now with the spec's names.
+        let served = if self.arms.is_empty() {
+            self.rollout_at(0)
+        } else {
+            self.arms_rollout_at(&Default::default())
+        };
+        validate_rollout(&served, "rollout").map_err(|e| match e {
+            dimmer_core::ConfigError::Invalid { field, problem } => {
+                let field = field.trim_start_matches("rollout.");
+                // The spec keeps the filter's dimensions under `analysis`.
+                let field = match field.starts_with("dimensions") {
+                    true => format!("analysis.{field}"),
+                    false => field.to_owned(),
+                };
+                invalid(field, problem.to_string())
+            }
+            other => invalid("rollout", other.to_string()),
+        })
+    }
+
+    /// The filter's rollout with the canary at `canary_bp` basis points. The
+    /// canary is listed last, so growing its weight never moves a user back.
+    pub fn rollout_at(&self, canary_bp: u32) -> Rollout {
+        let canary_bp = canary_bp.min(10_000);
+        Rollout {
+            name: self.name.clone(),
+            matcher: self.matcher.clone(),
+            identity: self.identity.clone(),
+            anonymous: self.anonymous,
+            anonymous_cookie: self.anonymous_cookie.clone(),
+            salt: self.salt().to_owned(),
+            stable: self.stable.clone(),
+            versions: vec![
+                Version {
+                    name: self.stable.clone(),
+                    weight: 10_000 - canary_bp,
+                },
+                Version {
+                    name: self.canary.clone(),
+                    weight: canary_bp,
+                },
+            ],
+            overrides: self.overrides.clone(),
+            count: self.counting.by == CountedBy::Filter,
+            // With a shadow step, mirrors go to the canary: the filter keeps
+            // them out of every cohort and counts them apart, for the step
+            // to judge. Only then: knowing a mirror means reading the host
+            // of every request (about 10k instructions, bench/RESULTS.md).
+            shadow: self
+                .steps
+                .iter()
+                .any(|s| s.traffic == StepTraffic::Shadow)
+                .then(|| self.canary.clone()),
+            lanes: false,
+            dimensions: self.analysis.dimensions.clone(),
+        }
+    }
+}
+
+/// The `kind` a YAML document declares at its top level, if any.
+fn kind_of(text: &str) -> Option<Kind> {
+    let value: serde_norway::Value = serde_norway::from_str(text).ok()?;
+    serde_norway::from_value(value.get("kind")?.clone()).ok()
+}
