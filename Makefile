@@ -62,7 +62,14 @@ wasm: .wasm-target
 build: setup wasm
 	cargo build --release -p dimmer -p dimmer-e2e --bins
 
+# The architecture (docs/architecture.md) is checked too: no import circle,
+# no layer importing one above it, faces that only re-export, no file over
+# 600 lines without a reason; and the decision crate free of any runtime,
+# HTTP stack or database.
 lint: .wasm-target .etcd
+	python3 scripts/check-layers.py
+	@mkdir -p target && cargo tree -p dimmer-decide -e normal --prefix none > target/decide-deps.txt
+	@! grep -E '^(tokio|mio|hyper|http|reqwest|axum|tonic|rusqlite|libsqlite3-sys|etcd-client) ' target/decide-deps.txt || { echo "dimmer-decide must not depend on a runtime, an HTTP stack or a database (above)"; exit 1; }
 	cargo fmt --all --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy -p dimmer-filter --target $(WASM_TARGET) -- -D warnings

@@ -10,9 +10,9 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use crate::cohort::{Cohort, BUCKETS};
-use crate::compiled::{ends_of, fits, lowercase_headers, owner_of};
 use crate::config::{Flag, FlagAnonymous, FlagState, IdentitySource};
-use crate::decide::{identity_of, Request};
+use crate::matching::{ends_of, fits, lowercase_headers, owner_of};
+use crate::request::{identity_of, Request};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledFlags {

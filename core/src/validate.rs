@@ -5,12 +5,12 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::compiled::lane_start;
 use crate::config::{
     Anonymous, ConfigDoc, ControllerConfig, Flag, IdentitySource, Match, PluginConfig, Rollout,
     Version,
 };
 use crate::error::{ConfigError, Problem};
+use crate::matching::lane_start;
 
 type Result<T = ()> = core::result::Result<T, ConfigError>;
 

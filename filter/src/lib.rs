@@ -2,6 +2,7 @@
 //! Each callback reads what it needs from the host, asks the core, and writes
 //! the answer back; every rule lives in the core crate and is tested there.
 
+mod active;
 mod host;
 mod metrics;
 mod poller;

@@ -11,9 +11,9 @@ use dimmer_core::{decide, CachedRequest, Decision, Request};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
+use crate::active::Active;
 use crate::host::{self, now_us, EnvoyRequest};
 use crate::metrics::VersionStats;
-use crate::root::Active;
 
 pub struct DimmerRequest {
     active: Rc<Active>,

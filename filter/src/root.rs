@@ -8,40 +8,11 @@ use dimmer_core::{parse_config_doc, parse_plugin_config, Compiled};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
+use crate::active::Active;
 use crate::host::{self, now_ms, property, random_seed};
-use crate::metrics::{
-    mix_table, shadow_table, variant_table, version_table, DimensionStats, Health, Registry,
-    VariantStats, VersionStats,
-};
+use crate::metrics::{mix_table, shadow_table, variant_table, version_table, Health, Registry};
 use crate::poller::Poller;
 use crate::request::DimmerRequest;
-
-/// The config every new request of this VM uses.
-pub struct Active {
-    pub cfg: Compiled,
-    pub stats: Vec<Vec<VersionStats>>,
-    /// Per rollout, the stats of mirrored requests, if it counts them.
-    pub shadow_stats: Vec<Option<VersionStats>>,
-    pub flag_stats: Vec<Vec<VariantStats>>,
-    /// Per rollout, per cohort dimension.
-    pub mix: Vec<Vec<DimensionStats>>,
-}
-
-impl Active {
-    pub fn flush(&self) {
-        self.flag_stats
-            .iter()
-            .flatten()
-            .for_each(VariantStats::flush);
-    }
-}
-
-impl Drop for Active {
-    // The last request of a replaced config has ended: its counts go out now.
-    fn drop(&mut self) {
-        self.flush();
-    }
-}
 
 /// How often a VM without a poller adds its flags' counts to Envoy's.
 const FLUSH_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);

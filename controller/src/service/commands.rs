@@ -2,12 +2,10 @@
 //! on the network: a step a person starts has no baseline until the
 //! runner's next look, which takes one.
 
-use serde::{Deserialize, Serialize};
-
 use super::clock::now_ms;
 use super::error::ServiceError;
 use super::state::Service;
-use super::view::StatusView;
+use super::view::{Applied, StatusView};
 use dimmer_decide::analysis::Evidence;
 use dimmer_decide::engine::{self, Decision, Phase, RolloutState};
 use dimmer_decide::spec::RolloutSpec;
@@ -29,20 +27,6 @@ impl Command {
             Command::Abort => "abort",
         }
     }
-}
-
-/// What an apply did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Applied {
-    /// A new rollout, at its first step.
-    Created,
-    /// A changed spec: restarted at its first step.
-    Changed,
-    /// The same spec: nothing changed, whatever the phase.
-    Unchanged,
-    /// The same spec, restarted on request (`--restart`).
-    Restarted,
 }
 
 impl Service {
@@ -68,7 +52,7 @@ impl Service {
             )));
         }
         let arms = spec.arm_specs();
-        let gone: Vec<String> = super::config_doc::arms_of(&state, &group)
+        let gone: Vec<String> = super::rollouts::arms_of(&state, &group)
             .iter()
             .map(|s| s.spec.name.clone())
             .filter(|n| !arms.iter().any(|a| &a.name == n))
@@ -95,13 +79,13 @@ impl Service {
 
     fn apply_one(
         &self,
-        state: &mut super::state::Rollouts,
+        state: &mut super::rollouts::Rollouts,
         spec: RolloutSpec,
         actor: &str,
         restart: bool,
     ) -> Result<StatusView, ServiceError> {
         let name = spec.name.clone();
-        if spec.arm_of.is_none() && !super::config_doc::arms_of(state, &name).is_empty() {
+        if spec.arm_of.is_none() && !super::rollouts::arms_of(state, &name).is_empty() {
             return Err(ServiceError::Refused(format!(
                 "{name:?} is an A/B/n rollout; this spec has one canary: delete it first, or use another name"
             )));
@@ -135,7 +119,7 @@ impl Service {
             let mut next = RolloutState::new(spec, now_ms());
             // A flag a person turned off stays off until a person turns it on.
             next.flag_off = flag_off;
-            super::config_doc::check_doc(state, &name, Some(&next))?;
+            super::rollouts::check_doc(state, &name, Some(&next))?;
             let pct = next.weight_bp as f64 / 100.0;
             let (action, reason) = match applied {
                 Applied::Created => ("apply", format!("applied; starting at {pct}%")),
@@ -171,7 +155,7 @@ impl Service {
         let names: Vec<String> = if state.rollouts.contains_key(name) {
             vec![name.to_owned()]
         } else {
-            super::config_doc::arms_of(&state, name)
+            super::rollouts::arms_of(&state, name)
                 .iter()
                 .map(|s| s.spec.name.clone())
                 .collect()
@@ -180,7 +164,7 @@ impl Service {
             return Err(ServiceError::NotFound(name.to_owned()));
         }
         for name in names {
-            super::config_doc::check_doc(&state, &name, None)?;
+            super::rollouts::check_doc(&state, &name, None)?;
             self.delete_one(&mut state, &name, actor, reason)?;
         }
         Ok(())
@@ -188,7 +172,7 @@ impl Service {
 
     fn delete_one(
         &self,
-        state: &mut super::state::Rollouts,
+        state: &mut super::rollouts::Rollouts,
         name: &str,
         actor: &str,
         reason: &str,
@@ -217,7 +201,7 @@ impl Service {
         let mut state = self.state.lock().await;
         if !state.rollouts.contains_key(name) && cmd != Command::Promote {
             // An A/B/n rollout's name: the command goes to every arm it fits.
-            let arms: Vec<String> = super::config_doc::arms_of(&state, name)
+            let arms: Vec<String> = super::rollouts::arms_of(&state, name)
                 .iter()
                 .filter(|s| !s.phase.is_final())
                 .map(|s| s.spec.name.clone())
@@ -240,7 +224,7 @@ impl Service {
                 return Ok(view);
             }
         }
-        let current = super::config_doc::current(&state, name)?;
+        let current = super::rollouts::current(&state, name)?;
         let conflict = || ServiceError::Conflict {
             name: name.to_owned(),
             phase: current.phase,
@@ -276,7 +260,7 @@ impl Service {
                 bump = true;
                 let group = current.spec.arm_of.clone().unwrap_or_default();
                 let losers: Vec<dimmer_decide::engine::RolloutState> =
-                    super::config_doc::arms_of(&state, &group)
+                    super::rollouts::arms_of(&state, &group)
                         .into_iter()
                         .filter(|s| s.spec.name != name && s.weight_bp > 0)
                         .cloned()
@@ -323,6 +307,6 @@ impl Service {
             reason,
             &evidence,
         )?;
-        Ok(self.view(&super::config_doc::current(&state, name)?, now))
+        Ok(self.view(&super::rollouts::current(&state, name)?, now))
     }
 }

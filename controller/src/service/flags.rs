@@ -5,12 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use dimmer_core::config::ConfigDoc;
-use dimmer_core::CompiledFlags;
-use serde::{Deserialize, Serialize};
-
 use super::clock::now_ms;
 use super::error::ServiceError;
+use super::flag_table::{FlagTable, FlagView};
 use super::state::Service;
 use super::view::StatusView;
 use dimmer_decide::analysis::Evidence;
@@ -21,71 +18,6 @@ use dimmer_decide::spec::flag::{parse_date, Lifecycle};
 const DAY_MS: u64 = 24 * 3600 * 1000;
 /// Keep one sample of a flag's counts per this long, a day's worth.
 pub(super) const SAMPLE_EVERY_MS: u64 = 10 * 60 * 1000;
-
-/// The flags of the served document, compiled once per change, with what
-/// each variant answers over OFREP.
-pub struct FlagTable {
-    pub revision: u64,
-    pub compiled: CompiledFlags,
-    /// `values[flag index][variant index]`.
-    pub values: Vec<Vec<serde_json::Value>>,
-}
-
-impl FlagTable {
-    pub(super) fn new(
-        doc: &ConfigDoc,
-        states: &BTreeMap<String, dimmer_decide::engine::RolloutState>,
-    ) -> Self {
-        let compiled = CompiledFlags::new(&doc.flags);
-        let values = compiled
-            .flags
-            .iter()
-            .map(|f| {
-                let meta = states.get(&f.key).and_then(|s| s.spec.flag.as_ref());
-                f.variants
-                    .iter()
-                    .map(|v| {
-                        meta.and_then(|m| m.values.get(v).cloned())
-                            .unwrap_or_else(|| serde_json::Value::String(v.clone()))
-                    })
-                    .collect()
-            })
-            .collect();
-        FlagTable {
-            revision: doc.revision,
-            compiled,
-            values,
-        }
-    }
-}
-
-/// One line of `dimmer flags`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FlagView {
-    pub key: String,
-    pub owner: String,
-    pub lifecycle: Lifecycle,
-    pub expires: Option<String>,
-    pub description: Option<String>,
-    /// `on` unless a person turned it off.
-    pub on: bool,
-    pub phase: Phase,
-    pub label: String,
-    pub default_variant: String,
-    pub variant: String,
-    pub weight_bp: u32,
-    pub created_ms: u64,
-    /// Requests that evaluated the flag in the window below (all variants),
-    /// or `None` if the proxies' counts could not be read.
-    pub evaluations: Option<f64>,
-    /// The window `evaluations` covers: a day, or less while the controller
-    /// has not watched for a day; 0 for everything the proxies counted since
-    /// they started.
-    pub evaluations_window_ms: u64,
-    pub toggles_7d: usize,
-    /// `expired`, `ready for code removal`, `never evaluated`.
-    pub marks: Vec<String>,
-}
 
 impl Service {
     /// `dimmer flag on|off`: off serves everyone the default variant at
@@ -100,7 +32,7 @@ impl Service {
         reason: &str,
     ) -> Result<StatusView, ServiceError> {
         let mut state = self.state.lock().await;
-        let current = super::config_doc::current(&state, name)?;
+        let current = super::rollouts::current(&state, name)?;
         if !current.spec.is_flag() {
             return Err(ServiceError::Refused(format!(
                 "{name:?} is a rollout, not a flag: use pause, resume or abort"
@@ -131,7 +63,7 @@ impl Service {
             reason,
             &Evidence::default(),
         )?;
-        Ok(self.view(&super::config_doc::current(&state, name)?, now))
+        Ok(self.view(&super::rollouts::current(&state, name)?, now))
     }
 
     pub(super) async fn flag_keys(&self) -> Vec<String> {

@@ -13,16 +13,19 @@
 
 mod clock;
 mod commands;
-mod config_doc;
 mod error;
+mod flag_table;
 mod flags;
 pub mod overview;
 pub mod registry;
 mod role;
+mod rollback;
+mod rollouts;
 mod runner;
 pub mod series;
 mod settings;
 mod state;
+mod status;
 mod view;
 mod watch;
 
@@ -30,12 +33,12 @@ mod watch;
 mod tests;
 
 pub use clock::now_ms;
-pub use commands::{Applied, Command};
+pub use commands::Command;
 pub use error::ServiceError;
-pub use flags::{FlagTable, FlagView};
+pub use flag_table::{FlagTable, FlagView};
 pub use registry::{Limits, ProxySeen, Registry, RegistryError};
 pub use role::Role;
+pub use rollback::Rollback;
 pub use settings::Settings;
 pub use state::{Service, SAVE_HOLDS_EVERY};
-pub use view::{SourceHealth, StatusView};
-pub use watch::Rollback;
+pub use view::{Applied, SourceHealth, StatusView};

@@ -35,7 +35,7 @@ impl Service {
         }
         let due: Vec<Due> = {
             let mut state = self.state.lock().await;
-            let super::state::Rollouts {
+            let super::rollouts::Rollouts {
                 rollouts,
                 last_analysis,
                 ..
@@ -227,7 +227,7 @@ impl Service {
             return Ok(());
         };
         if let Some(group) = &current.spec.arm_of {
-            current.peers_bp = super::config_doc::arms_of(&state, group)
+            current.peers_bp = super::rollouts::arms_of(&state, group)
                 .iter()
                 .filter(|s| s.spec.name != name)
                 .map(|s| s.weight_bp)

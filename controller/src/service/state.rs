@@ -16,26 +16,19 @@ use tokio::sync::Mutex;
 
 use crate::metrics::MetricsSource;
 use crate::notify::webhook::{self, Notifier};
-use crate::store::audit::{AuditRecord, ChainError, Entry, Head};
+use crate::store::audit::{Entry, Head};
 use crate::store::Store;
 
 use super::clock::now_ms;
-use super::config_doc::{arms_of, config_of, served};
 use super::error::ServiceError;
-use super::flags::FlagTable;
+use super::flag_table::FlagTable;
 use super::registry::{ProxySeen, Registry, RegistryError};
 use super::role::Role;
+use super::rollback::Rollback;
+use super::rollouts::{config_of, served, Rollouts};
 use super::series;
 use super::settings::Settings;
-use super::view::{SourceHealth, StatusView};
-use super::watch;
-
-pub(super) struct Rollouts {
-    pub(super) rollouts: BTreeMap<String, RolloutState>,
-    pub(super) revision: u64,
-    /// When each progressing rollout was last analysed.
-    pub(super) last_analysis: HashMap<String, u64>,
-}
+use super::view::SourceHealth;
 
 pub struct Service {
     pub(super) store: Store,
@@ -55,7 +48,7 @@ pub struct Service {
     pub(super) series: std::sync::Mutex<series::Series>,
     /// Each abort's way to the proxies: when decided, when the last live
     /// proxy had applied it.
-    pub(super) rollbacks: std::sync::Mutex<BTreeMap<String, watch::Rollback>>,
+    pub(super) rollbacks: std::sync::Mutex<BTreeMap<String, Rollback>>,
     /// The latest reading of each rollout's own metrics, taken in the
     /// background so a slow provider never delays a look.
     pub(super) readings: Arc<std::sync::Mutex<BTreeMap<String, Reading>>>,
@@ -221,54 +214,6 @@ impl Service {
                 self.settings.metrics_timeout
             )),
         }
-    }
-
-    pub async fn status(&self, name: Option<&str>) -> Result<Vec<StatusView>, ServiceError> {
-        let now = now_ms();
-        let state = self.state.lock().await;
-        match name {
-            Some(n) => {
-                if let Some(s) = state.rollouts.get(n) {
-                    return Ok(vec![self.view(s, now)]);
-                }
-                // An A/B/n's name: its first arm, with every arm.
-                let arms: Vec<StatusView> = arms_of(&state, n)
-                    .into_iter()
-                    .map(|s| self.view(s, now))
-                    .collect();
-                let mut first = arms
-                    .first()
-                    .cloned()
-                    .ok_or_else(|| ServiceError::NotFound(n.to_owned()))?;
-                first.arms = arms;
-                Ok(vec![first])
-            }
-            None => Ok(state.rollouts.values().map(|s| self.view(s, now)).collect()),
-        }
-    }
-
-    /// Every audit record of `name`; a rollout that never existed is not
-    /// found, one that was deleted still has its history.
-    /// An A/B/n rollout's history is its arms' (`NAME.ARM`), in order.
-    pub fn history(&self, name: &str) -> Result<Vec<AuditRecord>, ServiceError> {
-        let mut records = self.store.audit(Some(name))?;
-        if records.is_empty() {
-            let prefix = format!("{name}.");
-            records = self.store.audit(None)?;
-            records.retain(|r| {
-                r.rollout
-                    .strip_prefix(&prefix)
-                    .is_some_and(|arm| !arm.is_empty())
-            });
-        }
-        if records.is_empty() {
-            return Err(ServiceError::NotFound(name.to_owned()));
-        }
-        Ok(records)
-    }
-
-    pub fn verify_audit(&self) -> Result<Result<usize, ChainError>, ServiceError> {
-        Ok(self.store.verify()?)
     }
 
     /// Writes a transition: store first (state + audit in one transaction),

@@ -3,13 +3,10 @@
 //! source's health.
 
 use dimmer_decide::analysis::Evidence;
-use dimmer_decide::engine::{Phase, RolloutState};
+use dimmer_decide::engine::Phase;
 use serde::{Deserialize, Serialize};
 
 use crate::store::audit::Head;
-
-use super::commands::Applied;
-use super::state::Service;
 
 /// What `dimmer status` shows of a rollout.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,42 +75,16 @@ pub struct SourceHealth {
     pub failures: u64,
 }
 
-impl Service {
-    pub(super) fn view(&self, s: &RolloutState, now: u64) -> StatusView {
-        let standing = self.registry.standing(s.revision, s.revision_ms, now);
-        StatusView {
-            name: s.spec.name.clone(),
-            phase: s.phase,
-            label: s.label(),
-            stable: s.spec.stable.clone(),
-            canary: s.spec.canary.clone(),
-            step: s.step,
-            steps: s.spec.steps.iter().map(|st| st.percent).collect(),
-            step_pauses_ms: s
-                .spec
-                .steps
-                .iter()
-                .map(|st| st.pause.as_millis() as u64)
-                .collect(),
-            weight_bp: s.weight_bp,
-            reason: s.reason.clone(),
-            evidence_summary: s.evidence.summary(),
-            evidence: s.evidence.clone(),
-            revision: s.revision,
-            proxies_applied: standing.applied,
-            proxies_live: standing.live,
-            proxies_lagging: standing.lagging_named,
-            proxies_stale_count: standing.stale,
-            proxies_stale: standing.stale_named,
-            proxy_stale_after_ms: self.registry.limits().stale_ms,
-            step_started_ms: s.step_started_ms,
-            metrics_lost_since_ms: s.metrics_lost_since_ms,
-            audit_head: self.audit_head(),
-            is_flag: s.spec.is_flag(),
-            flag_off: s.flag_off,
-            applied: None,
-            arm_of: s.spec.arm_of.clone(),
-            arms: Vec::new(),
-        }
-    }
+/// What an apply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Applied {
+    /// A new rollout, at its first step.
+    Created,
+    /// A changed spec: restarted at its first step.
+    Changed,
+    /// The same spec: nothing changed, whatever the phase.
+    Unchanged,
+    /// The same spec, restarted on request (`--restart`).
+    Restarted,
 }

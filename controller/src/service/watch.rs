@@ -4,27 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
+use super::rollback::Rollback;
 use super::series::Point;
 use super::state::Service;
 use dimmer_decide::counts::Snapshot;
 use dimmer_decide::engine::RolloutState;
-
-/// One abort on its way to the proxies.
-#[derive(Debug, Clone, Serialize)]
-pub struct Rollback {
-    /// The revision that serves the canary at 0%.
-    pub revision: u64,
-    pub decided_ms: u64,
-    /// When every live proxy had applied it (to the runner's 250 ms tick).
-    pub applied_ms: Option<u64>,
-    /// Decided by a person, not by the analysis.
-    pub by_person: bool,
-    /// From the start of the step to the abort: how long the regression
-    /// ran before it was caught.
-    pub detection_lag_ms: u64,
-}
 
 impl Service {
     pub(super) fn record_point(&self, s: &RolloutState, snap: Option<&Snapshot>, now_ms: u64) {

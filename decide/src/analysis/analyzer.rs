@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::counts::VersionCounts;
 use crate::spec::Analysis;
 
+use super::format::fmt_e;
 use super::input::Input;
 use super::state::AnalysisState;
 use super::{mix, team_metrics};
@@ -114,17 +115,6 @@ impl Evidence {
             }
         }
         s
-    }
-}
-
-/// E-values span many orders of magnitude: 0.003, 12.4, 2.1e5.
-pub fn fmt_e(e: f64) -> String {
-    if e >= 1e5 || (e > 0.0 && e < 1e-2) {
-        format!("{e:.1e}")
-    } else if e >= 100.0 {
-        format!("{e:.0}")
-    } else {
-        format!("{e:.2}")
     }
 }
 

@@ -27,6 +27,7 @@
 
 mod analyzer;
 pub mod eprocess;
+mod format;
 mod input;
 pub mod mean;
 mod method;
@@ -39,7 +40,8 @@ pub mod threshold;
 #[cfg(test)]
 mod guard_tests;
 
-pub use analyzer::{enough_data, fmt_e, sample_ratio, Analyzer, Evidence, Verdict};
+pub use analyzer::{enough_data, sample_ratio, Analyzer, Evidence, Verdict};
+pub use format::fmt_e;
 pub use input::{Counts, Input};
 pub use method::analyzer_for;
 pub use sequential::SequentialAnalyzer;

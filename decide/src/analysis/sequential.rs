@@ -11,7 +11,8 @@
 //!   whole life and its last twelfth): abort when both burn too fast;
 //! - sample ratio and too little traffic: hold, never a pass.
 
-use super::analyzer::{enough_data, fmt_e, sample_ratio, Analyzer, Evidence, Verdict};
+use super::analyzer::{enough_data, sample_ratio, Analyzer, Evidence, Verdict};
+use super::format::fmt_e;
 use super::input::Input;
 use super::state::AnalysisState;
 use super::team_metrics::{self, Judgement};

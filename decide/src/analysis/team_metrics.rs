@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
-use super::analyzer::fmt_e;
+use super::format::fmt_e;
 use super::mean::{Contrast, MeanTest};
 use crate::spec::metric::{Direction, MetricCheck, MetricKind};
 

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::context::Context;
 use super::error::{invalid, SpecError};
-use super::rollout::RolloutSpec;
 
 /// Where a rollout's per-version counts come from. `envoy` reads Envoy's
 /// own cluster stats (`upstream_rq_<class>xx`, `upstream_rq_time`), so the
@@ -41,9 +41,9 @@ pub enum CountedBy {
     Envoy,
 }
 
-impl RolloutSpec {
-    pub(super) fn validate_counting(&self) -> Result<(), SpecError> {
-        let c = &self.counting;
+impl Counting {
+    pub(super) fn validate(&self, ctx: &Context<'_>) -> Result<(), SpecError> {
+        let c = self;
         if c.by == CountedBy::Filter {
             if !c.clusters.is_empty() {
                 return Err(invalid(
@@ -53,13 +53,13 @@ impl RolloutSpec {
             }
             return Ok(());
         }
-        if self.flag.is_some() {
+        if ctx.is_flag {
             return Err(invalid(
                 "counting.by",
                 "a flag's variants share clusters: the filter counts them",
             ));
         }
-        for version in [&self.stable, &self.canary] {
+        for version in [ctx.stable, ctx.canary] {
             let Some(cluster) = c.clusters.get(version) else {
                 return Err(invalid(
                     "counting.clusters",
@@ -82,11 +82,11 @@ impl RolloutSpec {
                 "counting.clusters",
                 format!(
                     "names exactly the versions {} and {}",
-                    self.stable, self.canary
+                    ctx.stable, ctx.canary
                 ),
             ));
         }
-        if c.clusters.get(&self.stable) == c.clusters.get(&self.canary) {
+        if c.clusters.get(ctx.stable) == c.clusters.get(ctx.canary) {
             return Err(invalid(
                 "counting.clusters",
                 "each version needs a cluster of its own",

@@ -1,8 +1,8 @@
 //! The flag spec (docs/flags.md): what an operator writes for a feature
-//! flag. A flag is rolled out, measured and aborted by the same engine as a
-//! canary, so a flag spec becomes a [`RolloutSpec`] whose stable is the
-//! default variant and whose canary is the variant being rolled out, with
-//! the flag's own fields in [`FlagMeta`].
+//! flag, its checks, and the filter's flag it becomes. A flag is rolled
+//! out, measured and aborted by the same engine as a canary: the rollout
+//! that carries it is made in `flag_rollout`, with the flag's own fields in
+//! [`FlagMeta`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 
 use super::analysis::{Analysis, Slo};
 use super::error::{check_name, invalid, SpecError};
-use super::rollout::RolloutSpec;
 use super::steps::Step;
 
 /// Longest owner, description and value text kept.
@@ -217,7 +216,7 @@ impl FlagSpec {
         Ok(())
     }
 
-    fn exclusion_bp(&self) -> Option<Exclusion> {
+    pub(super) fn exclusion_bp(&self) -> Option<Exclusion> {
         self.exclusion.as_ref().map(|e| Exclusion {
             group: e.group.clone(),
             from_bp: (e.from_percent * 100.0).round() as u32,
@@ -241,103 +240,11 @@ impl FlagSpec {
             self.exclusion_bp(),
         )
     }
-
-    /// The rollout the engine runs for this flag.
-    pub fn into_rollout(self) -> RolloutSpec {
-        let exclusion = self.exclusion_bp();
-        RolloutSpec {
-            kind: Some(Kind::Flag),
-            salt: Some(self.salt.unwrap_or_else(|| self.key.clone())),
-            name: self.key,
-            matcher: self.matcher,
-            identity: self.identity,
-            anonymous: Default::default(),
-            anonymous_cookie: Default::default(),
-            stable: self.default_variant,
-            canary: self.variant,
-            overrides: rollout_overrides(&self.overrides),
-            steps: self.steps,
-            strategy: None,
-            arms: Vec::new(),
-            arm_of: None,
-            analysis: self.analysis,
-            slo: self.slo,
-            webhooks: self.webhooks,
-            counting: Default::default(),
-            flag: Some(FlagMeta {
-                owner: self.owner,
-                lifecycle: self.lifecycle,
-                expires: self.expires,
-                description: self.description,
-                anonymous: self.anonymous,
-                values: self.values,
-                requires: self.requires,
-                exclusion,
-            }),
-        }
-    }
-}
-
-impl FlagSpec {
-    /// The flag spec a flag's rollout was made from: `into_rollout`
-    /// undone, so that what is written out reads back as the same flag.
-    pub fn from_rollout(spec: &RolloutSpec) -> Option<FlagSpec> {
-        let meta = spec.flag.clone()?;
-        Some(FlagSpec {
-            kind: Kind::Flag,
-            key: spec.name.clone(),
-            owner: meta.owner,
-            lifecycle: meta.lifecycle,
-            expires: meta.expires,
-            description: meta.description,
-            matcher: spec.matcher.clone(),
-            identity: spec.identity.clone(),
-            anonymous: meta.anonymous,
-            salt: spec.salt.clone(),
-            default_variant: spec.stable.clone(),
-            variant: spec.canary.clone(),
-            values: meta.values,
-            overrides: flag_overrides(&spec.overrides),
-            requires: meta.requires,
-            exclusion: meta.exclusion.map(|e| ExclusionSpec {
-                group: e.group,
-                from_percent: f64::from(e.from_bp) / 100.0,
-                to_percent: f64::from(e.to_bp) / 100.0,
-            }),
-            steps: spec.steps.clone(),
-            analysis: spec.analysis.clone(),
-            slo: spec.slo.clone(),
-            webhooks: spec.webhooks.clone(),
-        })
-    }
-}
-
-/// A spec as its author writes it: a rollout's as it is, a flag's in the
-/// flag spec's own fields.
-#[derive(Serialize)]
-#[serde(untagged)]
-pub enum AuthoredSpec<'a> {
-    Rollout(&'a RolloutSpec),
-    Flag(Box<FlagSpec>),
-}
-
-impl RolloutSpec {
-    pub fn authored(&self) -> AuthoredSpec<'_> {
-        match FlagSpec::from_rollout(self) {
-            Some(f) => AuthoredSpec::Flag(Box::new(f)),
-            None => AuthoredSpec::Rollout(self),
-        }
-    }
-
-    /// YAML that `from_yaml` reads back as this spec.
-    pub fn to_yaml(&self) -> Result<String, SpecError> {
-        serde_norway::to_string(&self.authored()).map_err(|e| SpecError::Yaml(e.to_string()))
-    }
 }
 
 /// A flag's overrides as the rollout that carries it holds them (the
 /// variant in `version`), and back.
-fn rollout_overrides(overrides: &[FlagOverride]) -> Vec<Override> {
+pub(super) fn rollout_overrides(overrides: &[FlagOverride]) -> Vec<Override> {
     overrides
         .iter()
         .map(|o| Override {
@@ -348,7 +255,7 @@ fn rollout_overrides(overrides: &[FlagOverride]) -> Vec<Override> {
         .collect()
 }
 
-fn flag_overrides(overrides: &[Override]) -> Vec<FlagOverride> {
+pub(super) fn flag_overrides(overrides: &[Override]) -> Vec<FlagOverride> {
     overrides
         .iter()
         .map(|o| FlagOverride {
@@ -370,7 +277,7 @@ fn core_error(e: dimmer_core::ConfigError) -> SpecError {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn flag_of(
+pub(super) fn flag_of(
     key: &str,
     matcher: &Match,
     identity: &[IdentitySource],
@@ -412,32 +319,6 @@ fn flag_of(
     }
 }
 
-impl RolloutSpec {
-    /// The filter's flag for a flag's rollout with the variant at
-    /// `variant_bp`; `None` for a rollout that is not a flag.
-    pub fn flag_at(&self, variant_bp: u32, state: FlagState) -> Option<Flag> {
-        let meta = self.flag.as_ref()?;
-        Some(flag_of(
-            &self.name,
-            &self.matcher,
-            &self.identity,
-            meta.anonymous,
-            self.salt(),
-            &self.stable,
-            &self.canary,
-            &self.overrides,
-            variant_bp,
-            state,
-            &meta.requires,
-            meta.exclusion.clone(),
-        ))
-    }
-
-    pub fn is_flag(&self) -> bool {
-        self.flag.is_some()
-    }
-}
-
 /// How long before a flag that is fully rolled out is listed as ready for
 /// removal from the code, by default.
 pub const READY_AFTER: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -445,6 +326,7 @@ pub const READY_AFTER: Duration = Duration::from_secs(14 * 24 * 3600);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::RolloutSpec;
 
     const EXAMPLE: &str = include_str!("../../../examples/new-cart-flag.yaml");
 

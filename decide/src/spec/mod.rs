@@ -7,12 +7,15 @@
 
 mod analysis;
 mod arms;
+mod context;
 mod counting;
 mod duration;
 mod error;
 pub mod flag;
+mod flag_rollout;
 mod http_syntax;
 pub mod metric;
+mod parse;
 mod rollout;
 mod steps;
 #[cfg(test)]
@@ -27,5 +30,6 @@ pub use arms::{arm_name, MAX_ARMS};
 pub use counting::{CountedBy, Counting};
 pub use error::{check_name, SpecError, MAX_PAUSE};
 pub use flag::{FlagMeta, FlagSpec, Kind};
+pub use flag_rollout::AuthoredSpec;
 pub use rollout::{RolloutSpec, MAX_WEBHOOKS};
 pub use steps::{BlueGreen, Step, StepTraffic, Strategy, MAX_STEPS};

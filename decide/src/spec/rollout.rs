@@ -1,8 +1,8 @@
 //! The rollout spec: what an operator writes in YAML and `dimmer apply`s.
 //! It is the filter's rollout (docs/filter.md, "Configuration") minus the weights, plus the
 //! canary, the steps, the analysis and an optional SLO. Each section's type
-//! and checks are in a module of their own; this one reads the YAML and
-//! checks the whole.
+//! and checks are in a module of their own; this one holds the whole, checks
+//! it section by section, and makes the filter's rollout of it.
 
 use dimmer_core::config::{
     Anonymous, CookieSettings, IdentitySource, Match, Override, Rollout, Version,
@@ -11,12 +11,13 @@ use dimmer_core::validate::validate_rollout;
 use serde::{Deserialize, Serialize};
 
 use super::analysis::{Analysis, Slo};
+use super::arms::{arm_name, ArmsOf};
+use super::context::Context;
 use super::counting::{CountedBy, Counting};
 use super::error::{check_name, invalid, SpecError};
-use super::flag::{FlagMeta, FlagSpec, Kind};
+use super::flag::{FlagMeta, Kind};
 use super::http_syntax::parses_as_url;
-use super::steps::{BlueGreen, Step, StepTraffic, Strategy};
-use super::{yaml_guard, yaml_lines};
+use super::steps::{validate_steps, BlueGreen, Step, StepTraffic, Strategy};
 
 pub const MAX_WEBHOOKS: usize = 16;
 
@@ -76,62 +77,12 @@ pub struct RolloutSpec {
 }
 
 impl RolloutSpec {
-    /// Parses and validates a YAML spec: a rollout's, or a flag's
-    /// (`kind: flag`), which becomes the rollout that carries the flag.
-    pub fn from_yaml(text: &str) -> Result<RolloutSpec, SpecError> {
-        yaml_guard::check(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
-        let with_line = |e: SpecError| match e {
-            SpecError::Invalid { field, reason, .. } => {
-                let line = yaml_lines::line_of(text, &field);
-                SpecError::Invalid {
-                    field,
-                    reason,
-                    line,
-                }
-            }
-            other => other,
-        };
-        if kind_of(text) == Some(Kind::Flag) {
-            let flag: FlagSpec =
-                serde_norway::from_str(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
-            flag.validate().map_err(with_line)?;
-            let spec = flag.into_rollout();
-            spec.validate().map_err(with_line)?;
-            return Ok(spec);
-        }
-        let mut spec: RolloutSpec =
-            serde_norway::from_str(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
-        if let Some(bg) = spec.blue_green() {
-            if !spec.steps.is_empty() && spec.steps != bg.steps() {
-                return Err(with_line(invalid(
-                    "steps",
-                    "are made by strategy.blue_green (the preview, then the switch): leave them out",
-                )));
-            }
-            spec.steps = bg.steps();
-        }
-        if spec.flag.is_some() {
-            return Err(invalid(
-                "flag",
-                "is not a field of a rollout spec; a flag spec starts with `kind: flag`",
-            ));
-        }
-        if spec.arm_of.is_some() {
-            return Err(invalid(
-                "arm_of",
-                "is set by the controller on each arm of an A/B/n rollout; list the candidates in `arms`",
-            ));
-        }
-        spec.validate().map_err(with_line)?;
-        Ok(spec)
-    }
-
     pub fn blue_green(&self) -> Option<&BlueGreen> {
         self.strategy.as_ref()?.blue_green.as_ref()
     }
 
     /// Whether `overrides` send anyone to the canary: a preview needs them.
-    pub(super) fn previews_canary(&self) -> bool {
+    fn previews_canary(&self) -> bool {
         self.overrides.iter().any(|o| o.version == self.canary)
     }
 
@@ -141,16 +92,30 @@ impl RolloutSpec {
 
     pub fn validate(&self) -> Result<(), SpecError> {
         check_name(&self.name)?;
-        self.validate_arms()?;
+        let ctx = Context {
+            name: &self.name,
+            stable: &self.stable,
+            canary: &self.canary,
+            is_flag: self.flag.is_some(),
+            previews_canary: self.previews_canary(),
+        };
+        ArmsOf {
+            arms: &self.arms,
+            arm_of: self.arm_of.as_deref(),
+            steps: &self.steps,
+            has_strategy: self.strategy.is_some(),
+            counted_by: self.counting.by,
+        }
+        .validate(&ctx)?;
         if self.stable == self.canary {
             return Err(invalid("canary", "must differ from stable"));
         }
-        self.validate_steps()?;
+        validate_steps(&self.steps, self.strategy.as_ref(), &ctx)?;
         self.analysis.validate()?;
         if let Some(slo) = &self.slo {
             slo.validate()?;
         }
-        self.validate_counting()?;
+        self.counting.validate(&ctx)?;
         if self.webhooks.len() > MAX_WEBHOOKS {
             return Err(invalid("webhooks", format!("at most {MAX_WEBHOOKS} URLs")));
         }
@@ -180,6 +145,61 @@ impl RolloutSpec {
             }
             other => invalid("rollout", other.to_string()),
         })
+    }
+
+    /// The rollout of each arm of an A/B/n spec: named `NAME.ARM`, the arm
+    /// as its canary, the group's salt, so that all arms share one cohort
+    /// function and one route.
+    pub fn arm_specs(&self) -> Vec<RolloutSpec> {
+        self.arms
+            .iter()
+            .map(|arm| RolloutSpec {
+                name: arm_name(&self.name, arm),
+                canary: arm.clone(),
+                salt: Some(self.salt().to_owned()),
+                arm_of: Some(self.name.clone()),
+                ..self.clone()
+            })
+            .collect()
+    }
+
+    /// The name the filter routes and counts this rollout by: an arm's is
+    /// its A/B/n rollout's.
+    pub fn routed_name(&self) -> &str {
+        self.arm_of.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The filter's rollout of an A/B/n spec (any arm's) with each arm at
+    /// its weight in `weights` (basis points; a missing arm at 0), in
+    /// lanes. An arm at 100% has won: everyone gets it, lanes or not.
+    pub fn arms_rollout_at(&self, weights: &std::collections::BTreeMap<String, u32>) -> Rollout {
+        let weight = |arm: &String| weights.get(arm).copied().unwrap_or(0);
+        let winner = self.arms.iter().find(|a| weight(a) >= 10_000);
+        let lanes = winner.is_none();
+        let arms: Vec<Version> = self
+            .arms
+            .iter()
+            .map(|a| Version {
+                name: a.clone(),
+                weight: match winner {
+                    Some(w) if w == a => 10_000,
+                    Some(_) => 0,
+                    None => weight(a),
+                },
+            })
+            .collect();
+        let taken: u32 = arms.iter().map(|v| v.weight).sum();
+        let mut r = self.rollout_at(0);
+        r.name = self.routed_name().to_owned();
+        r.versions = std::iter::once(Version {
+            name: self.stable.clone(),
+            weight: 10_000u32.saturating_sub(taken),
+        })
+        .chain(arms)
+        .collect();
+        r.lanes = lanes;
+        r.shadow = None;
+        r
     }
 
     /// The filter's rollout with the canary at `canary_bp` basis points. The
@@ -219,10 +239,4 @@ impl RolloutSpec {
             dimensions: self.analysis.dimensions.clone(),
         }
     }
-}
-
-/// The `kind` a YAML document declares at its top level, if any.
-fn kind_of(text: &str) -> Option<Kind> {
-    let value: serde_norway::Value = serde_norway::from_str(text).ok()?;
-    serde_norway::from_value(value.get("kind")?.clone()).ok()
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::context::Context;
 use super::duration;
 use super::error::{in_range, invalid, SpecError, MAX_PAUSE};
-use super::rollout::RolloutSpec;
 
 pub const MAX_STEPS: usize = 100;
 
@@ -108,11 +108,15 @@ impl Step {
     }
 }
 
-impl RolloutSpec {
-    /// `steps` and `strategy.blue_green`.
-    pub(super) fn validate_steps(&self) -> Result<(), SpecError> {
-        if let Some(bg) = self.blue_green() {
-            if self.steps != bg.steps() {
+/// `steps` and `strategy.blue_green`.
+pub(super) fn validate_steps(
+    steps: &[Step],
+    strategy: Option<&Strategy>,
+    ctx: &Context<'_>,
+) -> Result<(), SpecError> {
+    {
+        if let Some(bg) = strategy.and_then(|s| s.blue_green.as_ref()) {
+            if steps != bg.steps() {
                 return Err(invalid(
                     "steps",
                     "are made by strategy.blue_green (the preview, then the switch): leave them out",
@@ -130,24 +134,24 @@ impl RolloutSpec {
                     "must be at most 30 days",
                 ));
             }
-            if !self.previews_canary() {
+            if !ctx.previews_canary {
                 return Err(invalid(
                     "overrides",
                     format!(
                         "blue/green previews {:?} to the people overrides send there: name at least one",
-                        self.canary
+                        ctx.canary
                     ),
                 ));
             }
         }
-        if self.steps.is_empty() {
+        if steps.is_empty() {
             return Err(invalid("steps", "must not be empty"));
         }
-        if self.steps.len() > MAX_STEPS {
+        if steps.len() > MAX_STEPS {
             return Err(invalid("steps", format!("at most {MAX_STEPS} steps")));
         }
         let mut last = 0;
-        for (i, s) in self.steps.iter().enumerate() {
+        for (i, s) in steps.iter().enumerate() {
             let at = |f: &str| format!("steps[{i}].{f}");
             if s.traffic.is_users() {
                 // Weights are basis points: a share below 0.01% would be a 0% step.
@@ -171,18 +175,18 @@ impl RolloutSpec {
                     ),
                 ));
             }
-            if s.traffic == StepTraffic::Shadow && self.flag.is_some() {
+            if s.traffic == StepTraffic::Shadow && ctx.is_flag {
                 return Err(invalid(
                     at("traffic"),
                     "a flag has no mirrored requests: Envoy mirrors to clusters, not variants",
                 ));
             }
-            if s.traffic == StepTraffic::Preview && !self.previews_canary() {
+            if s.traffic == StepTraffic::Preview && !ctx.previews_canary {
                 return Err(invalid(
                     at("traffic"),
                     format!(
                         "a preview step judges the people `overrides` send to {:?}, and none do",
-                        self.canary
+                        ctx.canary
                     ),
                 ));
             }

@@ -1,13 +1,21 @@
-//! The config document the proxies poll, built from the rollouts' states,
-//! and the check that a change leaves one the filters accept.
+//! The rollouts in memory, and the config document the proxies poll, built
+//! from their states, with the check that a change leaves one the filters
+//! accept.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use dimmer_core::config::{ConfigDoc, FlagState};
 use dimmer_decide::engine::RolloutState;
 
 use super::error::ServiceError;
-use super::state::Rollouts;
+
+/// Every rollout as this controller holds it, and the config revision.
+pub(super) struct Rollouts {
+    pub(super) rollouts: BTreeMap<String, RolloutState>,
+    pub(super) revision: u64,
+    /// When each progressing rollout was last analysed.
+    pub(super) last_analysis: HashMap<String, u64>,
+}
 
 /// A copy of `name`'s state.
 pub(super) fn current(state: &Rollouts, name: &str) -> Result<RolloutState, ServiceError> {

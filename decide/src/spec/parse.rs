@@ -1,0 +1,66 @@
+//! A spec read from YAML: a rollout's, or a flag's (`kind: flag`), which
+//! becomes the rollout that carries the flag. Limits are checked before the
+//! parser runs (`yaml_guard`); an invalid field is named with its line.
+
+use super::error::{invalid, SpecError};
+use super::flag::{FlagSpec, Kind};
+use super::rollout::RolloutSpec;
+use super::{yaml_guard, yaml_lines};
+
+impl RolloutSpec {
+    /// Parses and validates a YAML spec: a rollout's, or a flag's
+    /// (`kind: flag`), which becomes the rollout that carries the flag.
+    pub fn from_yaml(text: &str) -> Result<RolloutSpec, SpecError> {
+        yaml_guard::check(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+        let with_line = |e: SpecError| match e {
+            SpecError::Invalid { field, reason, .. } => {
+                let line = yaml_lines::line_of(text, &field);
+                SpecError::Invalid {
+                    field,
+                    reason,
+                    line,
+                }
+            }
+            other => other,
+        };
+        if kind_of(text) == Some(Kind::Flag) {
+            let flag: FlagSpec =
+                serde_norway::from_str(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+            flag.validate().map_err(with_line)?;
+            let spec = flag.into_rollout();
+            spec.validate().map_err(with_line)?;
+            return Ok(spec);
+        }
+        let mut spec: RolloutSpec =
+            serde_norway::from_str(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+        if let Some(bg) = spec.blue_green() {
+            if !spec.steps.is_empty() && spec.steps != bg.steps() {
+                return Err(with_line(invalid(
+                    "steps",
+                    "are made by strategy.blue_green (the preview, then the switch): leave them out",
+                )));
+            }
+            spec.steps = bg.steps();
+        }
+        if spec.flag.is_some() {
+            return Err(invalid(
+                "flag",
+                "is not a field of a rollout spec; a flag spec starts with `kind: flag`",
+            ));
+        }
+        if spec.arm_of.is_some() {
+            return Err(invalid(
+                "arm_of",
+                "is set by the controller on each arm of an A/B/n rollout; list the candidates in `arms`",
+            ));
+        }
+        spec.validate().map_err(with_line)?;
+        Ok(spec)
+    }
+}
+
+/// The `kind` a YAML document declares at its top level, if any.
+fn kind_of(text: &str) -> Option<Kind> {
+    let value: serde_norway::Value = serde_norway::from_str(text).ok()?;
+    serde_norway::from_value(value.get("kind")?.clone()).ok()
+}
