@@ -5,13 +5,8 @@ use dimmer::cli;
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = cli::Cli::parse();
+    cli::init_log(cli.log_format);
     if let Err(e) = cli::run(cli).await {
         eprintln!("dimmer: {e:#}");
         std::process::exit(1);

@@ -313,3 +313,47 @@ async fn a_rollout_counted_by_envoys_cluster_stats_is_judged_and_aborted() -> an
     assert!(load.served().iter().any(|s| s.version == "v2"));
     Ok(())
 }
+
+/// One controller on SQLite, restarted over its state file with another
+/// audit key: it serves reads and status, writes nothing, and says why to
+/// every CLI command; the chain verifies with the key that wrote it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_with_another_audit_key_serves_reads_and_writes_nothing() -> anyhow::Result<()> {
+    let mut stack = Stack::start().await?;
+    stack.apply(&spec_yaml(&[(10.0, "1h"), (100.0, "1h")], 10))?;
+    let c = &mut stack.controller;
+    let head = c.get("/v1/audit/head", VIEWER_TOKEN).await?;
+    let key_path = c.dir().join("dimmer.db.key");
+    let right_key = std::fs::read_to_string(&key_path)?;
+    std::fs::write(&key_path, "ab".repeat(32))?;
+    c.restart().await?;
+    let status = c.cli(Some(VIEWER_TOKEN), &["status", "checkout"])?;
+    assert!(status.status.success(), "{status:?}");
+    let said = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        said.contains("audit key does not match the chain's"),
+        "{said}"
+    );
+    assert!(String::from_utf8_lossy(&status.stdout).contains("checkout"));
+    let abort = c.cli(
+        Some(dimmer_e2e::controller::OPERATOR_TOKEN),
+        &["abort", "checkout", "--reason", "wrong key"],
+    )?;
+    assert!(!abort.status.success());
+    let said = String::from_utf8_lossy(&abort.stderr);
+    assert!(
+        said.contains("409") && said.contains("will not write"),
+        "{said}"
+    );
+    let health = c.get("/v1/health", VIEWER_TOKEN).await?;
+    assert_eq!(health["audit_key_matches"], false, "{health}");
+    assert_eq!(health["leading"], false, "{health}");
+    assert_eq!(c.get("/v1/audit/head", VIEWER_TOKEN).await?, head);
+    // With the right key again, nothing is missing and it writes.
+    std::fs::write(&key_path, right_key)?;
+    c.restart().await?;
+    let verify = c.get("/v1/audit/verify", ADMIN_TOKEN).await?;
+    assert_eq!(verify["ok"], true, "{verify}");
+    c.ok(&["abort", "checkout", "--reason", "right key"])?;
+    Ok(())
+}

@@ -391,7 +391,13 @@ async fn the_live_stream_needs_a_viewer_and_the_page_loads_only_itself() -> anyh
         "{update}"
     );
     drop(resp);
-    for path in ["/ui/", "/ui/app.js", "/ui/style.css"] {
+    for path in [
+        "/ui/",
+        "/ui/app.js",
+        "/ui/style.css",
+        "/ui/favicon.svg",
+        "/favicon.ico",
+    ] {
         let resp = http
             .get(format!("{}{path}", stack.controller.url()))
             .send()

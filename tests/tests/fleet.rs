@@ -674,3 +674,110 @@ async fn a_write_without_the_leaders_lease_is_refused_ever() -> anyhow::Result<(
     assert_eq!(store.verify()?, Ok(1));
     Ok(())
 }
+
+/// A controller started with another audit key against the fleet's etcd
+/// (a typo in a deployment's secret) is given every chance to lead — the
+/// others frozen past their lease — and writes nothing: it never stands,
+/// says why in its log, `/v1/health` and to the CLI, and serves reads. The
+/// chain still verifies on every controller.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_controller_with_another_audit_key_never_leads_and_the_chain_stays_whole(
+) -> anyhow::Result<()> {
+    let etcd = Etcd::start(3).await?;
+    let admin = free_port()?; // no Envoy: decisions here are people's
+    let keys = tempfile::tempdir()?;
+    let store = etcd.store_url();
+    let args = |key: &str| {
+        [
+            "--store",
+            &store,
+            "--advertise",
+            "{URL}",
+            "--lease-ttl",
+            "2s",
+            "--audit-key",
+            key,
+        ]
+        .map(str::to_owned)
+    };
+    let (good, bad) = (keys.path().join("good.key"), keys.path().join("bad.key"));
+    std::fs::write(&good, "11".repeat(32))?;
+    std::fs::write(&bad, "22".repeat(32))?;
+    let good_args = args(&good.display().to_string());
+    let good_args: Vec<&str> = good_args.iter().map(String::as_str).collect();
+    let a = Controller::start(MetricsFrom::EnvoyAdmin(admin), &good_args).await?;
+    wait_leading(&a, Duration::from_secs(10)).await?;
+    let b = Controller::start(MetricsFrom::EnvoyAdmin(admin), &good_args).await?;
+    let path = a.dir().join("spec.yaml");
+    std::fs::write(&path, spec_yaml(&[(10.0, "1h"), (100.0, "1s")], 30))?;
+    a.ok(&["apply", "-f", &path.display().to_string()])?;
+    let head = a.get("/v1/audit/head", VIEWER_TOKEN).await?;
+
+    let bad_args = args(&bad.display().to_string());
+    let bad_args: Vec<&str> = bad_args.iter().map(String::as_str).collect();
+    let c = Controller::start(MetricsFrom::EnvoyAdmin(admin), &bad_args).await?;
+    // The others freeze: their lease runs out, nobody else stands.
+    let freeze = |sig: &str, ctl: &Controller| {
+        std::process::Command::new("kill")
+            .args([sig, &ctl.pid().unwrap_or_default().to_string()])
+            .status()
+    };
+    freeze("-STOP", &a)?;
+    freeze("-STOP", &b)?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let health = c.get("/v1/health", VIEWER_TOKEN).await?;
+    assert_eq!(health["leading"], false, "{health}");
+    assert_eq!(health["audit_key_matches"], false, "{health}");
+    let why = health["audit_key_problem"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("audit key does not match the chain's"),
+        "{health}"
+    );
+    assert!(
+        c.log().contains("not standing for leader"),
+        "its log says why:\n{}",
+        c.log()
+    );
+    // Reads are served; the CLI hears why writes are not.
+    let status = c.cli(Some(VIEWER_TOKEN), &["status", "checkout"])?;
+    assert!(status.status.success(), "{status:?}");
+    let said = String::from_utf8_lossy(&status.stderr);
+    assert!(said.contains("audit key does not match"), "{said}");
+    assert_eq!(c.get("/v1/audit/head", VIEWER_TOKEN).await?, head);
+    freeze("-CONT", &a)?;
+    freeze("-CONT", &b)?;
+    let (la, lb) = (
+        wait_leading(&a, Duration::from_secs(10)).await,
+        wait_leading(&b, Duration::from_secs(10)).await,
+    );
+    assert!(
+        la.is_ok() || lb.is_ok(),
+        "a controller with the key leads again"
+    );
+    // Nothing the third wrote: the chain verifies on every controller with
+    // the key, head unchanged; the third says it cannot check checkpoints
+    // with its key, and that every link is intact.
+    for ctl in [&a, &b] {
+        let verify = ctl.get("/v1/audit/verify", ADMIN_TOKEN).await?;
+        assert_eq!(verify["ok"], true, "{verify}");
+        assert_eq!(ctl.get("/v1/audit/head", VIEWER_TOKEN).await?, head);
+    }
+    assert_eq!(c.get("/v1/audit/head", VIEWER_TOKEN).await?, head);
+    let verify = reqwest::Client::new()
+        .get(format!("{}/v1/audit/verify", c.url()))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?;
+    assert_eq!(verify.status(), 409);
+    let verify: serde_json::Value = verify.json().await?;
+    assert_eq!(verify["links_intact"], true, "{verify}");
+    assert!(
+        verify["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("audit key does not match"),
+        "{verify}"
+    );
+    assert_eq!(c.get("/v1/health", VIEWER_TOKEN).await?["leading"], false);
+    Ok(())
+}

@@ -39,6 +39,9 @@ pub(super) async fn health(
         "leading": app.service.is_leader(),
         "leader": app.service.fleet().map_or(Some(String::new()), |r| r.leader_url()),
         "in_touch_with_store": app.service.in_touch_with_store(),
+        // A controller whose audit key does not sign the chain writes nothing.
+        "audit_key_matches": app.service.key_problem().is_none(),
+        "audit_key_problem": app.service.key_problem(),
     }))
     .into_response())
 }
@@ -48,6 +51,20 @@ pub(super) async fn verify(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     app.require(&headers, Role::Admin)?;
+    // Checkpoints can be verified only with the chain's key: this
+    // controller says its key is the wrong one, not that records are forged.
+    if let Some(why) = app.service.key_problem() {
+        let links = crate::store::audit::verify(&app.service.all_history()?);
+        return Ok((
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({
+                "ok": false,
+                "links_intact": links.is_ok(),
+                "error": format!("cannot verify the checkpoints here: {why}"),
+            })),
+        )
+            .into_response());
+    }
     Ok(match app.service.verify_audit()? {
         Ok(n) => Json(serde_json::json!({"ok": true, "records": n})).into_response(),
         Err(e) => (

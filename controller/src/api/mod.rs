@@ -17,8 +17,10 @@ mod rollouts;
 mod router;
 pub mod self_metrics;
 mod state;
+mod warning;
 mod web;
 
 pub use auth::{Auth, AuthError, Principal, Role};
 pub use router::router;
 pub use state::{ApiError, App};
+pub use warning::HEADER as WARNING_HEADER;

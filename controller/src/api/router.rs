@@ -13,7 +13,7 @@ use super::health::{head, health, metrics, verify, webhooks};
 use super::poll::{config, fleet_proxies, healthz, proxies};
 use super::rollouts::{apply, command, delete, flags, history, list, one, switch_flag};
 use super::state::App;
-use super::{ofrep, web};
+use super::{ofrep, warning, web};
 
 pub fn router(app: App) -> Router {
     Router::new()
@@ -41,6 +41,10 @@ pub fn router(app: App) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             app.service.clone(),
             to_leader,
+        ))
+        .layer(axum::middleware::map_response_with_state(
+            app.service.clone(),
+            warning::add,
         ))
         .with_state(app)
 }

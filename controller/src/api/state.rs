@@ -65,6 +65,11 @@ impl IntoResponse for ApiError {
             ApiError::Service(ServiceError::Store(crate::store::StoreError::Fenced(_))) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            // This controller's audit key does not sign the chain: it
+            // serves reads only; retrying here cannot help.
+            ApiError::Service(ServiceError::Store(crate::store::StoreError::KeyMismatch {
+                ..
+            })) => StatusCode::CONFLICT,
             ApiError::Service(ServiceError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut resp =

@@ -22,6 +22,7 @@ use super::state::{ApiError, App};
 const INDEX: &str = include_str!("../../ui/index.html");
 const APP_JS: &str = include_str!("../../ui/app.js");
 const STYLE: &str = include_str!("../../ui/style.css");
+const ICON: &str = include_str!("../../ui/favicon.svg");
 
 /// Nothing the page loads comes from anywhere but this server.
 const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
@@ -47,6 +48,16 @@ pub fn routes() -> Router<App> {
         .route(
             "/ui/style.css",
             get(|| async { asset(STYLE, "text/css; charset=utf-8") }),
+        )
+        // Browsers ask for /favicon.ico on every page whatever the page
+        // links; both get the same small SVG.
+        .route(
+            "/ui/favicon.svg",
+            get(|| async { asset(ICON, "image/svg+xml") }),
+        )
+        .route(
+            "/favicon.ico",
+            get(|| async { asset(ICON, "image/svg+xml") }),
         )
         .route("/v1/whoami", get(whoami))
         .route("/v1/overview", get(overview))

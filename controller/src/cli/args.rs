@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use super::logging::LogFormat;
 use super::serve::ServeArgs;
 use super::simulate::SimArgs;
 
@@ -26,6 +27,16 @@ pub struct Cli {
     /// Bearer token for the API.
     #[arg(long, global = true, env = "DIMMER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// How the log looks: `text` (coloured only on a terminal) or `json`
+    /// (one object a line, for log shippers).
+    #[arg(
+        long,
+        global = true,
+        env = "DIMMER_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Cmd,
 }

@@ -45,6 +45,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// Whether the controller's warning was printed already.
+    warned: std::sync::atomic::AtomicBool,
 }
 
 impl Client {
@@ -56,6 +58,7 @@ impl Client {
                 .unwrap_or_default(),
             base: base.trim_end_matches('/').to_owned(),
             token,
+            warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -104,6 +107,11 @@ impl Client {
                 url: url.clone(),
                 source,
             })?;
+        if let Some(w) = resp.headers().get(crate::api::WARNING_HEADER) {
+            if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("warning: {}", w.to_str().unwrap_or_default());
+            }
+        }
         if resp.status().is_success() {
             return Ok(resp);
         }

@@ -7,6 +7,7 @@
 
 mod args;
 pub mod client;
+mod logging;
 pub mod render;
 mod run;
 mod serve;
@@ -14,4 +15,5 @@ mod simulate;
 mod status;
 
 pub use args::Cli;
+pub use logging::{init as init_log, LogFormat};
 pub use run::run;

@@ -76,6 +76,24 @@ impl Fleet {
                 tokio::time::sleep(ttl / 3).await;
             }
         });
+        // A controller whose audit key does not sign the chain never
+        // campaigns: as leader it could only write records nobody can
+        // verify. It keeps its lease alive all the same, so that it stays
+        // in touch with the store and serves reads.
+        loop {
+            if let Err(e) = service.reload().await {
+                tracing::warn!(error = %e, "cannot read the state from etcd");
+            }
+            let Some(why) = service.key_problem() else {
+                break;
+            };
+            tracing::error!(problem = %why, "not standing for leader");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            if !self.role.in_touch() {
+                keep.abort();
+                return Ok(());
+            }
+        }
         let campaign = c.campaign(self.election.clone(), self.role.me.clone(), lease);
         let won = tokio::select! {
             r = campaign => r,
@@ -102,6 +120,12 @@ impl Fleet {
         // Decide from what etcd holds, not from what was last watched.
         if let Err(e) = service.reload().await {
             tracing::error!(error = %e, "elected but cannot read the state; standing down");
+            keep.abort();
+            let _ = c.lease_revoke(lease).await;
+            return Ok(());
+        }
+        if let Some(why) = service.key_problem() {
+            tracing::error!(problem = %why, "elected but the audit key does not sign the chain; standing down");
             keep.abort();
             let _ = c.lease_revoke(lease).await;
             return Ok(());

@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use crate::metrics::MetricsSource;
 use crate::notify::webhook::{self, Notifier};
 use crate::store::audit::{Entry, Head};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 use super::clock::now_ms;
 use super::error::ServiceError;
@@ -56,6 +56,19 @@ pub struct Service {
     pub(super) reading: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     /// Each rollout's holds since its state was last written.
     pub(super) unsaved_looks: std::sync::Mutex<BTreeMap<String, u32>>,
+    /// Why this controller's audit key cannot append to the chain, if it
+    /// cannot: it then decides nothing and writes nothing.
+    pub(super) key_problem: RwLock<Option<String>>,
+}
+
+/// The store's verdict on this controller's key: `None` if it signs the
+/// chain's head.
+fn key_problem(store: &Store) -> Result<Option<String>, ServiceError> {
+    match store.check_key() {
+        Ok(()) => Ok(None),
+        Err(e @ StoreError::KeyMismatch { .. }) => Ok(Some(e.to_string())),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A hold's state (its reason, the tests' running evidence) is written
@@ -80,6 +93,10 @@ impl Service {
             .collect();
         let revision = store.revision()?;
         let head = store.head()?;
+        let key = key_problem(&store)?;
+        if let Some(why) = &key {
+            tracing::error!(problem = %why, "refusing to decide or write");
+        }
         let state = Rollouts {
             rollouts,
             revision,
@@ -109,12 +126,23 @@ impl Service {
             unsaved_looks: std::sync::Mutex::new(BTreeMap::new()),
             readings: Arc::default(),
             reading: Arc::default(),
+            key_problem: RwLock::new(key),
         }))
     }
 
-    /// Whether this controller decides: the only one, or the fleet's leader.
+    /// Whether this controller decides: the only one, or the fleet's
+    /// leader; never one whose audit key does not sign the chain.
     pub fn is_leader(&self) -> bool {
-        self.settings.fleet.as_ref().is_none_or(|r| r.leading())
+        self.key_problem().is_none() && self.settings.fleet.as_ref().is_none_or(|r| r.leading())
+    }
+
+    /// Why this controller may not write, if its audit key does not sign
+    /// the chain's head (checked at start and at every reload).
+    pub fn key_problem(&self) -> Option<String> {
+        self.key_problem
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Whether this controller's state is current: always alone; in a fleet,
@@ -139,6 +167,14 @@ impl Service {
             .collect();
         let revision = self.store.revision()?;
         let head = self.store.head()?;
+        let key = key_problem(&self.store)?;
+        {
+            let mut known = self.key_problem.write().unwrap_or_else(|e| e.into_inner());
+            if key.is_some() && *known != key {
+                tracing::error!(problem = ?key, "refusing to decide or write");
+            }
+            *known = key;
+        }
         let mut state = self.state.lock().await;
         state.rollouts = rollouts;
         state.revision = revision;

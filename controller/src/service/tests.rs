@@ -782,3 +782,42 @@ async fn holds_are_written_every_few_looks_and_a_restart_loses_no_evidence() {
     assert_ne!(memory.analysed_at, on_disk.analysed_at);
     assert_eq!(memory.step_baseline, on_disk.step_baseline);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_controller_whose_audit_key_does_not_sign_the_chain_writes_nothing() {
+    let f = fixture(Duration::from_secs(1));
+    f.service.apply(spec(""), "alice", false).await.unwrap();
+    let path = f._dir.path().join("s.db");
+    let head = f.service.audit_head();
+    drop(f.service);
+    // The same state file, started again with another key.
+    let store = Store::open(&path, AuditKey::from_bytes([2; 32])).unwrap();
+    let other = Service::new(
+        store,
+        Arc::new(FakeSource::default()) as Arc<dyn MetricsSource>,
+        Settings::default(),
+    )
+    .unwrap();
+    let why = other.key_problem().expect("the mismatch is seen at start");
+    assert!(
+        why.contains("audit key does not match the chain's"),
+        "{why}"
+    );
+    assert!(!other.is_leader(), "it must not decide");
+    // Reads still work; every write is refused, naming the cause.
+    assert_eq!(other.status(Some("checkout")).await.unwrap().len(), 1);
+    let err = other
+        .command("checkout", Command::Abort, "bob", "key test")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("audit key does not match"),
+        "{err}"
+    );
+    assert_eq!(other.audit_head(), head, "nothing was appended");
+    // The chain still verifies with the key that wrote it.
+    drop(other);
+    let store = Store::open(&path, AuditKey::from_bytes([1; 32])).unwrap();
+    assert_eq!(store.verify().unwrap(), Ok(head.seq as usize));
+    assert!(store.check_key().is_ok());
+}

@@ -123,6 +123,14 @@ impl AuditKey {
         hex::encode(m.finalize().into_bytes())
     }
 
+    /// Whether the chain whose head is `head` was checkpointed with this
+    /// key: every controller of a fleet shares the key, so one that does
+    /// not sign the head must not append (its records would fail every
+    /// other controller's verification). An empty chain takes any key.
+    pub fn signs(&self, head: &Head) -> bool {
+        head.seq == 0 || self.checks(head.seq, &head.hash, &head.mac)
+    }
+
     fn checks(&self, seq: i64, hash: &str, mac: &str) -> bool {
         let Ok(mut m) = Hmac::<Sha256>::new_from_slice(&self.0) else {
             return false;

@@ -27,9 +27,16 @@ pub enum StoreError {
     },
     #[error("audit head file {path}: {reason}")]
     HeadFile { path: String, reason: String },
+    /// The chain's head was checkpointed with another key: appending with
+    /// this one would leave a record no other controller can verify.
+    #[error("audit key does not match the chain's: record {seq} was checkpointed with another key; this controller will not write (it still serves reads); start it with the fleet's --audit-key")]
+    KeyMismatch { seq: i64 },
 }
 
 pub trait StateStore: Send + Sync {
+    /// Whether this store's audit key signs the chain's head; if not,
+    /// [`StoreError::KeyMismatch`], and every write is refused.
+    fn check_key(&self) -> Result<(), StoreError>;
     /// The audit chain's head as the log has it.
     fn head(&self) -> Result<Head, StoreError>;
     /// The head checkpoint kept apart from the log, `None` if there is none.

@@ -193,6 +193,15 @@ impl EtcdStore {
 }
 
 impl StateStore for EtcdStore {
+    fn check_key(&self) -> Result<(), StoreError> {
+        let head = self.head()?;
+        if self.key.signs(&head) {
+            Ok(())
+        } else {
+            Err(StoreError::KeyMismatch { seq: head.seq })
+        }
+    }
+
     fn head(&self) -> Result<Head, StoreError> {
         self.run(|| async { Ok(self.head_now().await?.0) })
     }
@@ -294,6 +303,9 @@ impl StateStore for EtcdStore {
                     ops.push(TxnOp::put(key, json, None));
                 }
                 None => ops.push(TxnOp::delete(key, None)),
+            }
+            if !self.key.signs(&head) {
+                return Err(StoreError::KeyMismatch { seq: head.seq });
             }
             let rec = chain_next(head.seq, head.hash, entry.clone(), now_ms, &self.key);
             let new_head = Head::of(std::slice::from_ref(&rec));

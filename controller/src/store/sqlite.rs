@@ -76,6 +76,15 @@ impl SqliteStore {
 }
 
 impl StateStore for SqliteStore {
+    fn check_key(&self) -> Result<(), StoreError> {
+        let head = self.head()?;
+        if self.key.signs(&head) {
+            Ok(())
+        } else {
+            Err(StoreError::KeyMismatch { seq: head.seq })
+        }
+    }
+
     /// The audit log's head now, from the log itself.
     fn head(&self) -> Result<Head, StoreError> {
         let last: Option<(i64, String, String)> = self
@@ -251,15 +260,19 @@ fn append_audit(
     now_ms: u64,
     key: &AuditKey,
 ) -> Result<Head, StoreError> {
-    let last: Option<(i64, String)> = tx
+    let last: Option<(i64, String, String)> = tx
         .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            "SELECT seq, hash, mac FROM audit ORDER BY seq DESC LIMIT 1",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS.to_owned()));
-    let rec = chain_next(prev_seq, prev_hash, e, now_ms, key);
+    let (seq, hash, mac) = last.unwrap_or((0, GENESIS.to_owned(), String::new()));
+    let prev = Head { seq, hash, mac };
+    if !key.signs(&prev) {
+        return Err(StoreError::KeyMismatch { seq });
+    }
+    let rec = chain_next(prev.seq, prev.hash, e, now_ms, key);
     tx.execute(
         "INSERT INTO audit (seq, at_ms, actor, rollout, action, from_state, to_state, reason, evidence, prev_hash, hash, mac)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
