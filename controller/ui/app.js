@@ -28,6 +28,33 @@ const fmtE = (e) => (e == null ? "–" : e >= 1e5 || (e > 0 && e < 0.01) ? e.toE
 
 let me = null; // {name, role}
 let live = null; // the AbortController of the open stream
+let lastLive = 0; // when the page last had fresh data from the controller
+let liveWhy = ""; // why it has not, if it has not
+
+// ---- liveness: the page says when what it shows is old ----
+
+const hhmmss = (t) => new Date(t).toLocaleTimeString([], { hour12: false });
+
+function fresh() {
+  lastLive = Date.now();
+  liveWhy = "";
+  $("#live").hidden = true;
+  $("#main").classList.remove("stale");
+}
+
+function stale(why) {
+  if (why) liveWhy = why;
+  const b = $("#live");
+  b.textContent = `Not live since ${lastLive ? hhmmss(lastLive) : "the page opened"} — retrying${liveWhy ? ` (${liveWhy})` : ""}. The numbers below are old.`;
+  b.hidden = false;
+  $("#main").classList.add("stale");
+}
+
+// Updates come every second: three missed and the page says it is stale,
+// whatever the connection believes (a frozen controller keeps it open).
+setInterval(() => {
+  if (live && !live.signal.aborted && lastLive && Date.now() - lastLive > 3500) stale("no update from the controller");
+}, 1000);
 
 const token = () => sessionStorage.getItem("dimmer-token") || "";
 const may = (role) => me && ROLES.indexOf(me.role) >= ROLES.indexOf(role);
@@ -52,7 +79,11 @@ async function stream(path, onUpdate) {
   while (!ctl.signal.aborted) {
     try {
       const resp = await fetch(path, { headers: { authorization: `Bearer ${token()}` }, signal: ctl.signal });
-      if (!resp.ok) throw new Error(`${resp.status}`);
+      if (!resp.ok) {
+        let why = `${resp.status}`;
+        try { why = (await resp.json()).error || why; } catch { /* not JSON */ }
+        throw new Error(`live updates refused: ${why}`);
+      }
       const reader = resp.body.getReader();
       const dec = new TextDecoder();
       let buf = "";
@@ -64,11 +95,16 @@ async function stream(path, onUpdate) {
         while ((cut = buf.indexOf("\n\n")) >= 0) {
           const data = buf.slice(0, cut).split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
           buf = buf.slice(cut + 2);
-          if (data) onUpdate(JSON.parse(data));
+          if (data) {
+            onUpdate(JSON.parse(data));
+            fresh();
+          }
         }
       }
+      if (!ctl.signal.aborted) stale("the controller closed the stream");
     } catch (e) {
       if (ctl.signal.aborted) return;
+      stale(e.message === "Failed to fetch" || e.name === "TypeError" ? "the controller does not answer" : e.message);
     }
     await new Promise((r) => setTimeout(r, 1000));
   }
@@ -110,9 +146,32 @@ async function showOverview() {
   const active = el("div", { class: "scroll" });
   const windows = el("div", { class: "cards" });
   const budgets = el("div");
-  main(el("h2", {}, "Active rollouts and flags"), active, el("h2", {}, "Recent releases"), windows, budgets);
+  const ended = el("div", { class: "scroll" });
+  let outcome = "all";
+  const filters = el("div", { class: "filters", id: "ended-filter" });
+  let last = null;
+  main(el("h2", {}, "Active rollouts and flags"), active, el("h2", {}, "Ended"), filters, ended,
+    el("h2", {}, "Recent releases"), windows, budgets);
+  const paintEnded = () => {
+    filters.replaceChildren(...["all", "aborted", "completed"].map((f) =>
+      el("button", { type: "button", "aria-pressed": String(f === outcome), "data-outcome": f, onclick: () => { outcome = f; paintEnded(); } }, f)));
+    const list = (last ? last.finished : []).filter((f) => outcome === "all" || f.outcome === outcome);
+    ended.replaceChildren(list.length
+      ? el("table", { id: "ended" }, el("tr", {}, ...["name", "kind", "outcome", "decided by", "when (UTC)", "why", ""].map((h) => el("th", {}, h))),
+        ...list.map((f) => el("tr", {},
+          el("td", {}, el("a", { href: `#/r/${encodeURIComponent(f.name)}` }, f.name)),
+          el("td", {}, f.kind),
+          el("td", {}, el("span", { class: `pill phase-${f.outcome}` }, f.outcome)),
+          el("td", {}, f.decided_by),
+          el("td", {}, new Date(f.at_ms).toISOString().replace("T", " ").slice(0, 19)),
+          el("td", {}, f.reason),
+          el("td", {}, el("a", { href: `#/h/${encodeURIComponent(f.name)}` }, "history")))))
+      : el("p", { class: "hint" }, outcome === "all" ? "Nothing has ended yet." : `No ${outcome} rollout.`));
+  };
   const paint = async () => {
     const o = await api("/v1/overview");
+    last = o;
+    paintEnded();
     const rows = o.active.map((a) =>
       el("tr", {},
         el("td", {}, el("a", { href: `#/r/${encodeURIComponent(a.name)}` }, a.name)),
@@ -136,6 +195,7 @@ async function showOverview() {
           el("td", { class: b.consumed > 1 ? "bad" : "ok" }, `${(100 * b.consumed).toFixed(0)}%`))))] : []));
   };
   await paint();
+  fresh();
   stream("/v1/events", () => paint().catch(() => {}));
 }
 
@@ -202,7 +262,7 @@ async function showRollout(name) {
     el("h2", {}, "Last decisions"), audit);
   const points = [];
   let actionsFor = null;
-  stream(`/v1/events?rollout=${encodeURIComponent(name)}`, (u) => {
+  const paint = (u) => {
     const v = u.status;
     if (!v) {
       head.replaceChildren(el("p", { class: "error" }, `No rollout named ${name}.`));
@@ -217,7 +277,8 @@ async function showRollout(name) {
       el("div", { class: "card" }, el("h3", {}, "step"), el("div", { class: "big", id: "step" }, `${v.step + 1}/${v.steps.length}`), `steps ${v.steps.map((s) => `${s}%`).join(" → ")}`),
       el("div", { class: "card" }, el("h3", {}, "weight set"), el("div", { class: "big", id: "weight" }, pct(v.weight_bp)),
         el("div", { id: "applied" }, `${v.proxies_applied} of ${v.proxies_live} live proxies have applied revision ${v.revision}`),
-        ...(v.proxies_lagging.length ? [el("div", { class: "bad" }, `lagging: ${v.proxies_lagging.join(", ")}`)] : []),
+        ...((v.proxies_applying || []).length ? [el("div", { class: "applying", id: "applying" }, `applying: ${v.proxies_applying.join(", ")}`)] : []),
+        ...(v.proxies_lagging.length ? [el("div", { class: "bad", id: "lagging" }, `lagging: ${v.proxies_lagging.join(", ")}`)] : []),
         ...(v.proxies_stale.length ? [el("div", { class: "bad" }, `stale: ${v.proxies_stale.join(", ")}`)] : [])),
       el("div", { class: "card" }, el("h3", {}, "time in step"), el("div", { class: "big", id: "in-step" }, ago(u.now_ms - v.step_started_ms))));
     reason.textContent = v.reason;
@@ -250,7 +311,18 @@ async function showRollout(name) {
       actions.replaceChildren(...actionButtons(name, v));
     }
     audit.replaceChildren(records(u.audit, true));
-  });
+  };
+  // The page shows the state from the API at once, and its buttons; the
+  // stream only keeps it current, and may be refused.
+  const enc = encodeURIComponent(name);
+  const [status, series, history] = await Promise.all([
+    api(`/v1/rollouts/${enc}`).catch(() => null),
+    api(`/v1/rollouts/${enc}/series`).catch(() => []),
+    api(`/v1/rollouts/${enc}/history`).catch(() => []),
+  ]);
+  paint({ status, series, audit: history.slice(-8), now_ms: Date.now() });
+  fresh();
+  stream(`/v1/events?rollout=${enc}`, paint);
 }
 
 function actionButtons(name, v) {
@@ -316,6 +388,7 @@ function records(list, short) {
 
 async function showHistory(name) {
   if (live) live.abort();
+  live = null;
   $("#crumbs").replaceChildren(el("a", { href: "#/" }, "overview"), " / ", el("a", { href: `#/r/${encodeURIComponent(name)}` }, name), " · history");
   const [list, head] = await Promise.all([api(`/v1/rollouts/${encodeURIComponent(name)}/history`), api("/v1/audit/head")]);
   const chain = el("div", { class: "card", id: "chain" }, el("h3", {}, "audit chain"),
@@ -333,7 +406,23 @@ async function showHistory(name) {
   } else {
     chain.append(el("div", { class: "hint" }, "Verifying the chain needs an admin token (dimmer audit verify)."));
   }
-  main(el("h2", {}, `${name}: every decision`), chain, el("div", { class: "scroll" }, records(list, false)));
+  const table = el("div", { class: "scroll" }, records(list, false));
+  main(el("h2", {}, `${name}: every decision`), chain, table);
+  fresh();
+  // No stream here: the history is read again every few seconds, and the
+  // page says when it could not be.
+  const ctl = new AbortController();
+  live = ctl;
+  while (!ctl.signal.aborted) {
+    await new Promise((r) => setTimeout(r, 2000));
+    if (ctl.signal.aborted) return;
+    try {
+      table.replaceChildren(records(await api(`/v1/rollouts/${encodeURIComponent(name)}/history`), false));
+      fresh();
+    } catch (e) {
+      stale(e.message === "Failed to fetch" || e.name === "TypeError" ? "the controller does not answer" : e.message);
+    }
+  }
 }
 
 // ---- routing ----
@@ -359,6 +448,7 @@ window.addEventListener("DOMContentLoaded", () => {
     sessionStorage.removeItem("dimmer-token");
     me = null;
     if (live) live.abort();
+    fresh();
     showWho();
     main(el("p", { class: "hint" }, "Signed out."));
   });

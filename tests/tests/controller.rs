@@ -251,11 +251,13 @@ async fn a_step_up_waits_for_every_live_proxy_and_names_the_laggard() -> anyhow:
             "checkout",
             Duration::from_secs(30),
             "waiting for the laggard",
+            // Applying for its first two polls, then lagging.
             |v| {
                 v["reason"]
                     .as_str()
                     .unwrap_or_default()
                     .contains("waiting for 1 of 2 proxies")
+                    && v["proxies_lagging"] == serde_json::json!(["stale-edge"])
             },
         )
         .await?;

@@ -59,3 +59,55 @@ async fn the_on_call_view_advances_live_and_an_operator_aborts_from_it() -> anyh
     assert!(versions.iter().all(|v| v == "v1"), "{versions:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_stress_the_page_tells_the_truth_and_an_operator_keeps_the_abort_button(
+) -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let _load = Load::start(stack.lab.client.clone(), 3000, 300);
+    stack.apply(&spec_yaml(
+        &[
+            (1.0, "4s"),
+            (5.0, "4s"),
+            (10.0, "4s"),
+            (20.0, "4s"),
+            (50.0, "4s"),
+            (100.0, "10m"),
+        ],
+        20,
+    ))?;
+    let browser = workspace_root().join("tests/browser");
+    let url = stack.controller.url();
+    let pid = stack.controller.pid().expect("the controller runs");
+    let out = tokio::task::spawn_blocking(move || {
+        // Bounded: a browser step that never ends must fail the test, not hang it.
+        Command::new("timeout")
+            .args(["240", "node"])
+            .arg(browser.join("stress.mjs"))
+            .env("DIMMER_URL", url)
+            .env("DIMMER_VIEWER_TOKEN", VIEWER_TOKEN)
+            .env("DIMMER_OPERATOR_TOKEN", OPERATOR_TOKEN)
+            .env("DIMMER_CONTROLLER_PID", pid.to_string())
+            .env(
+                "DIMMER_STREAMS_PER_PRINCIPAL",
+                dimmer::api::streams::StreamLimits::default()
+                    .per_principal
+                    .to_string(),
+            )
+            .output()
+    })
+    .await??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the browser run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim())?;
+    eprintln!("the page under stress: {seen}");
+    assert_eq!(seen["lagging_seen"], serde_json::json!([]), "{seen}");
+    // The abort clicked under stress is in the audit, by the operator.
+    let abort = stack.controller.first_record("checkout", "abort").await?;
+    assert_eq!(abort["actor"], "deploy-bot", "{abort}");
+    Ok(())
+}

@@ -17,6 +17,7 @@ mod rollouts;
 mod router;
 pub mod self_metrics;
 mod state;
+pub mod streams;
 mod warning;
 mod web;
 

@@ -13,11 +13,24 @@ use dimmer_decide::spec::SpecError;
 use crate::service::{RegistryError, Service, ServiceError};
 
 use super::auth::{Auth, AuthError, Principal, Role};
+use super::streams::{StreamLimits, Streams};
 
 #[derive(Clone)]
 pub struct App {
     pub service: Arc<Service>,
     pub auth: Arc<Auth>,
+    /// The live streams open, and who may open one more.
+    pub streams: Arc<Streams>,
+}
+
+impl App {
+    pub fn new(service: Arc<Service>, auth: Auth) -> App {
+        App {
+            service,
+            auth: Arc::new(auth),
+            streams: Arc::new(Streams::new(StreamLimits::default())),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

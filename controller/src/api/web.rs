@@ -4,17 +4,16 @@
 //! action the page offers goes through the API's own endpoints and roles.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
-use tokio::sync::Semaphore;
 
 use super::auth::Role;
 use super::state::{ApiError, App};
@@ -26,9 +25,6 @@ const ICON: &str = include_str!("../../ui/favicon.svg");
 
 /// Nothing the page loads comes from anywhere but this server.
 const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
-
-/// Live streams open at once; more are refused before any work.
-pub const MAX_STREAMS: usize = 64;
 
 /// How often a stream sends an update.
 const EVERY: Duration = Duration::from_secs(1);
@@ -111,26 +107,31 @@ struct EventsQuery {
     rollout: Option<String>,
 }
 
-fn streams() -> &'static Arc<Semaphore> {
-    static STREAMS: std::sync::OnceLock<Arc<Semaphore>> = std::sync::OnceLock::new();
-    STREAMS.get_or_init(|| Arc::new(Semaphore::new(MAX_STREAMS)))
-}
-
 /// Server-sent events, one `update` a second, until the client goes. The
 /// page reads them with `fetch`, which (unlike `EventSource`) can send the
 /// bearer token in a header rather than in the URL.
 async fn events(
     State(app): State<App>,
     Query(q): Query<EventsQuery>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.require(&headers, Role::Viewer)?;
-    let Ok(permit) = Arc::clone(streams()).try_acquire_owned() else {
-        return Ok((
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"error": format!("{MAX_STREAMS} live streams are open already")})),
-        )
-            .into_response());
+    let who = app.require(&headers, Role::Viewer)?;
+    let address = peer.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ConnectInfo(a))| {
+        a.ip()
+    });
+    let permit = match app.streams.open(&who, address) {
+        Ok(p) => p,
+        // Refused before any work; the page shows the state from the API
+        // and says it is not live.
+        Err(why) => {
+            return Ok((
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, "5")],
+                Json(serde_json::json!({"error": why.to_string()})),
+            )
+                .into_response())
+        }
     };
     let start = (app, q.rollout, 0u64, true, permit);
     let stream =

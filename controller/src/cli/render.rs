@@ -78,10 +78,15 @@ pub fn text(v: &StatusView) -> String {
         applied_n = v.proxies_applied,
         live = v.proxies_live,
         rev = v.revision,
-        lag = if v.proxies_lagging.is_empty() {
-            String::new()
-        } else {
-            format!(" (not yet: {})", v.proxies_lagging.join(", "))
+        lag = match (v.proxies_applying.is_empty(), v.proxies_lagging.is_empty()) {
+            (true, true) => String::new(),
+            (false, true) => format!(" (applying: {})", v.proxies_applying.join(", ")),
+            (true, false) => format!(" (lagging: {})", v.proxies_lagging.join(", ")),
+            (false, false) => format!(
+                " (lagging: {}; applying: {})",
+                v.proxies_lagging.join(", "),
+                v.proxies_applying.join(", ")
+            ),
         },
         reason = v.reason,
         ev = v.evidence_summary,

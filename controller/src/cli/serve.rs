@@ -193,14 +193,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(%listen, db = %db.display(), "dimmer controller serving");
     tokio::spawn(Arc::clone(&service).run());
-    let app = api::router(App {
-        service,
-        auth: Arc::new(auth),
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let app = api::router(App::new(service, auth));
+    // Each connection's address: live streams are limited per address too.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }

@@ -14,6 +14,25 @@ pub struct Overview {
     /// Every active rollout with an SLO: how much of its canary's error
     /// budget this step has used.
     pub budgets: Vec<Budget>,
+    /// Rollouts and flags that have ended, the latest first (at most
+    /// [`FINISHED_SHOWN`]): an aborted one is one click from the overview.
+    pub finished: Vec<Finished>,
+}
+
+/// How many ended rollouts the overview lists.
+pub const FINISHED_SHOWN: usize = 50;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finished {
+    pub name: String,
+    pub kind: &'static str,
+    /// `completed` or `aborted`.
+    pub outcome: Phase,
+    /// Who ended it: `analysis` for the controller's own decision, or the
+    /// person's token name.
+    pub decided_by: String,
+    pub reason: String,
+    pub at_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -52,19 +71,52 @@ pub struct Budget {
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 
+fn kind_of(s: &RolloutState) -> &'static str {
+    if s.spec.is_flag() {
+        "flag"
+    } else if s.spec.arm_of.is_some() {
+        "arm"
+    } else {
+        "rollout"
+    }
+}
+
+/// The ended rollouts among `states`, each with the record that ended it.
+fn finished(states: &[&RolloutState], records: &[AuditRecord]) -> Vec<Finished> {
+    let mut last: std::collections::HashMap<&str, &AuditRecord> = Default::default();
+    for r in records {
+        last.insert(&r.rollout, r);
+    }
+    let mut out: Vec<Finished> = states
+        .iter()
+        .filter(|s| s.phase.is_final())
+        .map(|s| {
+            let r = last.get(s.spec.name.as_str());
+            Finished {
+                name: s.spec.name.clone(),
+                kind: kind_of(s),
+                outcome: s.phase,
+                decided_by: r.map_or(String::new(), |r| match r.actor.as_str() {
+                    "controller" => "analysis".to_owned(),
+                    who => who.to_owned(),
+                }),
+                reason: r.map_or(String::new(), |r| r.reason.clone()),
+                at_ms: r.map_or(s.revision_ms, |r| r.at_ms.max(0) as u64),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.at_ms.cmp(&a.at_ms).then_with(|| a.name.cmp(&b.name)));
+    out.truncate(FINISHED_SHOWN);
+    out
+}
+
 pub fn overview(states: &[&RolloutState], records: &[AuditRecord], now_ms: u64) -> Overview {
     let active = states
         .iter()
         .filter(|s| !s.phase.is_final())
         .map(|s| Active {
             name: s.spec.name.clone(),
-            kind: if s.spec.is_flag() {
-                "flag"
-            } else if s.spec.arm_of.is_some() {
-                "arm"
-            } else {
-                "rollout"
-            },
+            kind: kind_of(s),
             phase: s.phase,
             label: s.label(),
             step: s.step,
@@ -94,6 +146,7 @@ pub fn overview(states: &[&RolloutState], records: &[AuditRecord], now_ms: u64) 
         active,
         windows: [7, 30].map(|d| window(records, d, now_ms)).into(),
         budgets,
+        finished: finished(states, records),
     }
 }
 
@@ -208,5 +261,43 @@ mod tests {
         assert_eq!(month.median_detection_ms, Some(30_000));
         let none = overview(&[], &[], now);
         assert_eq!(none.windows[0].median_detection_ms, None);
+    }
+
+    #[test]
+    fn ended_rollouts_are_listed_latest_first_with_who_ended_them() {
+        let spec = |name: &str| {
+            dimmer_decide::spec::RolloutSpec::from_yaml(&format!(
+                "name: {name}\nstable: v1\ncanary: v2\nidentity: [{{header: x-user-id}}]\nsteps: [{{percent: 10}}]\n"
+            ))
+            .unwrap()
+        };
+        let mut done = RolloutState::new(spec("search"), 1);
+        done.phase = Phase::Completed;
+        let mut bad = RolloutState::new(spec("checkout"), 1);
+        bad.phase = Phase::Aborted;
+        let running = RolloutState::new(spec("cart"), 1);
+        let mut by_person = rec(5_000, "checkout", "alice", "abort", "aborted");
+        by_person.reason = "customer report".into();
+        let records = [
+            rec(1_000, "search", "controller", "complete", "completed"),
+            rec(2_000, "checkout", "controller", "step", "progressing"),
+            by_person,
+            rec(6_000, "cart", "bot", "apply", "progressing"),
+        ];
+        let o = overview(&[&done, &bad, &running], &records, 10_000);
+        let listed: Vec<_> = o
+            .finished
+            .iter()
+            .map(|f| (f.name.as_str(), f.outcome, f.decided_by.as_str(), f.at_ms))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("checkout", Phase::Aborted, "alice", 5_000),
+                ("search", Phase::Completed, "analysis", 1_000)
+            ]
+        );
+        assert_eq!(o.finished[0].reason, "customer report");
+        assert_eq!(o.active.len(), 1);
     }
 }

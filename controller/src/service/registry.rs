@@ -19,6 +19,30 @@ pub struct ProxySeen {
     pub id: String,
     pub revision: u64,
     pub last_seen_ms: u64,
+    /// The gap between its last two polls: its poll interval as observed
+    /// (0 until it has polled twice). Kept here, not sent to peers: the
+    /// fleet's exchange stays as small as it was measured (bench/RESULTS.md),
+    /// and a sighting from a peer is given the default interval's time.
+    #[serde(default, skip_serializing)]
+    pub interval_ms: u64,
+}
+
+/// The poll interval assumed for a proxy seen once: the filter's default.
+const DEFAULT_INTERVAL_MS: u64 = 1_000;
+
+impl ProxySeen {
+    /// How long after a revision is issued this proxy can be expected to
+    /// report it: one poll to receive it, the next to say it applied it,
+    /// plus the filter's tick (a quarter interval) and a little slack.
+    /// Until then it is applying, not lagging.
+    pub fn grace_ms(&self) -> u64 {
+        let every = if self.interval_ms == 0 {
+            DEFAULT_INTERVAL_MS
+        } else {
+            self.interval_ms
+        };
+        2 * every + every / 4 + 250
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +83,13 @@ pub enum RegistryError {
 pub struct Standing {
     pub applied: usize,
     pub live: usize,
-    /// Behind, and waited for: how many, and the first [`NAMED`] by id.
+    /// Behind, within the time they need to apply and report a revision
+    /// ([`ProxySeen::grace_ms`]): waited for, the normal case after a
+    /// change.
+    pub applying: usize,
+    pub applying_named: Vec<String>,
+    /// Behind past that time, and still waited for: how many, and the
+    /// first [`NAMED`] by id.
     pub lagging: usize,
     pub lagging_named: Vec<String>,
     /// Behind for longer than the limit, reported, not waited for: how
@@ -152,12 +182,16 @@ impl Registry {
                 }
             }
         }
+        let interval_ms = seen
+            .get(id)
+            .map_or(0, |p| now_ms.saturating_sub(p.last_seen_ms));
         let before = seen.insert(
             id.to_owned(),
             ProxySeen {
                 id: id.to_owned(),
                 revision,
                 last_seen_ms: now_ms,
+                interval_ms,
             },
         );
         if before.is_none_or(|p| p.revision != revision) {
@@ -269,14 +303,19 @@ impl Registry {
         let live = merged
             .iter()
             .filter(|p| now_ms.saturating_sub(p.last_seen_ms) < live_ms);
-        let (mut count, mut behind) = (0, Vec::new());
+        let since = now_ms.saturating_sub(issued_ms);
+        let (mut count, mut applying, mut behind) = (0, Vec::new(), Vec::new());
         for p in live {
             count += 1;
             if p.revision < revision {
-                behind.push(p.id.as_str());
+                if !stale && since < p.grace_ms() {
+                    applying.push(p.id.as_str());
+                } else {
+                    behind.push(p.id.as_str());
+                }
             }
         }
-        let n = behind.len();
+        let (n_applying, n) = (applying.len(), behind.len());
         let named = first_named(behind);
         let (lagging, stale_n, lagging_named, stale_named) = if stale {
             (0, n, Vec::new(), named)
@@ -284,8 +323,10 @@ impl Registry {
             (n, 0, named, Vec::new())
         };
         Standing {
-            applied: count - n,
+            applied: count - n - n_applying,
             live: count,
+            applying: n_applying,
+            applying_named: first_named(applying),
             lagging,
             lagging_named,
             stale: stale_n,
@@ -363,7 +404,33 @@ mod tests {
             id: id.into(),
             revision,
             last_seen_ms,
+            interval_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_proxy_is_applying_for_two_of_its_polls_then_lagging() {
+        let r = small();
+        // It polls every 500 ms, and was last at revision 6.
+        for at in [9_000, 9_500, 10_000] {
+            r.record("edge-1", 6, at).unwrap();
+        }
+        // Revision 7, issued at 10 000: one poll to get it, one to report it.
+        let s = r.standing(7, 10_000, 10_400);
+        assert_eq!((s.applying, s.lagging, s.applied), (1, 0, 0), "{s:?}");
+        assert_eq!(s.applying_named, ["edge-1"]);
+        r.record("edge-1", 6, 10_500).unwrap();
+        let s = r.standing(7, 10_000, 11_300);
+        assert_eq!((s.applying, s.lagging), (1, 0), "{s:?}");
+        // Past 2 × 500 + 125 + 250 ms with the old revision: lagging.
+        r.record("edge-1", 6, 11_000).unwrap();
+        let s = r.standing(7, 10_000, 11_400);
+        assert_eq!((s.applying, s.lagging), (0, 1), "{s:?}");
+        assert_eq!(s.lagging_named, ["edge-1"]);
+        // Reported applied: neither.
+        r.record("edge-1", 7, 11_500).unwrap();
+        let s = r.standing(7, 10_000, 11_500);
+        assert_eq!((s.applying, s.lagging, s.applied), (0, 0, 1), "{s:?}");
     }
 
     #[test]
@@ -395,6 +462,8 @@ mod tests {
             r.record(&format!("p{i:03}"), 1, 1000).unwrap();
         }
         let s = r.standing(2, 1000, 1000);
+        assert_eq!((s.applying, s.applied, s.live), (500, 0, 500));
+        let s = r.standing(2, 1000, 5000);
         assert_eq!((s.lagging, s.applied, s.live), (500, 0, 500));
         let first: Vec<String> = (0..NAMED).map(|i| format!("p{i:03}")).collect();
         assert_eq!(s.lagging_named, first);

@@ -244,13 +244,18 @@ impl Service {
         let standing = self
             .registry
             .standing(current.revision, current.revision_ms, now);
-        let lagging = (standing.lagging > 0).then(|| {
+        // Applying or lagging, every live proxy is waited for.
+        let waiting = standing.applying + standing.lagging;
+        let mut waiting_named = standing.lagging_named.clone();
+        waiting_named.extend(standing.applying_named.iter().cloned());
+        waiting_named.sort();
+        let lagging = (waiting > 0).then(|| {
             format!(
                 "waiting for {} of {} proxies to apply revision {}: {} (each is waited for up to {}s, then reported stale)",
-                standing.lagging,
+                waiting,
                 standing.live,
                 current.revision,
-                super::registry::some_of(&standing.lagging_named, standing.lagging),
+                super::registry::some_of(&waiting_named, waiting),
                 self.registry.limits().stale_ms / 1000
             )
         });

@@ -35,6 +35,7 @@ impl Service {
             revision: s.revision,
             proxies_applied: standing.applied,
             proxies_live: standing.live,
+            proxies_applying: standing.applying_named,
             proxies_lagging: standing.lagging_named,
             proxies_stale_count: standing.stale,
             proxies_stale: standing.stale_named,

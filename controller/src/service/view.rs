@@ -29,7 +29,13 @@ pub struct StatusView {
     /// Live proxies that have applied this rollout's current weight, of all live.
     pub proxies_applied: usize,
     pub proxies_live: usize,
-    /// The live proxies that have not, and are waited for (the first 20).
+    /// The live proxies that have not yet, within the time a proxy needs
+    /// to apply and report a revision (two of its poll intervals): the
+    /// normal case right after a change (the first 20).
+    #[serde(default)]
+    pub proxies_applying: Vec<String>,
+    /// The live proxies that have not past that time, still waited for
+    /// (the first 20).
     #[serde(default)]
     pub proxies_lagging: Vec<String>,
     /// The live proxies that have not for longer than the limit: reported,

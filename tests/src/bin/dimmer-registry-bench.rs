@@ -64,6 +64,7 @@ fn main() -> anyhow::Result<()> {
                     id: format!("edge-c{c}-{i:06}.prod.example"),
                     revision: 41,
                     last_seen_ms: now - (i as u64 % 900),
+                    interval_ms: 0,
                 })
                 .collect()
         };
