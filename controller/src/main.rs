@@ -1,14 +1,20 @@
 //! `dimmer`: the controller (`dimmer serve`) and the CLI that talks to it.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use dimmer::cli;
 
 #[tokio::main]
-async fn main() {
+async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     cli::init_log(cli.log_format);
-    if let Err(e) = cli::run(cli).await {
-        eprintln!("dimmer: {e:#}");
-        std::process::exit(1);
+    match cli::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A pipeline reads the code; a person reads the words.
+            eprintln!("dimmer: {e:#}");
+            cli::code_of(&e).into()
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use super::logging::LogFormat;
+use super::output::Output;
 use super::serve::ServeArgs;
 use super::simulate::SimArgs;
 
@@ -13,19 +14,30 @@ use super::simulate::SimArgs;
 #[command(
     name = "dimmer",
     version,
-    about = "Progressive delivery inside the proxy"
+    about = "Progressive delivery inside the proxy",
+    after_help = "Every command but `serve`, `simulate` and `apply --dry-run` talks to a controller: \
+                  --server URL (or DIMMER_SERVER; default http://127.0.0.1:8080) and --token TOKEN \
+                  (or DIMMER_TOKEN), before or after the command's name."
 )]
 pub struct Cli {
-    /// The controller's API.
+    /// The controller's API. Hidden from each command's help (`serve` does
+    /// not use it); the top-level help says it.
     #[arg(
         long,
         global = true,
+        hide = true,
         env = "DIMMER_SERVER",
         default_value = "http://127.0.0.1:8080"
     )]
     pub server: String,
     /// Bearer token for the API.
-    #[arg(long, global = true, env = "DIMMER_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        hide = true,
+        env = "DIMMER_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// How the log looks: `text` (coloured only on a terminal) or `json`
     /// (one object a line, for log shippers).
@@ -72,6 +84,14 @@ pub enum Cmd {
         /// unchanged (an unchanged spec is otherwise a no-op). Audited.
         #[arg(long, conflicts_with = "dry_run")]
         restart: bool,
+        /// Wait until the rollout is done and exit with its outcome: 0
+        /// completed, 3 aborted, 4 timed out, 5 waiting for approval, 6
+        /// controller unreachable (docs/pipeline.md).
+        #[arg(long, conflicts_with = "dry_run")]
+        wait: bool,
+        /// With --wait: give up after this long (exit 4), e.g. 15m.
+        #[arg(long, requires = "wait", value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
     },
     /// Show rollouts.
     Status {
@@ -79,10 +99,21 @@ pub enum Cmd {
         /// Keep showing, live.
         #[arg(long)]
         watch: bool,
-        /// With --watch: stop once every rollout shown has completed or aborted
-        /// and every live proxy has applied it.
+        /// With --watch: stop once every rollout shown has completed or
+        /// aborted and every live proxy has applied it; exit with the
+        /// outcome as --wait does.
         #[arg(long)]
         until_done: bool,
+        /// Wait until the rollout is done and exit with its outcome: 0
+        /// completed, 3 aborted, 4 timed out, 5 waiting for approval, 6
+        /// controller unreachable (docs/pipeline.md).
+        #[arg(long, conflicts_with = "watch")]
+        wait: bool,
+        /// With --wait or --until-done: give up after this long (exit 4).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
     },
     /// Hold the current step.
     Pause {
@@ -131,22 +162,39 @@ pub enum Cmd {
         /// marked ready for removal from the code.
         #[arg(long, default_value_t = 14)]
         ready_after_days: u32,
-        /// The list as JSON.
-        #[arg(long)]
+        /// The list as JSON (as `-o json`).
+        #[arg(long, hide = true)]
         json: bool,
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
     },
     /// Every decision on a rollout: who, what, when, why, on which numbers.
-    History { name: String },
+    History {
+        name: String,
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Which version (or a flag's variant) an identity gets now, by the
     /// filter's cohort function.
-    Which { name: String, identity: String },
+    Which {
+        name: String,
+        identity: String,
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// The proxies that poll, and the revision each has applied.
-    Proxies,
+    Proxies {
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Synthetic rollouts through the controller's own analysis, beside an
     /// Argo-style reference detector on the same random streams.
     Simulate(SimArgs),
     /// Webhook deliveries per URL: delivered, retried, failed, dropped.
-    Webhooks,
+    Webhooks {
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// The audit log.
     Audit {
         #[command(subcommand)]
@@ -164,7 +212,12 @@ pub enum AuditCmd {
         /// With --db: the audit key (default: the state file's name + `.key`).
         #[arg(long, requires = "db")]
         audit_key: Option<PathBuf>,
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
     },
     /// The head of the audit log (sequence number and hash), to pin elsewhere.
-    Head,
+    Head {
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
+    },
 }

@@ -7,7 +7,9 @@
 
 mod args;
 pub mod client;
+mod exit;
 mod logging;
+mod output;
 pub mod render;
 mod run;
 mod serve;
@@ -15,5 +17,6 @@ mod simulate;
 mod status;
 
 pub use args::Cli;
+pub use exit::{code_of, Code, Exited};
 pub use logging::{init as init_log, LogFormat};
 pub use run::run;

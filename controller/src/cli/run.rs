@@ -13,6 +13,7 @@ use crate::store::{self, Store};
 
 use super::args::{AuditCmd, Cli, Cmd};
 use super::client::{seg, Body, Client};
+use super::output::{self, Output};
 use super::{render, serve, simulate, status};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -28,9 +29,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             expect,
             harm,
             restart,
+            wait,
+            timeout,
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
+            refuse_many_documents(&text, &file)?;
             // Checked here first, so the error names the file.
             let spec = RolloutSpec::from_yaml(&text).with_context(|| file.display().to_string())?;
             if dry_run {
@@ -72,13 +76,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .call(Method::POST, path, Some(Body::Yaml(text)))
                 .await?;
             print!("{}", render::text(&v));
-            Ok(())
+            if !wait {
+                return Ok(());
+            }
+            // An A/B/n spec is its arms: each is waited on.
+            let names: Vec<String> = if v.arms.is_empty() {
+                vec![v.name.clone()]
+            } else {
+                v.arms.iter().map(|a| a.name.clone()).collect()
+            };
+            status::wait(&client, &names, timeout).await
         }
         Cmd::Status {
             name,
             watch,
             until_done,
-        } => status::status(&client, name, watch, until_done).await,
+            wait,
+            timeout,
+            output,
+        } => {
+            let ask = status::Ask {
+                name,
+                watch,
+                until_done,
+                wait,
+                timeout,
+                output,
+            };
+            status::status(&client, ask).await
+        }
         Cmd::Pause { name, reason: r } => act(&client, &name, "pause", reason(&r)).await,
         Cmd::Resume { name, reason: r } => act(&client, &name, "resume", reason(&r)).await,
         Cmd::Promote { name, reason: r } => act(&client, &name, "promote", reason(&r)).await,
@@ -112,6 +138,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Flags {
             ready_after_days,
             json,
+            output,
         } => {
             let flags: Vec<FlagView> = client
                 .call(
@@ -120,14 +147,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&flags)?);
-            } else {
+            let output = if json { Output::Json } else { output };
+            if !output::list(output, "FlagList", &flags)? {
                 print!("{}", render::flags(&flags, crate::service::now_ms()));
             }
             Ok(())
         }
-        Cmd::History { name } => {
+        Cmd::History { name, output } => {
             let records: Vec<AuditRecord> = client
                 .call(
                     Method::GET,
@@ -135,10 +161,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
-            print!("{}", render::history(&records));
+            if !output::list(output, "AuditRecordList", &records)? {
+                print!("{}", render::history(&records));
+            }
             Ok(())
         }
-        Cmd::Which { name, identity } => {
+        Cmd::Which {
+            name,
+            identity,
+            output,
+        } => {
             let doc: ConfigDoc = client.call(Method::GET, "/v1/config", None).await?;
             let cfg = Compiled::new(doc.revision, "", &doc.rollouts).with_flags("", &doc.flags);
             if let Some(f) = cfg.flags.flags.iter().find(|f| f.key == name) {
@@ -153,7 +185,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     "; the flag is off: everyone gets its default"
                 };
-                println!("{variant} (by hash, revision {}{state})", doc.revision);
+                let said = serde_json::json!({
+                    "name": name, "identity": identity, "flag": true, "variant": variant,
+                    "enabled": f.enabled, "revision": doc.revision,
+                });
+                if !output::one(output, "Which", &said)? {
+                    println!("{variant} (by hash, revision {}{state})", doc.revision);
+                }
                 return Ok(());
             }
             let Some(r) = cfg.rollouts.iter().find(|r| r.name == name) else {
@@ -161,32 +199,50 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let bucket = r.cohort.bucket(identity.as_bytes());
             let version = &r.versions[r.version_of_bucket(bucket)];
-            println!(
-                "{version} (bucket {bucket} of 10000, revision {})",
-                doc.revision
-            );
+            let said = serde_json::json!({
+                "name": name, "identity": identity, "flag": false, "version": version,
+                "bucket": bucket, "revision": doc.revision,
+            });
+            if !output::one(output, "Which", &said)? {
+                println!(
+                    "{version} (bucket {bucket} of 10000, revision {})",
+                    doc.revision
+                );
+            }
             Ok(())
         }
-        Cmd::Proxies => {
-            let proxies: serde_json::Value = client.call(Method::GET, "/v1/proxies", None).await?;
-            println!("{}", serde_json::to_string_pretty(&proxies)?);
+        Cmd::Proxies { output } => {
+            let proxies: Vec<serde_json::Value> =
+                client.call(Method::GET, "/v1/proxies", None).await?;
+            if !output::list(output, "ProxyList", &proxies)? {
+                println!("{}", serde_json::to_string_pretty(&proxies)?);
+            }
             Ok(())
         }
         Cmd::Simulate(a) => simulate::simulate_cmd(a),
-        Cmd::Webhooks => {
+        Cmd::Webhooks { output } => {
             let v: serde_json::Value = client.call(Method::GET, "/v1/webhooks", None).await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            if !output::one(output, "WebhookStats", &serde_json::json!({ "urls": v }))? {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
             Ok(())
         }
         Cmd::Audit {
-            command: AuditCmd::Head,
+            command: AuditCmd::Head { output },
         } => {
             let h: audit::Head = client.call(Method::GET, "/v1/audit/head", None).await?;
-            println!("record {} {}", h.seq, h.hash);
+            if !output::one(output, "AuditHead", &h)? {
+                println!("record {} {}", h.seq, h.hash);
+            }
             Ok(())
         }
         Cmd::Audit {
-            command: AuditCmd::Verify { db, audit_key },
+            command:
+                AuditCmd::Verify {
+                    db,
+                    audit_key,
+                    output,
+                },
         } => {
             let n = match db {
                 Some(path) => {
@@ -205,7 +261,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     v["records"].as_u64().unwrap_or(0) as usize
                 }
             };
-            println!("audit chain intact: {n} records");
+            let said = serde_json::json!({ "intact": true, "records": n });
+            if !output::one(output, "AuditVerification", &said)? {
+                println!("audit chain intact: {n} records");
+            }
             Ok(())
         }
     }
@@ -220,5 +279,34 @@ async fn act(client: &Client, name: &str, action: &str, body: Option<Body>) -> a
         )
         .await?;
     print!("{}", render::text(&v));
+    Ok(())
+}
+
+/// A file of several YAML documents (`---` between them) is refused, naming
+/// each document, before anything is sent: applying only the first, or
+/// reading a flag document as a rollout, would be worse than a clear no.
+fn refuse_many_documents(text: &str, file: &std::path::Path) -> anyhow::Result<()> {
+    use serde::Deserialize;
+    let mut docs = Vec::new();
+    for (i, d) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let v = serde_norway::Value::deserialize(d).unwrap_or(serde_norway::Value::Null);
+        if !v.is_null() {
+            let name = v
+                .get("name")
+                .or_else(|| v.get("key"))
+                .and_then(serde_norway::Value::as_str)
+                .unwrap_or("(no name)")
+                .to_owned();
+            docs.push(format!("document {i} ({name})"));
+        }
+    }
+    if docs.len() > 1 {
+        bail!(
+            "{}: holds {} YAML documents: {}; apply them one file each (one document a file)",
+            file.display(),
+            docs.len(),
+            docs.join(", ")
+        );
+    }
     Ok(())
 }

@@ -30,6 +30,7 @@ impl Service {
                 .collect(),
             weight_bp: s.weight_bp,
             reason: s.reason.clone(),
+            awaiting_approval: dimmer_decide::engine::awaits_approval(s),
             evidence_summary: s.evidence.summary(),
             evidence: s.evidence.clone(),
             revision: s.revision,

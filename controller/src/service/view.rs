@@ -23,6 +23,9 @@ pub struct StatusView {
     pub step_pauses_ms: Vec<u64>,
     pub weight_bp: u32,
     pub reason: String,
+    /// Held at an approval gate, waiting for nothing but `dimmer promote`.
+    #[serde(default)]
+    pub awaiting_approval: bool,
     pub evidence: Evidence,
     pub evidence_summary: String,
     pub revision: u64,

@@ -9,6 +9,15 @@ use crate::spec::{MetricsLossPolicy, StepTraffic};
 
 use super::state::{Phase, RolloutState};
 
+/// How the reason of a rollout held at an approval gate begins: healthy,
+/// its pause over, only a person's `promote` lets it go on.
+pub const AWAITING_APPROVAL: &str = "healthy; waiting for approval";
+
+/// Whether `state` waits for nothing but a person's approval.
+pub fn awaits_approval(state: &RolloutState) -> bool {
+    state.phase == Phase::Progressing && state.reason.starts_with(AWAITING_APPROVAL)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Go to `step` at `weight_bp`.
@@ -281,7 +290,7 @@ fn decide(
     }
     if step.approval && !state.approved {
         return hold(format!(
-            "healthy; waiting for approval to leave {}% (dimmer promote)",
+            "{AWAITING_APPROVAL} to leave {}% (dimmer promote)",
             step.percent
         ));
     }

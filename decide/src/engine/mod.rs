@@ -11,5 +11,8 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use advance::{advance, advance_with, apply, next_step, Decision, Observation, Outcome};
+pub use advance::{
+    advance, advance_with, apply, awaits_approval, next_step, Decision, Observation, Outcome,
+    AWAITING_APPROVAL,
+};
 pub use state::{Phase, RolloutState};

@@ -18,6 +18,7 @@ pub mod metric;
 mod parse;
 mod rollout;
 mod steps;
+mod strict;
 #[cfg(test)]
 mod tests;
 pub mod yaml_guard;

@@ -5,7 +5,7 @@
 use super::error::{invalid, SpecError};
 use super::flag::{FlagSpec, Kind};
 use super::rollout::RolloutSpec;
-use super::{yaml_guard, yaml_lines};
+use super::{strict, yaml_guard, yaml_lines};
 
 impl RolloutSpec {
     /// Parses and validates a YAML spec: a rollout's, or a flag's
@@ -23,9 +23,12 @@ impl RolloutSpec {
             }
             other => other,
         };
-        if kind_of(text) == Some(Kind::Flag) {
+        let written: serde_norway::Value =
+            serde_norway::from_str(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+        if kind_of(&written) == Some(Kind::Flag) {
             let flag: FlagSpec =
                 serde_norway::from_str(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+            strict::check(&written, &flag).map_err(with_line)?;
             flag.validate().map_err(with_line)?;
             let spec = flag.into_rollout();
             spec.validate().map_err(with_line)?;
@@ -33,6 +36,7 @@ impl RolloutSpec {
         }
         let mut spec: RolloutSpec =
             serde_norway::from_str(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+        strict::check(&written, &spec).map_err(with_line)?;
         if let Some(bg) = spec.blue_green() {
             if !spec.steps.is_empty() && spec.steps != bg.steps() {
                 return Err(with_line(invalid(
@@ -60,7 +64,6 @@ impl RolloutSpec {
 }
 
 /// The `kind` a YAML document declares at its top level, if any.
-fn kind_of(text: &str) -> Option<Kind> {
-    let value: serde_norway::Value = serde_norway::from_str(text).ok()?;
+fn kind_of(value: &serde_norway::Value) -> Option<Kind> {
     serde_norway::from_value(value.get("kind")?.clone()).ok()
 }

@@ -1,0 +1,225 @@
+//! Dimmer in a delivery pipeline, end to end with a real Envoy and the real
+//! controller: the exit codes a CI job reads (docs/pipeline.md), the
+//! versioned JSON of read commands, a multi-document file refused naming
+//! its documents, and a boolean where a name is wanted refused naming the
+//! field.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::process::Output;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use dimmer_e2e::controller::{OPERATOR_TOKEN, VIEWER_TOKEN};
+use dimmer_e2e::fixtures::{spec_yaml, Stack};
+use dimmer_e2e::load::Load;
+use dimmer_e2e::paths::workspace_root;
+
+/// Runs the CLI as an operator with `args`, a spec written to a file first
+/// when `yaml` is given (its path replaces `{SPEC}`).
+fn run(stack: &Stack, yaml: Option<&str>, args: &[&str]) -> anyhow::Result<Output> {
+    let path = stack
+        .controller
+        .dir()
+        .join(format!("spec-{}.yaml", fastrand::u32(..)));
+    if let Some(y) = yaml {
+        std::fs::write(&path, y)?;
+    }
+    let p = path.display().to_string();
+    let args: Vec<&str> = args
+        .iter()
+        .map(|a| if *a == "{SPEC}" { p.as_str() } else { a })
+        .collect();
+    stack.controller.cli(Some(OPERATOR_TOKEN), &args)
+}
+
+fn said(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `examples/ci/rollout.sh`, the step the CI examples run, as a shell
+/// pipeline would run it.
+fn pipeline_step(stack: &Stack, yaml: &str) -> anyhow::Result<Output> {
+    let spec = stack
+        .controller
+        .dir()
+        .join(format!("ci-{}.yaml", fastrand::u32(..)));
+    std::fs::write(&spec, yaml)?;
+    let bin = dimmer_e2e::controller::dimmer_binary()?;
+    let path = format!(
+        "{}:{}",
+        bin.parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Ok(
+        std::process::Command::new(workspace_root().join("examples/ci/rollout.sh"))
+            .arg(&spec)
+            .arg("90s")
+            .env("PATH", path)
+            .env("DIMMER_SERVER", stack.controller.url())
+            .env("DIMMER_TOKEN", OPERATOR_TOKEN)
+            .output()?,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_wait_exits_0_for_a_healthy_canary_and_3_for_a_faulty_one() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let _load = Load::start(stack.lab.client.clone(), 3000, 300);
+    let spec = spec_yaml(&[(10.0, "1s"), (100.0, "1s")], 20);
+    let out = pipeline_step(&stack, &spec)?;
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("completed"),
+        "{}",
+        said(&out)
+    );
+
+    // The same pipeline step against a canary failing 20% of requests.
+    stack.lab.v2.fault.error_bp.store(2000, Ordering::Relaxed);
+    // The same rollout again, changed: it runs again from its first step.
+    let spec = spec_yaml(&[(10.0, "30s"), (100.0, "30s")], 50);
+    let started = Instant::now();
+    let out = pipeline_step(&stack, &spec)?;
+    assert_eq!(out.status.code(), Some(3), "{}", said(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("aborted") && err.contains("evidence"),
+        "{}",
+        said(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_wait_exits_4_on_timeout_5_at_an_approval_gate_and_6_when_unreachable(
+) -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let _load = Load::start(stack.lab.client.clone(), 3000, 300);
+    stack.apply(&spec_yaml(&[(10.0, "1h"), (100.0, "1h")], 20))?;
+    let out = run(
+        &stack,
+        None,
+        &["status", "checkout", "--wait", "--timeout", "2s"],
+    )?;
+    assert_eq!(out.status.code(), Some(4), "{}", said(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not done within 2s"),
+        "{}",
+        said(&out)
+    );
+
+    let gated = "name: checkout\nidentity: [{header: x-user-id}]\nsalt: checkout-7\nstable: v1\ncanary: v2\n\
+                 steps:\n  - {percent: 10, pause: 1s, approval: true}\n  - {percent: 100, pause: 1s}\n\
+                 analysis: {interval: 1s, min_requests: 20}\n";
+    let out = run(
+        &stack,
+        Some(gated),
+        &["apply", "-f", "{SPEC}", "--wait", "--timeout", "60s"],
+    )?;
+    assert_eq!(out.status.code(), Some(5), "{}", said(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("dimmer promote checkout"),
+        "{}",
+        said(&out)
+    );
+
+    let dead = stack
+        .controller
+        .cli_command(
+            Some(VIEWER_TOKEN),
+            &["status", "checkout", "--wait", "--timeout", "3s"],
+        )?
+        .env("DIMMER_SERVER", "http://127.0.0.1:9")
+        .output()?;
+    assert_eq!(dead.status.code(), Some(6), "{}", said(&dead));
+    let dead = stack
+        .controller
+        .cli_command(Some(VIEWER_TOKEN), &["history", "checkout"])?
+        .env("DIMMER_SERVER", "http://127.0.0.1:9")
+        .output()?;
+    assert_eq!(dead.status.code(), Some(6), "{}", said(&dead));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_commands_speak_versioned_json_and_yaml_and_bad_files_are_refused_by_name(
+) -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    stack.apply(&spec_yaml(&[(10.0, "1h"), (100.0, "1h")], 20))?;
+    for (args, kind) in [
+        (vec!["status", "-o", "json"], "RolloutStatusList"),
+        (
+            vec!["status", "checkout", "-o", "json"],
+            "RolloutStatusList",
+        ),
+        (vec!["history", "checkout", "-o", "json"], "AuditRecordList"),
+        (vec!["flags", "-o", "json"], "FlagList"),
+        (vec!["proxies", "-o", "json"], "ProxyList"),
+        (vec!["which", "checkout", "user-1", "-o", "json"], "Which"),
+        (vec!["webhooks", "-o", "json"], "WebhookStats"),
+        (vec!["audit", "head", "-o", "json"], "AuditHead"),
+    ] {
+        let out = run(&stack, None, &args)?;
+        assert!(out.status.success(), "{args:?}: {}", said(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        assert_eq!(v["apiVersion"], "dimmer.dev/v1", "{args:?}: {v}");
+        assert_eq!(v["kind"], kind, "{args:?}: {v}");
+    }
+    let out = run(&stack, None, &["status", "checkout", "-o", "json"])?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["items"][0]["name"], "checkout");
+    assert_eq!(v["items"][0]["awaiting_approval"], false);
+    let out = run(&stack, None, &["history", "checkout", "-o", "yaml"])?;
+    let y: serde_json::Value = serde_norway::from_slice(&out.stdout)?;
+    assert_eq!(y["kind"], "AuditRecordList", "{}", said(&out));
+    assert_eq!(y["items"][0]["action"], "apply");
+
+    // Two documents in one file: refused before anything is sent, naming each.
+    let flag = "kind: flag\nkey: new-cart\nowner: shop\nlifecycle: permanent\n\
+                identity: [{header: x-user-id}]\ndefault_variant: \"off\"\nvariant: \"on\"\n\
+                steps: [{percent: 10}]\n";
+    let two = format!(
+        "{}---\n{flag}",
+        spec_yaml(&[(10.0, "1h")], 20).replace("checkout", "cart")
+    );
+    let out = run(&stack, Some(&two), &["apply", "-f", "{SPEC}"])?;
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds 2 YAML documents")
+            && err.contains("document 0 (cart)")
+            && err.contains("document 1 (new-cart)"),
+        "{}",
+        said(&out)
+    );
+    // A boolean where a name is wanted: refused naming the field and line.
+    let bad = flag.replace("variant: \"on\"", "variant: true");
+    let out = run(&stack, Some(&bad), &["apply", "-f", "{SPEC}"])?;
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("variant: must be text, not the boolean true"),
+        "{}",
+        said(&out)
+    );
+    let rollouts = stack.controller.get("/v1/rollouts", VIEWER_TOKEN).await?;
+    assert_eq!(
+        rollouts.as_array().map(Vec::len),
+        Some(1),
+        "nothing applied: {rollouts}"
+    );
+    Ok(())
+}
