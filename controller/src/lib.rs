@@ -7,6 +7,7 @@
 //! - `metrics`: where counts and the team's metrics are read from;
 //! - `notify`: webhooks;
 //! - `service`: the state in memory and every change to it;
+//! - `sync`: GitOps, a directory of specs converged on;
 //! - `fleet`: several controllers on etcd, one leader;
 //! - `api`: the HTTP API, OFREP, the web UI, auth, `/metrics`;
 //! - `cli`: `dimmer serve` and the commands that talk to a controller.
@@ -22,3 +23,4 @@ pub mod metrics;
 pub mod notify;
 pub mod service;
 pub mod store;
+pub mod sync;

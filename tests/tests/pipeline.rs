@@ -223,3 +223,176 @@ async fn read_commands_speak_versioned_json_and_yaml_and_bad_files_are_refused_b
     );
     Ok(())
 }
+
+/// GitOps with `dimmer sync DIR` / `dimmer diff DIR`: a directory of specs
+/// converged on, unchanged specs leaving no record, a hand abort surviving
+/// the next sync, a bad file applying nothing, removal kept without
+/// `--prune` and deleted with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_converges_on_a_directory_and_leaves_what_people_did() -> anyhow::Result<()> {
+    use dimmer_e2e::controller::ADMIN_TOKEN;
+    let stack = Stack::start().await?;
+    let c = &stack.controller;
+    let dir = c.dir().join("specs");
+    std::fs::create_dir_all(dir.join(".git"))?;
+    std::fs::write(dir.join(".git/HEAD"), "ref: refs/heads/main")?;
+    std::fs::write(
+        dir.join("checkout.yaml"),
+        spec_yaml(&[(10.0, "1h"), (100.0, "1h")], 20),
+    )?;
+    let flag = "kind: flag\nkey: new-cart\nowner: shop\nlifecycle: permanent\n\
+                identity: [{header: x-user-id}]\ndefault_variant: \"off\"\nvariant: \"on\"\n\
+                steps: [{percent: 10, pause: 1h}]\n";
+    std::fs::write(dir.join("new-cart.yaml"), flag)?;
+    let d = dir.display().to_string();
+    let head = || async { c.get("/v1/audit/head", VIEWER_TOKEN).await };
+
+    let plan = c.ok(&["diff", &d])?;
+    assert!(
+        plan.contains("checkout: would create") && plan.contains("new-cart: would create"),
+        "{plan}"
+    );
+    assert_eq!(
+        c.get("/v1/rollouts", VIEWER_TOKEN).await?,
+        serde_json::json!([])
+    );
+    let out = c.ok(&["sync", &d])?;
+    assert!(
+        out.contains("checkout: created") && out.contains("new-cart: created"),
+        "{out}"
+    );
+    let after_create = head().await?;
+    let out = c.ok(&["sync", &d])?;
+    assert!(out.contains("checkout: unchanged"), "{out}");
+    assert_eq!(
+        head().await?,
+        after_create,
+        "an unchanged directory writes nothing"
+    );
+
+    // A person aborts; the next sync of the same specs leaves it aborted.
+    c.ok(&["abort", "checkout", "--reason", "bad numbers"])?;
+    c.ok(&["sync", &d])?;
+    assert_eq!(c.rollout("checkout").await?["phase"], "aborted");
+
+    // One bad file: nothing applied, the file and field named.
+    std::fs::write(
+        dir.join("checkout.yaml"),
+        spec_yaml(&[(20.0, "1h"), (100.0, "1h")], 20),
+    )?;
+    std::fs::write(
+        dir.join("broken.yaml"),
+        flag.replace("new-cart", "broken")
+            .replace("variant: \"on\"", "variant: true"),
+    )?;
+    let before = head().await?;
+    let out = c.cli(Some(OPERATOR_TOKEN), &["sync", &d])?;
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("broken.yaml") && err.contains("variant: must be text"),
+        "{}",
+        said(&out)
+    );
+    assert_eq!(head().await?, before, "nothing applied");
+    std::fs::remove_file(dir.join("broken.yaml"))?;
+    std::fs::write(dir.join("notes.txt"), "todo")?;
+    let out = c.cli(Some(OPERATOR_TOKEN), &["sync", &d])?;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("notes.txt: not a spec"),
+        "{}",
+        said(&out)
+    );
+    std::fs::remove_file(dir.join("notes.txt"))?;
+
+    // The changed spec runs again.
+    let out = c.ok(&["sync", &d])?;
+    assert!(out.contains("checkout: changed"), "{out}");
+    assert_eq!(c.rollout("checkout").await?["phase"], "progressing");
+
+    // Gone from the directory: kept without --prune, deleted with it.
+    std::fs::remove_file(dir.join("new-cart.yaml"))?;
+    let out = c.ok(&["sync", &d])?;
+    assert!(
+        out.contains("new-cart: not in the directory, kept"),
+        "{out}"
+    );
+    let refused = c.cli(Some(OPERATOR_TOKEN), &["sync", &d, "--prune"])?;
+    assert!(
+        !refused.status.success(),
+        "pruning deletes: an admin's call"
+    );
+    let out = c.cli(Some(ADMIN_TOKEN), &["sync", &d, "--prune"])?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("new-cart: deleted"),
+        "{}",
+        said(&out)
+    );
+    let names: Vec<String> = c
+        .get("/v1/rollouts", VIEWER_TOKEN)
+        .await?
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(names, ["checkout"]);
+    Ok(())
+}
+
+/// `dimmer serve --sync DIR`: the controller converges on its own within
+/// seconds, and a hand abort stands until the spec changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_sync_picks_up_changes_within_seconds() -> anyhow::Result<()> {
+    use dimmer_e2e::controller::{Controller, MetricsFrom};
+    let specs = tempfile::tempdir()?;
+    std::fs::write(
+        specs.path().join("checkout.yaml"),
+        spec_yaml(&[(10.0, "1h"), (100.0, "1h")], 20),
+    )?;
+    let d = specs.path().display().to_string();
+    let admin = dimmer_e2e::ports::free_port()?;
+    let c = Controller::start(
+        MetricsFrom::EnvoyAdmin(admin),
+        &["--sync", &d, "--sync-every", "300ms"],
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        if let Ok(v) = c.rollout("checkout").await {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not synced within 10 s:\n{}",
+            c.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(seen["phase"], "progressing", "{seen}");
+    assert_eq!(seen["steps"], serde_json::json!([10.0, 100.0]));
+    let first = c.first_record("checkout", "apply").await?;
+    assert_eq!(first["actor"], "sync", "{first}");
+    c.ok(&["abort", "checkout", "--reason", "by hand"])?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        c.rollout("checkout").await?["phase"],
+        "aborted",
+        "the abort stands"
+    );
+    std::fs::write(
+        specs.path().join("checkout.yaml"),
+        spec_yaml(&[(5.0, "1h"), (100.0, "1h")], 20),
+    )?;
+    let started = Instant::now();
+    c.wait_for("checkout", Duration::from_secs(10), "re-synced", |v| {
+        v["phase"] == "progressing" && v["steps"] == serde_json::json!([5.0, 100.0])
+    })
+    .await?;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    Ok(())
+}

@@ -152,3 +152,45 @@ pub(super) async fn switch_flag(
     let reason = reason_of(&headers, body).await?;
     Ok(Json(app.service.set_flag(&key, on, &who.name, &reason).await?).into_response())
 }
+
+#[derive(Deserialize, Default)]
+pub(super) struct SyncQuery {
+    #[serde(default)]
+    prune: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Deserialize)]
+struct SyncBody {
+    files: Vec<crate::service::SpecFile>,
+}
+
+/// Largest body of a sync: every file within its own spec limit, together
+/// within this.
+const MAX_SYNC_BODY: usize = 4 << 20;
+
+/// `POST /v1/sync`: a directory's specs, converged on (`dimmer sync`), or
+/// what that would do (`dry_run`, `dimmer diff`). Pruning deletes, so it
+/// needs the role that deletes.
+pub(super) async fn sync(
+    State(app): State<App>,
+    Query(q): Query<SyncQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let needed = if q.prune && !q.dry_run {
+        Role::Admin
+    } else {
+        Role::Operator
+    };
+    let who = app.require(&headers, needed)?;
+    let bytes = read_body(&headers, body, MAX_SYNC_BODY).await?;
+    let b: SyncBody =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadBody(e.to_string()))?;
+    let report = app
+        .service
+        .sync(b.files, q.prune, q.dry_run, &who.name)
+        .await?;
+    Ok(Json(report).into_response())
+}

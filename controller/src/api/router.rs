@@ -11,7 +11,7 @@ use crate::fleet::to_leader;
 
 use super::health::{head, health, metrics, verify, webhooks};
 use super::poll::{config, fleet_proxies, healthz, proxies};
-use super::rollouts::{apply, command, delete, flags, history, list, one, switch_flag};
+use super::rollouts::{apply, command, delete, flags, history, list, one, switch_flag, sync};
 use super::state::App;
 use super::{ofrep, warning, web};
 
@@ -25,6 +25,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/rollouts/{name}", get(one).delete(delete))
         .route("/v1/rollouts/{name}/history", get(history))
         .route("/v1/rollouts/{name}/{action}", post(command))
+        .route("/v1/sync", post(sync))
         .route("/v1/flags", get(flags))
         .route("/v1/flags/{key}/{state}", post(switch_flag))
         .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_all))

@@ -66,6 +66,7 @@ impl IntoResponse for ApiError {
             | ApiError::UnknownAction(_)
             | ApiError::UnknownFlagState(_)
             | ApiError::BadBody(_)
+            | ApiError::Service(ServiceError::BadSpec(_))
             | ApiError::Registry(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::CutOff => StatusCode::SERVICE_UNAVAILABLE,

@@ -93,6 +93,24 @@ pub enum Cmd {
         #[arg(long, requires = "wait", value_parser = humantime::parse_duration)]
         timeout: Option<std::time::Duration>,
     },
+    /// Converge on a directory of specs (GitOps): every spec applied, an
+    /// unchanged one left alone; nothing applied if one file is bad.
+    Sync {
+        dir: PathBuf,
+        /// Delete rollouts the directory no longer holds (needs an admin token).
+        #[arg(long)]
+        prune: bool,
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// What `dimmer sync DIR` would do, changing nothing.
+    Diff {
+        dir: PathBuf,
+        #[arg(long)]
+        prune: bool,
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Show rollouts.
     Status {
         name: Option<String>,

@@ -7,7 +7,7 @@ use dimmer_core::Compiled;
 use dimmer_decide::spec::{RolloutSpec, StepTraffic};
 use reqwest::Method;
 
-use crate::service::{FlagView, StatusView};
+use crate::service::{FlagView, StatusView, SyncReport};
 use crate::store::audit::{self, AuditKey, AuditRecord};
 use crate::store::{self, Store};
 
@@ -34,7 +34,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            refuse_many_documents(&text, &file)?;
             // Checked here first, so the error names the file.
             let spec = RolloutSpec::from_yaml(&text).with_context(|| file.display().to_string())?;
             if dry_run {
@@ -87,6 +86,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             status::wait(&client, &names, timeout).await
         }
+        Cmd::Sync { dir, prune, output } => sync(&client, &dir, prune, false, output).await,
+        Cmd::Diff { dir, prune, output } => sync(&client, &dir, prune, true, output).await,
         Cmd::Status {
             name,
             watch,
@@ -282,31 +283,42 @@ async fn act(client: &Client, name: &str, action: &str, body: Option<Body>) -> a
     Ok(())
 }
 
-/// A file of several YAML documents (`---` between them) is refused, naming
-/// each document, before anything is sent: applying only the first, or
-/// reading a flag document as a rollout, would be worse than a clear no.
-fn refuse_many_documents(text: &str, file: &std::path::Path) -> anyhow::Result<()> {
-    use serde::Deserialize;
-    let mut docs = Vec::new();
-    for (i, d) in serde_norway::Deserializer::from_str(text).enumerate() {
-        let v = serde_norway::Value::deserialize(d).unwrap_or(serde_norway::Value::Null);
-        if !v.is_null() {
-            let name = v
-                .get("name")
-                .or_else(|| v.get("key"))
-                .and_then(serde_norway::Value::as_str)
-                .unwrap_or("(no name)")
-                .to_owned();
-            docs.push(format!("document {i} ({name})"));
-        }
+/// `dimmer sync` and `dimmer diff`: the directory read here, converged on
+/// (or planned) by the controller in one call.
+async fn sync(
+    client: &Client,
+    dir: &std::path::Path,
+    prune: bool,
+    dry_run: bool,
+    output: Output,
+) -> anyhow::Result<()> {
+    let files = crate::sync::read(dir)?;
+    let path = format!("/v1/sync?prune={prune}&dry_run={dry_run}");
+    let report: SyncReport = client
+        .call(
+            Method::POST,
+            &path,
+            Some(Body::Json(serde_json::json!({ "files": files }))),
+        )
+        .await?;
+    if output::one(output, "SyncReport", &report)? {
+        return Ok(());
     }
-    if docs.len() > 1 {
-        bail!(
-            "{}: holds {} YAML documents: {}; apply them one file each (one document a file)",
-            file.display(),
-            docs.len(),
-            docs.join(", ")
-        );
+    let (create, change, delete) = if dry_run {
+        ("would create", "would change", "would delete")
+    } else {
+        ("created", "changed", "deleted")
+    };
+    for (what, names) in [
+        (create, &report.created),
+        (change, &report.changed),
+        ("unchanged", &report.unchanged),
+        (delete, &report.deleted),
+        ("not in the directory, kept (--prune deletes)", &report.kept),
+    ] {
+        for n in names {
+            println!("{n}: {what}");
+        }
     }
     Ok(())
 }

@@ -19,6 +19,17 @@ use anyhow::{bail, Context};
 pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    /// Converge on this directory of specs (GitOps; kept by git-sync or a
+    /// CI checkout): every few seconds while this controller leads, as
+    /// `dimmer sync DIR` does (docs/pipeline.md).
+    #[arg(long)]
+    sync: Option<PathBuf>,
+    /// With --sync: delete rollouts the directory no longer holds.
+    #[arg(long, requires = "sync")]
+    sync_prune: bool,
+    /// With --sync: how often the directory is read.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, requires = "sync")]
+    sync_every: Duration,
     /// SQLite state file: rollouts, revision, audit log.
     #[arg(long, default_value = "dimmer.db")]
     db: PathBuf,
@@ -107,6 +118,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store: store_url,
         advertise,
         lease_ttl,
+        sync,
+        sync_prune,
+        sync_every,
     } = args;
     let auth = match (tokens, no_auth) {
         (Some(path), _) => Auth::from_file(&path)?,
@@ -193,6 +207,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(%listen, db = %db.display(), "dimmer controller serving");
     tokio::spawn(Arc::clone(&service).run());
+    if let Some(dir) = sync {
+        // Checked now: a directory that is not there is a mistake at start.
+        crate::sync::read(&dir).with_context(|| "--sync")?;
+        tokio::spawn(crate::sync::watch(
+            Arc::clone(&service),
+            dir,
+            sync_prune,
+            sync_every.max(Duration::from_millis(200)),
+        ));
+    }
     let app = api::router(App::new(service, auth));
     // Each connection's address: live streams are limited per address too.
     axum::serve(

@@ -14,6 +14,10 @@ pub enum ServiceError {
         phase: Phase,
         action: &'static str,
     },
+    /// A spec among several (a sync) does not parse or is invalid: the
+    /// message names its file and field.
+    #[error("{0}")]
+    BadSpec(String),
     /// The change would leave a config the filters refuse.
     #[error("refused: {0}")]
     Refused(String),

@@ -26,6 +26,7 @@ pub mod series;
 mod settings;
 mod state;
 mod status;
+mod sync;
 mod view;
 mod watch;
 
@@ -41,4 +42,5 @@ pub use role::Role;
 pub use rollback::Rollback;
 pub use settings::Settings;
 pub use state::{Service, SAVE_HOLDS_EVERY};
+pub use sync::{SpecFile, SyncReport, MAX_FILES as SYNC_MAX_FILES};
 pub use view::{Applied, SourceHealth, StatusView};

@@ -12,6 +12,7 @@ impl RolloutSpec {
     /// (`kind: flag`), which becomes the rollout that carries the flag.
     pub fn from_yaml(text: &str) -> Result<RolloutSpec, SpecError> {
         yaml_guard::check(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+        one_document(text)?;
         let with_line = |e: SpecError| match e {
             SpecError::Invalid { field, reason, .. } => {
                 let line = yaml_lines::line_of(text, &field);
@@ -61,6 +62,33 @@ impl RolloutSpec {
         spec.validate().map_err(with_line)?;
         Ok(spec)
     }
+}
+
+/// A text of several YAML documents (`---` between them) is refused, naming
+/// each: applying only the first, or reading a flag document as a rollout,
+/// would be worse than a clear no.
+fn one_document(text: &str) -> Result<(), SpecError> {
+    use serde::Deserialize;
+    let mut docs = Vec::new();
+    for (i, d) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let v = serde_norway::Value::deserialize(d).unwrap_or(serde_norway::Value::Null);
+        if !v.is_null() {
+            let name = v
+                .get("name")
+                .or_else(|| v.get("key"))
+                .and_then(serde_norway::Value::as_str)
+                .unwrap_or("(no name)");
+            docs.push(format!("document {i} ({name})"));
+        }
+    }
+    if docs.len() > 1 {
+        return Err(SpecError::Yaml(format!(
+            "holds {} YAML documents: {}; one document a spec (a file each)",
+            docs.len(),
+            docs.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// The `kind` a YAML document declares at its top level, if any.
