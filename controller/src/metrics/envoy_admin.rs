@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use super::exposition::{parse_all, parse_clusters};
-use super::http::{client, get_text};
+use super::http::{client, get_text, Http};
 use dimmer_decide::counts::{Batch, Snapshot};
 
 use super::source::{BoxFuture, MetricsError, MetricsSource};
 
 pub struct EnvoyAdmin {
     base: String,
-    http: reqwest::Client,
+    http: Http,
 }
 
 impl EnvoyAdmin {

@@ -67,7 +67,7 @@ impl MetricsSource for FakeSource {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                     Err(MetricsError::TimedOut {
                         what: "fake".into(),
-                        secs: 3600,
+                        within: "1h".into(),
                     })
                 }
             }

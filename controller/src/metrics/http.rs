@@ -1,4 +1,7 @@
-//! The one GET every HTTP back-end makes: bounded in time, status checked.
+//! The one GET every HTTP back-end makes: bounded in time, status checked,
+//! and what went wrong said apart: a source that accepts the connection and
+//! does not answer in time "did not answer within …", one that cannot be
+//! connected to "cannot reach …", and an error answer by its status.
 
 use std::time::Duration;
 
@@ -6,36 +9,61 @@ use super::source::MetricsError;
 
 /// A client whose connections give up quickly: a back-end that accepts and
 /// never answers costs one timeout, never a stalled controller.
-pub fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(1).min(timeout))
-        .timeout(timeout)
-        .build()
-        .unwrap_or_default()
+pub struct Http {
+    client: reqwest::Client,
+    timeout: Duration,
+}
+
+pub fn client(timeout: Duration) -> Http {
+    Http {
+        client: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1).min(timeout))
+            .timeout(timeout)
+            .build()
+            .unwrap_or_default(),
+        timeout,
+    }
+}
+
+impl Http {
+    fn failed(&self, url: &str, source: reqwest::Error) -> MetricsError {
+        if source.is_timeout() && !source.is_connect() {
+            MetricsError::TimedOut {
+                what: url.to_owned(),
+                within: humantime::format_duration(self.timeout).to_string(),
+            }
+        } else {
+            MetricsError::Unreachable {
+                url: url.to_owned(),
+                source,
+            }
+        }
+    }
 }
 
 pub async fn get_text(
-    http: &reqwest::Client,
+    http: &Http,
     url: &str,
     query: &[(&str, &str)],
 ) -> Result<String, MetricsError> {
-    let resp =
-        http.get(url)
-            .query(query)
-            .send()
-            .await
-            .map_err(|source| MetricsError::Unreachable {
-                url: url.to_owned(),
-                source,
-            })?;
+    let resp = http
+        .client
+        .get(url)
+        .query(query)
+        .send()
+        .await
+        .map_err(|e| http.failed(url, e))?;
     if !resp.status().is_success() {
         return Err(MetricsError::Status {
             url: url.to_owned(),
             status: resp.status().as_u16(),
         });
     }
-    resp.text().await.map_err(|e| MetricsError::Malformed {
-        url: url.to_owned(),
-        reason: e.to_string(),
+    resp.text().await.map_err(|e| match http.failed(url, e) {
+        MetricsError::Unreachable { url, source } => MetricsError::Malformed {
+            url,
+            reason: source.to_string(),
+        },
+        timed_out => timed_out,
     })
 }

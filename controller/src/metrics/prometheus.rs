@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::exposition::parse_le;
-use super::http::{client, get_text};
+use super::http::{client, get_text, Http};
 use dimmer_decide::counts::{Batch, Snapshot};
 
 use super::source::{BoxFuture, MetricsError, MetricsSource};
 
 pub struct Prometheus {
     base: String,
-    http: reqwest::Client,
+    http: Http,
 }
 
 impl Prometheus {

@@ -29,6 +29,8 @@ pub trait Query: Send + Sync {
 /// The real providers, over HTTP.
 pub struct HttpQuery {
     http: reqwest::Client,
+    /// Each query's own time limit, to say a hang apart from a refusal.
+    timeout: Duration,
     /// `--prometheus`: where a metric with no `address` is read.
     default_prometheus: Option<String>,
 }
@@ -42,24 +44,34 @@ impl HttpQuery {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default(),
+            timeout,
             default_prometheus: default_prometheus.map(|a| a.trim_end_matches('/').to_owned()),
         }
     }
 
     async fn get(&self, req: reqwest::RequestBuilder, what: &str) -> Result<String, String> {
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach {what}: {e}"))?;
+        // A provider that accepts and does not answer is not one that
+        // cannot be reached: the person fixing it looks in another place.
+        let hung = |e: &reqwest::Error| e.is_timeout() && !e.is_connect();
+        let within = humantime::format_duration(self.timeout);
+        let mut resp = req.send().await.map_err(|e| {
+            if hung(&e) {
+                format!("{what} did not answer within {within}")
+            } else {
+                format!("cannot reach {what}: {e}")
+            }
+        })?;
         if !resp.status().is_success() {
             return Err(format!("{what} answered {}", resp.status().as_u16()));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| format!("cannot read the answer of {what}: {e}"))?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            if hung(&e) {
+                format!("{what} did not answer within {within}")
+            } else {
+                format!("cannot read the answer of {what}: {e}")
+            }
+        })? {
             if body.len() + chunk.len() > MAX_ANSWER_BYTES {
                 return Err(format!(
                     "{what} answered more than {MAX_ANSWER_BYTES} bytes"

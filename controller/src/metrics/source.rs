@@ -13,8 +13,8 @@ pub enum MetricsError {
     Status { url: String, status: u16 },
     #[error("cannot read the answer of {url}: {reason}")]
     Malformed { url: String, reason: String },
-    #[error("{what} did not answer within {secs} s")]
-    TimedOut { what: String, secs: u64 },
+    #[error("{what} did not answer within {within}")]
+    TimedOut { what: String, within: String },
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -120,3 +120,57 @@ fn one_proxy_restarting_does_not_make_the_others_old_counts_new() {
     assert!(!after.is_empty());
     assert!(Snapshot::default().is_empty());
 }
+
+/// A source that accepts the connection and never answers, and one that
+/// cannot be connected to, are told apart — by the metrics sources and by
+/// the team-metric providers alike.
+mod hangs {
+    use std::time::Duration;
+
+    use crate::metrics::envoy_admin::EnvoyAdmin;
+    use crate::metrics::providers::{HttpQuery, Query};
+    use crate::metrics::MetricsSource;
+
+    /// A listener that accepts and never answers; its address.
+    async fn silent() -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// An address nothing listens on.
+    async fn closed() -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_hanging_source_did_not_answer_and_a_closed_one_cannot_be_reached() {
+        let hang = EnvoyAdmin::new(&silent().await, Duration::from_millis(300));
+        let e = hang.health().await.unwrap_err().to_string();
+        assert!(e.contains("did not answer within 300ms"), "{e}");
+        let gone = EnvoyAdmin::new(&closed().await, Duration::from_millis(300));
+        let e = gone.health().await.unwrap_err().to_string();
+        assert!(e.contains("cannot reach"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_hanging_provider_did_not_answer_and_a_closed_one_cannot_be_reached() {
+        let spec = |addr: &str| -> dimmer_decide::spec::metric::Provider {
+            serde_json::from_value(serde_json::json!({"prometheus": {"address": addr}})).unwrap()
+        };
+        let q = HttpQuery::new(None, Duration::from_millis(300));
+        let e = q.value(&spec(&silent().await), "up").await.unwrap_err();
+        assert!(e.contains("did not answer within 300ms"), "{e}");
+        let e = q.value(&spec(&closed().await), "up").await.unwrap_err();
+        assert!(e.contains("cannot reach"), "{e}");
+    }
+}
