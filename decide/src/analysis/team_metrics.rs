@@ -299,6 +299,23 @@ pub fn judge(
                     m.name
                 )));
             }
+            // A guardrail beyond its limit holds the step at once: no step
+            // up while it breaches, whatever `consecutive` allows before
+            // the abort.
+            if s.breaches > 0 {
+                let (limit, side) = match (m.max, m.min) {
+                    (Some(max), _) => (max, "above its max"),
+                    (_, Some(min)) => (min, "below its min"),
+                    _ => continue,
+                };
+                return Some(Judgement::Hold(format!(
+                    "holding: metric {} (gauge) is {} {side} {limit} ({} of {} looks in a row before an abort); no step up while it breaches",
+                    m.name,
+                    s.value.map_or("?".into(), |v| format!("{v}")),
+                    s.breaches,
+                    m.consecutive
+                )));
+            }
             continue;
         }
         let need = m.min_count as f64;
@@ -481,9 +498,14 @@ mod tests {
                 true,
             )
         };
-        for (i, (v, fails)) in [(150.0, false), (50.0, false), (150.0, false), (120.0, true)]
-            .iter()
-            .enumerate()
+        for (i, (v, fails, holds)) in [
+            (150.0, false, true),
+            (50.0, false, false),
+            (150.0, false, true),
+            (120.0, true, false),
+        ]
+        .iter()
+        .enumerate()
         {
             s.feed(
                 &m,
@@ -496,6 +518,13 @@ mod tests {
                 matches!(judge1(&s), Some(Judgement::Fail(_))),
                 *fails,
                 "look {i}"
+            );
+            // Beyond the limit, the step holds at once, before the abort.
+            assert_eq!(
+                matches!(judge1(&s), Some(Judgement::Hold(ref w)) if w.contains("no step up while it breaches")),
+                *holds,
+                "look {i}: {:?}",
+                judge1(&s)
             );
         }
         let Some(Judgement::Fail(why)) = judge1(&s) else {
