@@ -20,7 +20,7 @@
 //! | sample ratio (canary share against weight) | hold | hold |
 //! | each cohort dimension's mix against the baseline's | hold | hold |
 //! | the team's `ratio` and `mean` metrics | safe t-test, abort | the step's means, abort |
-//! | the team's `gauge` metrics | limit at `consecutive` looks, abort | the same |
+//! | the team's `gauge` metrics | beyond its limit: hold; at `consecutive` looks, abort | the same |
 //! | a metric with no value | hold | hold |
 //!
 //! May import: `spec`, `counts`.
