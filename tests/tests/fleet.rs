@@ -596,6 +596,17 @@ async fn calls_to_a_follower_are_applied_by_the_leader_and_both_serve_one_config
     )?;
     let out = b.ok(&["apply", "-f", &path.display().to_string()])?;
     assert!(out.contains("search"), "{out}");
+    // Two documents, one change: one etcd transaction, one revision.
+    let rev = config(&a).await?["revision"].as_u64().unwrap_or(0);
+    let flag = "kind: flag\nkey: new-cart\nowner: shop\nlifecycle: permanent\n\
+                identity: [{header: x-user-id}]\ndefault_variant: \"off\"\nvariant: \"on\"\n\
+                steps: [{percent: 10}]\n";
+    let cart = spec_yaml(&[(10.0, "1h")], 30)
+        .replace("name: checkout", "name: cart\nmatch: {path_prefix: /cart}");
+    std::fs::write(&path, format!("{cart}---\n{flag}"))?;
+    let out = b.ok(&["apply", "-f", &path.display().to_string()])?;
+    assert!(out.contains("new-cart"), "{out}");
+    assert_eq!(config(&a).await?["revision"].as_u64(), Some(rev + 1));
     let verify = b.get("/v1/audit/verify", ADMIN_TOKEN).await?;
     assert_eq!(verify["ok"], true, "{verify}");
     let history = a.get("/v1/rollouts/checkout/history", VIEWER_TOKEN).await?;

@@ -1,8 +1,8 @@
 //! Dimmer in a delivery pipeline, end to end with a real Envoy and the real
 //! controller: the exit codes a CI job reads (docs/pipeline.md), the
-//! versioned JSON of read commands, a multi-document file refused naming
-//! its documents, and a boolean where a name is wanted refused naming the
-//! field.
+//! versioned JSON of read commands, a multi-document file applied as one
+//! change (or not at all, naming the document), and a boolean where a name
+//! is wanted refused naming the field; GitOps from a directory.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -155,7 +155,7 @@ async fn status_wait_exits_4_on_timeout_5_at_an_approval_gate_and_6_when_unreach
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn read_commands_speak_versioned_json_and_yaml_and_bad_files_are_refused_by_name(
+async fn read_commands_speak_versioned_json_and_yaml_and_several_documents_are_one_change(
 ) -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     stack.apply(&spec_yaml(&[(10.0, "1h"), (100.0, "1h")], 20))?;
@@ -187,24 +187,85 @@ async fn read_commands_speak_versioned_json_and_yaml_and_bad_files_are_refused_b
     assert_eq!(y["kind"], "AuditRecordList", "{}", said(&out));
     assert_eq!(y["items"][0]["action"], "apply");
 
-    // Two documents in one file: refused before anything is sent, naming each.
+    // Two documents in one file: one change — checked together, written
+    // in one revision, or not at all.
     let flag = "kind: flag\nkey: new-cart\nowner: shop\nlifecycle: permanent\n\
                 identity: [{header: x-user-id}]\ndefault_variant: \"off\"\nvariant: \"on\"\n\
                 steps: [{percent: 10}]\n";
-    let two = format!(
-        "{}---\n{flag}",
-        spec_yaml(&[(10.0, "1h")], 20).replace("checkout", "cart")
+    let revision = |c: serde_json::Value| c["revision"].as_u64().unwrap_or(0);
+    let config = || async {
+        reqwest::Client::new()
+            .get(format!("{}/v1/config", stack.controller.url()))
+            .bearer_auth(dimmer_e2e::controller::ENVOY_TOKEN)
+            .send()
+            .await?
+            .json::<serde_json::Value>()
+            .await
+    };
+    let before = revision(config().await?);
+    let head_before = stack.controller.get("/v1/audit/head", VIEWER_TOKEN).await?;
+    let cart = spec_yaml(&[(10.0, "1h")], 20)
+        .replace("name: checkout", "name: cart\nmatch: {path_prefix: /cart}");
+    let broken = format!(
+        "{cart}---\n{}",
+        flag.replace("variant: \"on\"", "variant: 7")
     );
-    let out = run(&stack, Some(&two), &["apply", "-f", "{SPEC}"])?;
+    let out = run(&stack, Some(&broken), &["apply", "-f", "{SPEC}"])?;
     assert_eq!(out.status.code(), Some(1), "{}", said(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("holds 2 YAML documents")
-            && err.contains("document 0 (cart)")
-            && err.contains("document 1 (new-cart)"),
+        err.contains("document 1 (new-cart): variant: must be text"),
         "{}",
         said(&out)
     );
+    assert_eq!(revision(config().await?), before, "nothing applied");
+    assert_eq!(
+        stack.controller.get("/v1/audit/head", VIEWER_TOKEN).await?,
+        head_before
+    );
+    // Valid one by one, refused together by the controller: nothing lands.
+    let clash = format!(
+        "{cart}---\n{}",
+        flag.replace("key: new-cart", "key: checkout")
+    );
+    let out = run(&stack, Some(&clash), &["apply", "-f", "{SPEC}"])?;
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("document 1 (checkout)") && err.contains("nothing applied"),
+        "{}",
+        said(&out)
+    );
+    assert_eq!(
+        revision(config().await?),
+        before,
+        "the first document was not applied either"
+    );
+    let two = format!("{cart}---\n{flag}");
+    let out = run(&stack, Some(&two), &["apply", "-f", "{SPEC}"])?;
+    assert!(out.status.success(), "{}", said(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("cart:") && text.contains("new-cart:"),
+        "{}",
+        said(&out)
+    );
+    assert_eq!(
+        revision(config().await?),
+        before + 1,
+        "one revision for both"
+    );
+    let head = stack.controller.get("/v1/audit/head", VIEWER_TOKEN).await?;
+    assert_eq!(
+        head["seq"].as_i64(),
+        head_before["seq"].as_i64().map(|s| s + 2),
+        "a record each"
+    );
+    let verify = stack
+        .controller
+        .get("/v1/audit/verify", dimmer_e2e::controller::ADMIN_TOKEN)
+        .await?;
+    assert_eq!(verify["ok"], true, "{verify}");
     // A boolean where a name is wanted: refused naming the field and line.
     let bad = flag.replace("variant: \"on\"", "variant: true");
     let out = run(&stack, Some(&bad), &["apply", "-f", "{SPEC}"])?;
@@ -218,8 +279,8 @@ async fn read_commands_speak_versioned_json_and_yaml_and_bad_files_are_refused_b
     let rollouts = stack.controller.get("/v1/rollouts", VIEWER_TOKEN).await?;
     assert_eq!(
         rollouts.as_array().map(Vec::len),
-        Some(1),
-        "nothing applied: {rollouts}"
+        Some(3),
+        "nothing more applied: {rollouts}"
     );
     Ok(())
 }

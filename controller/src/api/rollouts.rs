@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use dimmer_decide::spec::{yaml_guard, RolloutSpec};
+use dimmer_decide::spec::{document_count, yaml_guard, RolloutSpec};
 
 use crate::service::Command;
 
@@ -50,6 +50,20 @@ pub(super) async fn apply(
     let who = app.require(&headers, Role::Operator)?;
     let bytes = read_body(&headers, body, yaml_guard::MAX_BYTES).await?;
     let text = String::from_utf8(bytes).map_err(|_| ApiError::BadBody("not UTF-8".into()))?;
+    // Several documents: one change, all or none, answered with a list.
+    if document_count(&text) > 1 {
+        let specs = RolloutSpec::from_yaml_documents(&text)?;
+        if q.dry_run {
+            let authored: Vec<_> = specs.iter().map(RolloutSpec::authored).collect();
+            return Ok(Json(serde_json::json!({"valid": true, "specs": authored})).into_response());
+        }
+        if q.restart {
+            return Err(ApiError::BadBody(
+                "restart takes one spec, not a file of several".into(),
+            ));
+        }
+        return Ok(Json(app.service.apply_many(specs, &who.name).await?).into_response());
+    }
     let spec = RolloutSpec::from_yaml(&text)?;
     if q.dry_run {
         return Ok(

@@ -35,6 +35,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             // Checked here first, so the error names the file.
+            let specs = RolloutSpec::from_yaml_documents(&text)
+                .with_context(|| file.display().to_string())?;
+            if specs.len() > 1 {
+                if dry_run {
+                    for spec in &specs {
+                        println!("{}: valid", spec.name);
+                    }
+                    return Ok(());
+                }
+                if restart {
+                    bail!(
+                        "--restart takes one spec; {} holds {}",
+                        file.display(),
+                        specs.len()
+                    );
+                }
+                // One change, all or none.
+                let views: Vec<StatusView> = client
+                    .call(Method::POST, "/v1/rollouts", Some(Body::Yaml(text)))
+                    .await?;
+                for v in &views {
+                    print!("{}", render::text(v));
+                }
+                if !wait {
+                    return Ok(());
+                }
+                let names: Vec<String> = views.into_iter().map(|v| v.name).collect();
+                return status::wait(&client, &names, timeout).await;
+            }
             let spec = RolloutSpec::from_yaml(&text).with_context(|| file.display().to_string())?;
             if dry_run {
                 // Validated here, with the controller's own code: no server needed.

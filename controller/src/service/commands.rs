@@ -4,7 +4,7 @@
 
 use super::clock::now_ms;
 use super::error::ServiceError;
-use super::state::Service;
+use super::state::{Pending, Service};
 use super::view::{Applied, StatusView};
 use dimmer_decide::analysis::Evidence;
 use dimmer_decide::engine::{self, Decision, Phase, RolloutState};
@@ -84,6 +84,28 @@ impl Service {
         actor: &str,
         restart: bool,
     ) -> Result<StatusView, ServiceError> {
+        let (name, applied, pending) = self.prepare(state, spec, actor, restart)?;
+        if let Some(p) = pending {
+            super::rollouts::check_doc(state, &name, p.next.as_ref())?;
+            self.transition_many(state, vec![p], true, actor)?;
+        }
+        let Some(s) = state.rollouts.get(&name) else {
+            return Err(ServiceError::NotFound(name));
+        };
+        let mut view = self.view(s, now_ms());
+        view.applied = Some(applied);
+        Ok(view)
+    }
+
+    /// What applying `spec` does: its name, created / changed / unchanged
+    /// / restarted, and the transition to write (none if unchanged).
+    fn prepare(
+        &self,
+        state: &super::rollouts::Rollouts,
+        spec: RolloutSpec,
+        actor: &str,
+        restart: bool,
+    ) -> Result<(String, Applied, Option<Pending>), ServiceError> {
         let name = spec.name.clone();
         if spec.arm_of.is_none() && !super::rollouts::arms_of(state, &name).is_empty() {
             return Err(ServiceError::Refused(format!(
@@ -115,38 +137,92 @@ impl Service {
             Some(_) if restart => Applied::Restarted,
             Some(_) => Applied::Unchanged,
         };
-        if applied != Applied::Unchanged {
-            let mut next = RolloutState::new(spec, now_ms());
-            // A flag a person turned off stays off until a person turns it on.
-            next.flag_off = flag_off;
-            super::rollouts::check_doc(state, &name, Some(&next))?;
-            let pct = next.weight_bp as f64 / 100.0;
-            let (action, reason) = match applied {
-                Applied::Created => ("apply", format!("applied; starting at {pct}%")),
-                Applied::Changed => ("apply", format!("spec changed; restarting at {pct}%")),
-                _ => (
-                    "restart",
-                    format!("restarted by {actor}; starting at {pct}%"),
-                ),
-            };
-            next.reason = reason.clone();
-            self.transition(
-                state,
-                &name,
-                Some(next),
-                true,
-                actor,
-                action,
-                &reason,
-                &Evidence::default(),
-            )?;
+        if applied == Applied::Unchanged {
+            return Ok((name, applied, None));
         }
-        let Some(s) = state.rollouts.get(&name) else {
-            return Err(ServiceError::NotFound(name));
+        let mut next = RolloutState::new(spec, now_ms());
+        // A flag a person turned off stays off until a person turns it on.
+        next.flag_off = flag_off;
+        let pct = next.weight_bp as f64 / 100.0;
+        let (action, reason) = match applied {
+            Applied::Created => ("apply", format!("applied; starting at {pct}%")),
+            Applied::Changed => ("apply", format!("spec changed; restarting at {pct}%")),
+            _ => (
+                "restart",
+                format!("restarted by {actor}; starting at {pct}%"),
+            ),
         };
-        let mut view = self.view(s, now_ms());
-        view.applied = Some(applied);
-        Ok(view)
+        next.reason = reason.clone();
+        let pending = Pending {
+            name: name.clone(),
+            next: Some(next),
+            action: action.to_owned(),
+            reason,
+            evidence: Evidence::default(),
+        };
+        Ok((name, applied, Some(pending)))
+    }
+
+    /// Several specs (a multi-document file) applied as one change: every
+    /// one checked first, and the config they make together; then all
+    /// written in one transaction and one revision, or none.
+    pub async fn apply_many(
+        &self,
+        specs: Vec<RolloutSpec>,
+        actor: &str,
+    ) -> Result<Vec<StatusView>, ServiceError> {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, s) in specs.iter().enumerate() {
+            if !s.arms.is_empty() {
+                return Err(ServiceError::BadSpec(format!(
+                    "document {i} ({}): an A/B/n spec is applied on its own, not with others; nothing applied",
+                    s.name
+                )));
+            }
+            if !names.insert(s.name.clone()) {
+                return Err(ServiceError::BadSpec(format!(
+                    "document {i} ({}): a second spec of that name; nothing applied",
+                    s.name
+                )));
+            }
+        }
+        let mut state = self.state.lock().await;
+        let mut prepared = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.into_iter().enumerate() {
+            let shown = spec.name.clone();
+            let (name, applied, pending) =
+                self.prepare(&state, spec, actor, false).map_err(|e| {
+                    ServiceError::Refused(format!("document {i} ({shown}): {e}; nothing applied"))
+                })?;
+            prepared.push((name, applied, pending));
+        }
+        let changes: Vec<(&str, Option<&RolloutState>)> = prepared
+            .iter()
+            .filter_map(|(n, _, p)| Some((n.as_str(), p.as_ref()?.next.as_ref())))
+            .collect();
+        super::rollouts::check_docs(&state, &changes)?;
+        let mut applied_of = Vec::with_capacity(prepared.len());
+        let mut pending = Vec::new();
+        for (name, applied, p) in prepared {
+            applied_of.push((name, applied));
+            pending.extend(p);
+        }
+        if !pending.is_empty() {
+            self.transition_many(&mut state, pending, true, actor)?;
+        }
+        let now = now_ms();
+        applied_of
+            .into_iter()
+            .map(|(name, applied)| {
+                let s = state
+                    .rollouts
+                    .get(&name)
+                    .ok_or_else(|| ServiceError::NotFound(name.clone()))?;
+                let mut view = self.view(s, now);
+                view.applied = Some(applied);
+                Ok(view)
+            })
+            .collect()
     }
 
     pub async fn delete(&self, name: &str, actor: &str, reason: &str) -> Result<(), ServiceError> {

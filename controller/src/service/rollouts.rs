@@ -110,11 +110,20 @@ pub(super) fn check_doc(
     name: &str,
     changed: Option<&RolloutState>,
 ) -> Result<(), ServiceError> {
+    check_docs(state, &[(name, changed)])
+}
+
+/// The same for several rollouts changed at once.
+pub(super) fn check_docs(
+    state: &Rollouts,
+    changes: &[(&str, Option<&RolloutState>)],
+) -> Result<(), ServiceError> {
     let others = state
         .rollouts
         .iter()
-        .filter(|(n, _)| *n != name)
+        .filter(|(n, _)| !changes.iter().any(|(c, _)| c == n))
         .map(|(_, s)| s);
+    let changed = changes.iter().filter_map(|(_, s)| *s);
     let doc = doc_of(state.revision, others.chain(changed));
     dimmer_core::validate::validate_rollouts(&doc.rollouts, "rollouts")
         .and_then(|()| dimmer_core::validate::validate_flags(&doc.flags, &doc.rollouts, "flags"))

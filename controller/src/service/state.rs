@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 use crate::metrics::MetricsSource;
 use crate::notify::webhook::{self, Notifier};
 use crate::store::audit::{Entry, Head};
+use crate::store::Change;
 use crate::store::{Store, StoreError};
 
 use super::clock::now_ms;
@@ -59,6 +60,16 @@ pub struct Service {
     /// Why this controller's audit key cannot append to the chain, if it
     /// cannot: it then decides nothing and writes nothing.
     pub(super) key_problem: RwLock<Option<String>>,
+}
+
+/// One rollout's part of a transition, before it is written.
+pub(super) struct Pending {
+    pub name: String,
+    /// The new state; `None`: deleted.
+    pub next: Option<RolloutState>,
+    pub action: String,
+    pub reason: String,
+    pub evidence: Evidence,
 }
 
 /// The store's verdict on this controller's key: `None` if it signs the
@@ -261,58 +272,103 @@ impl Service {
         &self,
         state: &mut Rollouts,
         name: &str,
-        mut next: Option<RolloutState>,
+        next: Option<RolloutState>,
         bump: bool,
         actor: &str,
         action: &str,
         reason: &str,
         evidence: &Evidence,
     ) -> Result<(), ServiceError> {
-        self.forget_holds(name);
-        let before = state.rollouts.get(name);
-        let from = before.map_or("none".into(), RolloutState::label);
-        let to = next.as_ref().map_or("deleted".into(), RolloutState::label);
-        let evidence_json = serde_json::to_value(evidence).unwrap_or_default();
-        let mut hooks: Vec<String> = self.settings.webhooks.clone();
-        for s in before.into_iter().chain(next.as_ref()) {
-            for h in &s.spec.webhooks {
-                if !hooks.contains(h) {
-                    hooks.push(h.clone());
-                }
-            }
-        }
-        let entry = Entry {
-            actor,
-            rollout: name,
-            action,
-            from: from.clone(),
-            to: to.clone(),
-            reason,
-            evidence: evidence_json.clone(),
+        let one = Pending {
+            name: name.to_owned(),
+            next,
+            action: action.to_owned(),
+            reason: reason.to_owned(),
+            evidence: evidence.clone(),
         };
-        let now = now_ms();
-        // A revision names one document: whatever changes what the filters
-        // receive gets a new one, whoever asked for the change.
-        let bump = bump || before.map(served) != next.as_ref().map(served);
-        let revision = self
-            .store
-            .transition(name, next.as_mut(), bump, entry, now)?;
-        state.revision = revision;
-        match next {
-            Some(s) => {
-                self.record_point(&s, None, now);
-                if action == "abort" {
-                    self.note_abort(&s, actor, now);
+        self.transition_many(state, vec![one], bump, actor)
+    }
+
+    /// Several transitions made durable as one (one store transaction, one
+    /// revision), then each applied to memory and announced as
+    /// [`Service::transition`] does.
+    pub(super) fn transition_many(
+        &self,
+        state: &mut Rollouts,
+        pending: Vec<Pending>,
+        bump: bool,
+        actor: &str,
+    ) -> Result<(), ServiceError> {
+        struct Told {
+            hooks: Vec<String>,
+            from: String,
+            to: String,
+            evidence: serde_json::Value,
+        }
+        let mut told = Vec::with_capacity(pending.len());
+        let mut bump = bump;
+        for p in &pending {
+            self.forget_holds(&p.name);
+            let before = state.rollouts.get(&p.name);
+            let mut hooks: Vec<String> = self.settings.webhooks.clone();
+            for s in before.into_iter().chain(p.next.as_ref()) {
+                for h in &s.spec.webhooks {
+                    if !hooks.contains(h) {
+                        hooks.push(h.clone());
+                    }
                 }
-                state.rollouts.insert(name.to_owned(), s);
             }
-            None => {
-                state.rollouts.remove(name);
-                state.last_analysis.remove(name);
-                self.series
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .forget(name);
+            // A revision names one document: whatever changes what the
+            // filters receive gets a new one, whoever asked for the change.
+            bump = bump || before.map(served) != p.next.as_ref().map(served);
+            told.push(Told {
+                hooks,
+                from: before.map_or("none".into(), RolloutState::label),
+                to: p
+                    .next
+                    .as_ref()
+                    .map_or("deleted".into(), RolloutState::label),
+                evidence: serde_json::to_value(&p.evidence).unwrap_or_default(),
+            });
+        }
+        let now = now_ms();
+        let mut changes: Vec<Change<'_>> = pending
+            .iter()
+            .zip(&told)
+            .map(|(p, t)| Change {
+                name: &p.name,
+                state: p.next.clone(),
+                entry: Entry {
+                    actor,
+                    rollout: &p.name,
+                    action: &p.action,
+                    from: t.from.clone(),
+                    to: t.to.clone(),
+                    reason: &p.reason,
+                    evidence: t.evidence.clone(),
+                },
+            })
+            .collect();
+        let revision = self.store.transition_many(&mut changes, bump, now)?;
+        let saved: Vec<Option<RolloutState>> = changes.into_iter().map(|c| c.state).collect();
+        state.revision = revision;
+        for (p, next) in pending.iter().zip(saved) {
+            match next {
+                Some(s) => {
+                    self.record_point(&s, None, now);
+                    if p.action == "abort" {
+                        self.note_abort(&s, actor, now);
+                    }
+                    state.rollouts.insert(p.name.clone(), s);
+                }
+                None => {
+                    state.rollouts.remove(&p.name);
+                    state.last_analysis.remove(&p.name);
+                    self.series
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .forget(&p.name);
+                }
             }
         }
         let doc = config_of(state);
@@ -321,15 +377,18 @@ impl Service {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(doc);
         let head = self.store.head()?;
         *self.head.write().unwrap_or_else(|e| e.into_inner()) = head.clone();
-        tracing::info!(rollout = name, actor, action, %from, %to, reason, "transition");
-        self.notifier.notify(
-            &hooks,
-            &serde_json::json!({
-                "rollout": name, "action": action, "actor": actor, "from": from, "to": to,
-                "reason": reason, "evidence": evidence_json, "at_ms": now, "revision": revision,
-                "audit_head": {"seq": head.seq, "hash": head.hash},
-            }),
-        );
+        for (p, t) in pending.iter().zip(told) {
+            let (name, action, reason, from, to) = (&p.name, &p.action, &p.reason, &t.from, &t.to);
+            tracing::info!(rollout = %name, actor, action = %action, %from, %to, reason = %reason, "transition");
+            self.notifier.notify(
+                &t.hooks,
+                &serde_json::json!({
+                    "rollout": name, "action": action, "actor": actor, "from": from, "to": to,
+                    "reason": reason, "evidence": t.evidence, "at_ms": now, "revision": revision,
+                    "audit_head": {"seq": head.seq, "hash": head.hash},
+                }),
+            );
+        }
         Ok(())
     }
 

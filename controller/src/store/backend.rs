@@ -33,6 +33,14 @@ pub enum StoreError {
     KeyMismatch { seq: i64 },
 }
 
+/// One rollout's part of a transition: its new state (`None`: deleted)
+/// and the audit record that says why.
+pub struct Change<'a> {
+    pub name: &'a str,
+    pub state: Option<RolloutState>,
+    pub entry: Entry<'a>,
+}
+
 pub trait StateStore: Send + Sync {
     /// Whether this store's audit key signs the chain's head; if not,
     /// [`StoreError::KeyMismatch`], and every write is refused.
@@ -55,6 +63,32 @@ pub trait StateStore: Send + Sync {
         state: Option<&mut RolloutState>,
         bump: bool,
         entry: Entry<'_>,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let mut changes = [Change {
+            name,
+            state: state.as_deref().cloned(),
+            entry,
+        }];
+        let revision = self.transition_many(&mut changes, bump, now_ms)?;
+        if let (
+            Some(s),
+            [Change {
+                state: Some(saved), ..
+            }],
+        ) = (state, &changes)
+        {
+            *s = saved.clone();
+        }
+        Ok(revision)
+    }
+    /// Several decisions made durable as one: every state saved or deleted,
+    /// the revision bumped once if `bump` (each saved state then carries
+    /// it), and every entry chained in order — all at once, or none.
+    fn transition_many(
+        &self,
+        changes: &mut [Change<'_>],
+        bump: bool,
         now_ms: u64,
     ) -> Result<u64, StoreError>;
     /// The state saved without an audit record: the evidence a hold adds.

@@ -21,7 +21,7 @@ use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use dimmer_decide::engine::RolloutState;
 
 use super::audit::{self, chain_next, AuditKey, AuditRecord, ChainError, Entry, Head, GENESIS};
-use super::backend::{StateStore, StoreError};
+use super::backend::{Change, StateStore, StoreError};
 
 /// The leader's claim: its election key and that key's create revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,22 +255,22 @@ impl StateStore for EtcdStore {
         })
     }
 
-    fn transition(
+    fn transition_many(
         &self,
-        name: &str,
-        state: Option<&mut RolloutState>,
+        changes: &mut [Change<'_>],
         bump: bool,
-        entry: Entry<'_>,
         now_ms: u64,
     ) -> Result<u64, StoreError> {
         // Refused before anything is read or sent.
         self.fenced(None)?;
-        let entry = &entry;
-        let state_now = state.as_deref().cloned();
-        let state_now = &state_now;
-        // The record and revision of the last attempt: if an attempt whose
-        // answer was lost was applied, its record is the head now, and it
-        // must not be appended again.
+        let planned: Vec<(&str, Option<RolloutState>, Entry<'_>)> = changes
+            .iter()
+            .map(|c| (c.name, c.state.clone(), c.entry.clone()))
+            .collect();
+        let planned = &planned;
+        // The last record and the revision of the last attempt: if an
+        // attempt whose answer was lost was applied, its last record is the
+        // head now, and nothing must be appended again.
         let tried: Mutex<Option<(String, u64)>> = Mutex::new(None);
         let tried = &tried;
         let revision = self.run(|| async move {
@@ -281,46 +281,52 @@ impl StateStore for EtcdStore {
                     return Ok(revision);
                 }
             }
+            if !self.key.signs(&head) {
+                return Err(StoreError::KeyMismatch { seq: head.seq });
+            }
             let mut revision = self.revision_now().await?;
             let mut ops = Vec::new();
             if bump {
                 revision += 1;
                 ops.push(TxnOp::put(self.k("revision"), revision.to_string(), None));
             }
-            let key = self.k(&format!("rollouts/{name}"));
-            match state_now {
-                Some(state) => {
-                    let mut state = state.clone();
-                    if bump {
-                        state.revision = revision;
-                        state.revision_ms = now_ms;
+            let (mut seq, mut hash) = (head.seq, head.hash.clone());
+            let mut new_head = head.clone();
+            for (name, state_now, entry) in planned {
+                let key = self.k(&format!("rollouts/{name}"));
+                match state_now {
+                    Some(state) => {
+                        let mut state = state.clone();
+                        if bump {
+                            state.revision = revision;
+                            state.revision_ms = now_ms;
+                        }
+                        let json =
+                            serde_json::to_vec(&state).map_err(|source| StoreError::Corrupt {
+                                name: (*name).to_owned(),
+                                source,
+                            })?;
+                        ops.push(TxnOp::put(key, json, None));
                     }
-                    let json =
-                        serde_json::to_vec(&state).map_err(|source| StoreError::Corrupt {
-                            name: name.to_owned(),
-                            source,
-                        })?;
-                    ops.push(TxnOp::put(key, json, None));
+                    None => ops.push(TxnOp::delete(key, None)),
                 }
-                None => ops.push(TxnOp::delete(key, None)),
+                let rec = chain_next(seq, hash, entry.clone(), now_ms, &self.key);
+                new_head = Head::of(std::slice::from_ref(&rec));
+                (seq, hash) = (rec.seq, rec.hash.clone());
+                ops.push(TxnOp::put(
+                    self.k(&format!("audit/{:020}", rec.seq)),
+                    serde_json::to_vec(&rec).map_err(etcd)?,
+                    None,
+                ));
             }
-            if !self.key.signs(&head) {
-                return Err(StoreError::KeyMismatch { seq: head.seq });
-            }
-            let rec = chain_next(head.seq, head.hash, entry.clone(), now_ms, &self.key);
-            let new_head = Head::of(std::slice::from_ref(&rec));
-            ops.push(TxnOp::put(
-                self.k(&format!("audit/{:020}", rec.seq)),
-                serde_json::to_vec(&rec).map_err(etcd)?,
-                None,
-            ));
             ops.push(TxnOp::put(
                 self.k("head"),
                 serde_json::to_vec(&new_head).map_err(etcd)?,
                 None,
             ));
             let txn = Txn::new().when(self.fenced(Some(head_rev))?).and_then(ops);
-            *tried.lock().unwrap_or_else(|e| e.into_inner()) = Some((rec.hash.clone(), revision));
+            *tried.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((new_head.hash.clone(), revision));
             let mut c = self.client.clone();
             let resp = c.txn(txn).await.map_err(etcd)?;
             if resp.succeeded() {
@@ -331,10 +337,12 @@ impl StateStore for EtcdStore {
                 ))
             }
         })?;
-        if let Some(state) = state {
-            if bump {
-                state.revision = revision;
-                state.revision_ms = now_ms;
+        if bump {
+            for c in changes.iter_mut() {
+                if let Some(state) = &mut c.state {
+                    state.revision = revision;
+                    state.revision_ms = now_ms;
+                }
             }
         }
         Ok(revision)

@@ -15,6 +15,6 @@ mod handle;
 pub mod sqlite;
 
 pub use audit::{AuditKey, AuditRecord, Entry, Head};
-pub use backend::{StateStore, StoreError};
+pub use backend::{Change, StateStore, StoreError};
 pub use handle::Store;
 pub use sqlite::{default_key_path, head_path, read_head, SqliteStore};

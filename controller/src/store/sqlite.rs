@@ -9,7 +9,7 @@ use dimmer_decide::engine::RolloutState;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::audit::{self, chain_next, AuditKey, AuditRecord, ChainError, Entry, Head, GENESIS};
-use super::backend::{StateStore, StoreError};
+use super::backend::{Change, StateStore, StoreError};
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -145,12 +145,10 @@ impl StateStore for SqliteStore {
 
     /// Writes `state` (or deletes the rollout, if `None`) with its audit
     /// record, bumping the config revision if `bump`. Returns the revision.
-    fn transition(
+    fn transition_many(
         &self,
-        name: &str,
-        state: Option<&mut RolloutState>,
+        changes: &mut [Change<'_>],
         bump: bool,
-        entry: Entry<'_>,
         now_ms: u64,
     ) -> Result<u64, StoreError> {
         let mut conn = self.conn();
@@ -169,32 +167,37 @@ impl StateStore for SqliteStore {
                 params![revision],
             )?;
         }
-        match state {
-            Some(state) => {
-                if bump {
-                    state.revision = revision as u64;
-                    state.revision_ms = now_ms;
+        let mut head = None;
+        for c in changes.iter_mut() {
+            match &mut c.state {
+                Some(state) => {
+                    if bump {
+                        state.revision = revision as u64;
+                        state.revision_ms = now_ms;
+                    }
+                    let json =
+                        serde_json::to_string(&*state).map_err(|source| StoreError::Corrupt {
+                            name: c.name.to_owned(),
+                            source,
+                        })?;
+                    tx.execute(
+                        "INSERT INTO rollouts (name, state) VALUES (?1, ?2)
+                         ON CONFLICT(name) DO UPDATE SET state = excluded.state",
+                        params![c.name, json],
+                    )?;
                 }
-                let json =
-                    serde_json::to_string(&*state).map_err(|source| StoreError::Corrupt {
-                        name: name.to_owned(),
-                        source,
-                    })?;
-                tx.execute(
-                    "INSERT INTO rollouts (name, state) VALUES (?1, ?2)
-                     ON CONFLICT(name) DO UPDATE SET state = excluded.state",
-                    params![name, json],
-                )?;
+                None => {
+                    tx.execute("DELETE FROM rollouts WHERE name = ?1", params![c.name])?;
+                }
             }
-            None => {
-                tx.execute("DELETE FROM rollouts WHERE name = ?1", params![name])?;
-            }
+            head = Some(append_audit(&tx, c.entry.clone(), now_ms, &self.key)?);
         }
-        let head = append_audit(&tx, entry, now_ms, &self.key)?;
         tx.commit()?;
         // After the commit: a crash between the two leaves the file one
         // record behind, which verification allows; never ahead.
-        self.write_head(&head)?;
+        if let Some(head) = head {
+            self.write_head(&head)?;
+        }
         Ok(revision as u64)
     }
 

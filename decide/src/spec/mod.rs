@@ -32,5 +32,6 @@ pub use counting::{CountedBy, Counting};
 pub use error::{check_name, SpecError, MAX_PAUSE};
 pub use flag::{FlagMeta, FlagSpec, Kind};
 pub use flag_rollout::AuthoredSpec;
+pub use parse::document_count;
 pub use rollout::{RolloutSpec, MAX_WEBHOOKS};
 pub use steps::{BlueGreen, Step, StepTraffic, Strategy, MAX_STEPS};

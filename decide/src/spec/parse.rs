@@ -64,6 +64,73 @@ impl RolloutSpec {
     }
 }
 
+impl RolloutSpec {
+    /// Every spec of a text of one or more YAML documents (`---` lines
+    /// between them), each parsed and checked on its own; an error names
+    /// the document (its index and name) and the field, with the line in
+    /// the whole text. Empty documents are skipped.
+    pub fn from_yaml_documents(text: &str) -> Result<Vec<RolloutSpec>, SpecError> {
+        yaml_guard::check(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+        let mut specs = Vec::new();
+        for (i, (offset, doc)) in documents(text).into_iter().enumerate() {
+            let name = serde_norway::from_str::<serde_norway::Value>(doc)
+                .ok()
+                .and_then(|v| {
+                    v.get("name")
+                        .or_else(|| v.get("key"))
+                        .and_then(serde_norway::Value::as_str)
+                        .map(str::to_owned)
+                })
+                .unwrap_or_else(|| "(no name)".into());
+            let spec = RolloutSpec::from_yaml(doc).map_err(|e| match e {
+                SpecError::Invalid {
+                    field,
+                    reason,
+                    line,
+                } => SpecError::Invalid {
+                    field: format!("document {i} ({name}): {field}"),
+                    reason,
+                    line: line.map(|l| l + offset),
+                },
+                SpecError::Yaml(m) => SpecError::Yaml(format!("document {i} ({name}): {m}")),
+            })?;
+            specs.push(spec);
+        }
+        if specs.is_empty() {
+            return Err(SpecError::Yaml("no spec in the text".into()));
+        }
+        Ok(specs)
+    }
+}
+
+/// How many non-empty YAML documents `text` holds (split at `---` lines).
+pub fn document_count(text: &str) -> usize {
+    documents(text).len()
+}
+
+/// The documents of `text`, split at `---` lines, each with the number of
+/// lines before it; empty ones left out.
+fn documents(text: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let (mut start, mut start_line) = (0, 0);
+    let mut at = 0;
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_end() == "---" {
+            out.push((start_line, &text[start..at]));
+            start = at + line.len();
+            start_line = n + 1;
+        }
+        at += line.len();
+    }
+    out.push((start_line, &text[start..]));
+    out.into_iter()
+        .filter(|(_, d)| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .collect()
+}
+
 /// A text of several YAML documents (`---` between them) is refused, naming
 /// each: applying only the first, or reading a flag document as a rollout,
 /// would be worse than a clear no.

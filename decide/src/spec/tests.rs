@@ -120,3 +120,33 @@ fn blue_green_and_zero_percent_steps_are_checked_naming_the_field() {
     let plain = RolloutSpec::from_yaml(&format!("{BASE}steps: [{{percent: 10}}]\n")).unwrap();
     assert_eq!(plain.rollout_at(1000).shadow, None);
 }
+
+#[test]
+fn documents_of_one_file_are_read_each_and_an_error_names_the_document_and_line() {
+    let flag = "kind: flag\nkey: new-cart\nowner: shop\nlifecycle: permanent\n\
+                identity: [{header: x-user-id}]\ndefault_variant: \"off\"\nvariant: \"on\"\n\
+                steps: [{percent: 10}]\n";
+    let two = format!("# two specs\n---\n{BASE}steps: [{{percent: 10}}]\n---\n{flag}\n---\n");
+    let specs = RolloutSpec::from_yaml_documents(&two).unwrap();
+    let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["checkout", "new-cart"]);
+    let bad = two.replace("canary: green", "canary: blue");
+    let e = RolloutSpec::from_yaml_documents(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("document 0 (checkout): canary: must differ from stable"),
+        "{e}"
+    );
+    assert!(e.contains("(line 5)"), "the line in the whole file: {e}");
+    let e = RolloutSpec::from_yaml_documents(&two.replace("variant: \"on\"", "variant: 3"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("document 1 (new-cart): variant: must be text"),
+        "{e}"
+    );
+    // A single spec still refuses a second document, naming both.
+    let e = RolloutSpec::from_yaml(&two).unwrap_err().to_string();
+    assert!(e.contains("holds 2 YAML documents"), "{e}");
+}
