@@ -89,6 +89,19 @@ fn endpoints() -> Vec<(Method, &'static str, Option<&'static str>, &'static str)
             Some("{\"reason\":\"t\"}"),
             "admin",
         ),
+        (
+            Method::POST,
+            "/v1/sync?dry_run=true",
+            Some("{\"files\":[]}"),
+            "operator",
+        ),
+        // Pruning deletes (here, everything): the last call of all.
+        (
+            Method::POST,
+            "/v1/sync?prune=true",
+            Some("{\"files\":[]}"),
+            "admin",
+        ),
     ]
 }
 
@@ -158,12 +171,14 @@ async fn every_endpoint_times_every_role_and_no_token() -> anyhow::Result<()> {
             }
         }
     }
-    // Only /healthz is open.
-    let health = http
-        .get(format!("{}/healthz", stack.controller.url()))
-        .send()
-        .await?;
-    assert_eq!(health.status(), StatusCode::OK);
+    // Only /healthz and /livez are open.
+    for path in ["/healthz", "/livez"] {
+        let health = http
+            .get(format!("{}{path}", stack.controller.url()))
+            .send()
+            .await?;
+        assert_eq!(health.status(), StatusCode::OK, "{path}");
+    }
     Ok(())
 }
 

@@ -196,6 +196,13 @@ async fn the_controller_deployment_starts_dimmer_serve_with_its_secret() -> anyh
     );
     // The probes and the Service use the port the container listens on.
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/healthz");
+    // Liveness on a route that is up whatever the store does.
+    let live = container["livenessProbe"]["httpGet"]["path"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(live, "/livez");
+    let alive = http.get(format!("{url}{live}")).send().await?;
+    assert_eq!(alive.status(), 200);
     let service = of_kind(&docs, "Service");
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
     let _ = child.kill();

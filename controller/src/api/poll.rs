@@ -35,6 +35,13 @@ pub(super) async fn healthz(State(app): State<App>) -> Response {
     }
 }
 
+/// For a liveness probe: the process answers, nothing more. A controller
+/// cut off from etcd is alive (it must not be restarted for it, it catches
+/// up when the partition heals); `/healthz` takes it out of the polls.
+pub(super) async fn livez() -> &'static str {
+    "alive\n"
+}
+
 pub(super) async fn config(
     State(app): State<App>,
     headers: HeaderMap,

@@ -10,7 +10,7 @@ use axum::Router;
 use crate::fleet::to_leader;
 
 use super::health::{head, health, metrics, verify, webhooks};
-use super::poll::{config, fleet_proxies, healthz, proxies};
+use super::poll::{config, fleet_proxies, healthz, livez, proxies};
 use super::rollouts::{apply, command, delete, flags, history, list, one, switch_flag, sync};
 use super::state::App;
 use super::{ofrep, warning, web};
@@ -18,6 +18,7 @@ use super::{ofrep, warning, web};
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
         .route("/metrics", get(metrics))
         .route("/v1/health", get(health))
         .route("/v1/config", get(config))

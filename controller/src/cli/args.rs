@@ -233,6 +233,9 @@ pub enum AuditCmd {
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
+    /// A new audit key (64 hex digits) for `--audit-key`: every controller
+    /// of a fleet must be given the same one, and it must outlive them.
+    NewKey,
     /// The head of the audit log (sequence number and hash), to pin elsewhere.
     Head {
         #[arg(short = 'o', long, value_enum, default_value_t)]

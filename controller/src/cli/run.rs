@@ -258,6 +258,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Audit {
+            command: AuditCmd::NewKey,
+        } => {
+            println!("{}", hex::encode(rand::random::<[u8; 32]>()));
+            Ok(())
+        }
+        Cmd::Audit {
             command: AuditCmd::Head { output },
         } => {
             let h: audit::Head = client.call(Method::GET, "/v1/audit/head", None).await?;
