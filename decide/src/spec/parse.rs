@@ -71,6 +71,10 @@ impl RolloutSpec {
     /// the whole text. Empty documents are skipped.
     pub fn from_yaml_documents(text: &str) -> Result<Vec<RolloutSpec>, SpecError> {
         yaml_guard::check(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+        // One document: its errors as a single spec's, without an index.
+        if documents(text).len() == 1 {
+            return RolloutSpec::from_yaml(text).map(|s| vec![s]);
+        }
         let mut specs = Vec::new();
         for (i, (offset, doc)) in documents(text).into_iter().enumerate() {
             let name = serde_norway::from_str::<serde_norway::Value>(doc)

@@ -38,11 +38,13 @@ fn walk(written: &Value, typed: &Value, path: &str) -> Result<(), SpecError> {
             }
             Ok(())
         }
-        (Value::Bool(b), Value::String(_)) => Err(invalid(
+        // Only where the text is the scalar taken as it stands: a value the
+        // spec interprets (a duration written `0`, read as `0s`) is fine.
+        (Value::Bool(b), Value::String(t)) if *t == b.to_string() => Err(invalid(
             path,
             format!("must be text, not the boolean {b} (quote it, \"{b}\", if you mean the text)"),
         )),
-        (Value::Number(n), Value::String(_)) => Err(invalid(
+        (Value::Number(n), Value::String(t)) if *t == n.to_string() => Err(invalid(
             path,
             format!("must be text, not the number {n} (quote it, \"{n}\", if you mean the text)"),
         )),
@@ -89,6 +91,12 @@ mod tests {
         let ok = RolloutSpec::from_yaml(&format!(
             "{FLAG}default_variant: \"false\"\nvariant: \"true\"\n"
         ));
+        assert!(ok.is_ok(), "{ok:?}");
+        // A duration written as a number is read as one, as before.
+        let ok = RolloutSpec::from_yaml(
+            "name: checkout\nstable: v1\ncanary: v2\nidentity: [{header: x-user-id}]\n\
+             steps: [{percent: 10, pause: 0}]\n",
+        );
         assert!(ok.is_ok(), "{ok:?}");
         // Numbers and booleans where the spec wants them stay as they were.
         let ok = RolloutSpec::from_yaml(
