@@ -8,7 +8,7 @@
 
 use dimmer_decide::engine::RolloutState;
 
-use super::audit::{AuditRecord, ChainError, Entry, Head};
+use super::audit::{AuditKey, AuditRecord, ChainError, Entry, Head};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -42,9 +42,18 @@ pub struct Change<'a> {
 }
 
 pub trait StateStore: Send + Sync {
+    /// The key this store checkpoints the chain with.
+    fn audit_key(&self) -> &AuditKey;
     /// Whether this store's audit key signs the chain's head; if not,
     /// [`StoreError::KeyMismatch`], and every write is refused.
-    fn check_key(&self) -> Result<(), StoreError>;
+    fn check_key(&self) -> Result<(), StoreError> {
+        let head = self.head()?;
+        if self.audit_key().signs(&head) {
+            Ok(())
+        } else {
+            Err(StoreError::KeyMismatch { seq: head.seq })
+        }
+    }
     /// The audit chain's head as the log has it.
     fn head(&self) -> Result<Head, StoreError>;
     /// The head checkpoint kept apart from the log, `None` if there is none.

@@ -193,13 +193,8 @@ impl EtcdStore {
 }
 
 impl StateStore for EtcdStore {
-    fn check_key(&self) -> Result<(), StoreError> {
-        let head = self.head()?;
-        if self.key.signs(&head) {
-            Ok(())
-        } else {
-            Err(StoreError::KeyMismatch { seq: head.seq })
-        }
+    fn audit_key(&self) -> &AuditKey {
+        &self.key
     }
 
     fn head(&self) -> Result<Head, StoreError> {
