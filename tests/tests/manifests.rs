@@ -40,6 +40,12 @@ async fn the_istio_manifests_carry_a_config_that_routes() -> anyhow::Result<()> 
     let plugin = of_kind(&documents("istio/wasmplugin.yaml"), "WasmPlugin");
     let config = plugin["spec"]["pluginConfig"].clone();
     let filter = of_kind(&documents("istio/envoyfilter.yaml"), "EnvoyFilter");
+    // Both sit on the caller's side (its outbound calls), never inbound.
+    assert_eq!(plugin["spec"]["match"], serde_json::json!([{"mode": "CLIENT"}]));
+    assert_eq!(
+        filter["spec"]["configPatches"][0]["match"]["context"],
+        "SIDECAR_OUTBOUND"
+    );
     let value = &filter["spec"]["configPatches"][0]["patch"]["value"];
     let wasm = &value["typed_config"];
     assert_eq!(
