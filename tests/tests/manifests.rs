@@ -41,7 +41,10 @@ async fn the_istio_manifests_carry_a_config_that_routes() -> anyhow::Result<()> 
     let config = plugin["spec"]["pluginConfig"].clone();
     let filter = of_kind(&documents("istio/envoyfilter.yaml"), "EnvoyFilter");
     // Both sit on the caller's side (its outbound calls), never inbound.
-    assert_eq!(plugin["spec"]["match"], serde_json::json!([{"mode": "CLIENT"}]));
+    assert_eq!(
+        plugin["spec"]["match"],
+        serde_json::json!([{"mode": "CLIENT"}])
+    );
     assert_eq!(
         filter["spec"]["configPatches"][0]["match"]["context"],
         "SIDECAR_OUTBOUND"
