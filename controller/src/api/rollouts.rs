@@ -1,5 +1,6 @@
-//! Rollouts and flags: apply, read, act on (pause, resume, promote, abort),
-//! delete, their history, and flags switched on or off.
+//! Rollouts and flags: apply (one spec, or a file of several as one
+//! change), read, act on (pause, resume, promote, abort), delete, their
+//! history, flags switched on or off, and a directory of specs synced.
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
