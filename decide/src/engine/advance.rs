@@ -343,6 +343,10 @@ pub fn apply(
             state.step_baseline = now.cloned();
             state.analysed_at = now.cloned();
             state.analysis.begin_step();
+            // The new step has gathered nothing yet: what a person's abort
+            // or pause records now is this step's evidence, not the last's
+            // (the step up's own record keeps the numbers it was made on).
+            state.evidence = Evidence::default();
             state.approved = false;
             state.reason = reason.clone();
         }

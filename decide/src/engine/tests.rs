@@ -86,6 +86,10 @@ fn walks_the_steps_with_pauses_and_a_gate() {
         "{:?}",
         o.decision
     );
+    // The step up's record keeps the numbers it was made on; the new
+    // step's own evidence starts empty (a person's abort now records it).
+    assert_eq!(o.evidence.canary_requests, 150.0);
+    assert_eq!(o.next.evidence, Default::default());
     s = o.next;
     assert_eq!(s.weight_bp, 5000);
 
