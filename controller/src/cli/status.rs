@@ -27,6 +27,30 @@ pub struct Ask {
 /// wait ends with [`Code::Unreachable`] (a failover takes seconds).
 const UNREACHABLE_FOR: Duration = Duration::from_secs(20);
 
+/// A rollout in one line, for a job's log or a pipe.
+fn line(v: &StatusView) -> String {
+    format!(
+        "{} {:.2}% {} | {}",
+        v.name,
+        v.weight_bp as f64 / 100.0,
+        v.label,
+        v.reason
+    )
+}
+
+/// Decided, and every live proxy runs the final weights.
+fn settled(v: &StatusView) -> bool {
+    v.phase.is_final() && v.proxies_applied == v.proxies_live
+}
+
+/// Where a rollout stands and on which numbers, said on the way out.
+fn said(v: &StatusView) -> String {
+    format!(
+        "{}: {} — {}\n  evidence: {}",
+        v.name, v.label, v.reason, v.evidence_summary
+    )
+}
+
 async fn fetch(client: &Client, one: Option<&str>) -> Result<Vec<StatusView>, ClientError> {
     match one {
         Some(path) => client
@@ -78,18 +102,7 @@ pub async fn status(client: &Client, ask: Ask) -> anyhow::Result<()> {
             bars.update(&views);
         } else {
             // Not a terminal: print a rollout's line whenever it changes.
-            let lines: Vec<String> = views
-                .iter()
-                .map(|v| {
-                    format!(
-                        "{} {:.2}% {} | {}",
-                        v.name,
-                        v.weight_bp as f64 / 100.0,
-                        v.label,
-                        v.reason
-                    )
-                })
-                .collect();
+            let lines: Vec<String> = views.iter().map(line).collect();
             for line in lines.iter().filter(|l| !last_printed.contains(l)) {
                 println!("{line}");
             }
@@ -129,7 +142,8 @@ pub async fn wait(
         .map(|n| seg(n).map(|s| format!("/v1/rollouts/{s}")))
         .collect::<anyhow::Result<_>>()?;
     let mut unreachable_since: Option<Instant> = None;
-    let mut said: Vec<String> = Vec::new();
+    // Each rollout's last line printed.
+    let mut last: std::collections::BTreeMap<String, String> = Default::default();
     loop {
         let mut views = Vec::with_capacity(paths.len());
         let mut lost = None;
@@ -153,24 +167,16 @@ pub async fn wait(
             unreachable_since = None;
             // One line whenever a rollout's state changes, for the job's log.
             for v in &views {
-                let line = format!(
-                    "{} {:.2}% {} | {}",
-                    v.name,
-                    v.weight_bp as f64 / 100.0,
-                    v.label,
-                    v.reason
-                );
-                if !said.contains(&line) {
-                    println!("{line}");
-                    said.retain(|l| !l.starts_with(&format!("{} ", v.name)));
-                    said.push(line);
+                let now = line(v);
+                if last.get(&v.name) != Some(&now) {
+                    println!("{now}");
+                    last.insert(v.name.clone(), now);
                 }
             }
             if let Some(e) = outcome(&views) {
                 return Err(e.into());
             }
-            let done = |v: &StatusView| v.phase.is_final() && v.proxies_applied == v.proxies_live;
-            if views.iter().all(done) {
+            if views.iter().all(settled) {
                 for v in &views {
                     print!("{}", render::text(v));
                 }
@@ -186,12 +192,6 @@ pub async fn wait(
 
 /// The first abort, else the first approval gate: what ends a wait early.
 fn outcome(views: &[StatusView]) -> Option<Exited> {
-    let said = |v: &StatusView| {
-        format!(
-            "{}: {} — {}\n  evidence: {}",
-            v.name, v.label, v.reason, v.evidence_summary
-        )
-    };
     if let Some(v) = views
         .iter()
         .find(|v| v.phase == dimmer_decide::engine::Phase::Aborted)
@@ -214,12 +214,7 @@ fn timed_out(views: &[StatusView], timeout: Option<Duration>) -> Exited {
     let left: Vec<String> = views
         .iter()
         .filter(|v| !v.phase.is_final())
-        .map(|v| {
-            format!(
-                "{}: {} — {}\n  evidence: {}",
-                v.name, v.label, v.reason, v.evidence_summary
-            )
-        })
+        .map(said)
         .collect();
     Exited::new(
         Code::TimedOut,

@@ -25,9 +25,14 @@ pub fn client(timeout: Duration) -> Http {
     }
 }
 
+/// Connected, then no answer in time: a hang, not a refusal.
+pub(super) fn hung(e: &reqwest::Error) -> bool {
+    e.is_timeout() && !e.is_connect()
+}
+
 impl Http {
     fn failed(&self, url: &str, source: reqwest::Error) -> MetricsError {
-        if source.is_timeout() && !source.is_connect() {
+        if hung(&source) {
             MetricsError::TimedOut {
                 what: url.to_owned(),
                 within: humantime::format_duration(self.timeout).to_string(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
+use super::http::hung;
 use super::source::BoxFuture;
 use dimmer_decide::analysis::team_metrics::{Reading, Value};
 use dimmer_decide::spec::metric::{render, MetricKind, Provider};
@@ -52,7 +53,6 @@ impl HttpQuery {
     async fn get(&self, req: reqwest::RequestBuilder, what: &str) -> Result<String, String> {
         // A provider that accepts and does not answer is not one that
         // cannot be reached: the person fixing it looks in another place.
-        let hung = |e: &reqwest::Error| e.is_timeout() && !e.is_connect();
         let within = humantime::format_duration(self.timeout);
         let mut resp = req.send().await.map_err(|e| {
             if hung(&e) {

@@ -99,7 +99,7 @@ impl Service {
 
     /// What applying `spec` does: its name, created / changed / unchanged
     /// / restarted, and the transition to write (none if unchanged).
-    fn prepare(
+    pub(super) fn prepare(
         &self,
         state: &super::rollouts::Rollouts,
         spec: RolloutSpec,

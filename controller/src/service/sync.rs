@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ServiceError;
 use super::state::Service;
+use super::view::Applied;
 
 /// Most files one sync takes.
 pub const MAX_FILES: usize = 256;
@@ -79,7 +80,10 @@ impl Service {
         };
         let plans: Vec<Plan> = {
             let state = self.state.lock().await;
-            let plans = specs.iter().map(|s| plan(&state.rollouts, s)).collect();
+            let plans = specs
+                .iter()
+                .map(|s| self.plan(&state, s, actor))
+                .collect::<Result<Vec<_>, _>>()?;
             // What the directory no longer holds, by the name it was applied as.
             let held: BTreeSet<String> = state
                 .rollouts
@@ -121,33 +125,32 @@ impl Service {
     }
 }
 
-/// What applying `spec` would do to `rollouts`: as `apply` decides it.
-fn plan(
-    rollouts: &std::collections::BTreeMap<String, dimmer_decide::engine::RolloutState>,
-    spec: &RolloutSpec,
-) -> Plan {
-    if spec.arms.is_empty() {
-        return match rollouts.get(&spec.name) {
-            None => Plan::Create,
-            Some(s) if s.spec != *spec => Plan::Change,
-            Some(_) => Plan::Keep,
-        };
-    }
-    let arms = spec.arm_specs();
-    let now: Vec<_> = rollouts
-        .values()
-        .filter(|s| s.spec.arm_of.as_deref() == Some(spec.name.as_str()))
-        .collect();
-    if now.is_empty() {
-        return Plan::Create;
-    }
-    let same = now.len() == arms.len()
-        && arms
-            .iter()
-            .all(|a| rollouts.get(&a.name).is_some_and(|s| s.spec == *a));
-    if same {
-        Plan::Keep
-    } else {
-        Plan::Change
+impl Service {
+    /// What applying `spec` would do, as `apply` itself decides it (an
+    /// A/B/n spec by its arms); a spec `apply` would refuse is refused here.
+    fn plan(
+        &self,
+        state: &super::rollouts::Rollouts,
+        spec: &RolloutSpec,
+        actor: &str,
+    ) -> Result<Plan, ServiceError> {
+        let applied = |s: RolloutSpec| self.prepare(state, s, actor, false).map(|p| p.1);
+        if spec.arms.is_empty() {
+            return Ok(match applied(spec.clone())? {
+                Applied::Created => Plan::Create,
+                Applied::Unchanged => Plan::Keep,
+                Applied::Changed | Applied::Restarted => Plan::Change,
+            });
+        }
+        let arms = spec.arm_specs();
+        let now = super::rollouts::arms_of(state, &spec.name).len();
+        if now == 0 {
+            return Ok(Plan::Create);
+        }
+        let mut same = now == arms.len();
+        for arm in arms {
+            same &= applied(arm)? == Applied::Unchanged;
+        }
+        Ok(if same { Plan::Keep } else { Plan::Change })
     }
 }

@@ -200,6 +200,15 @@ pub enum Judgement {
     Hold(String),
 }
 
+/// A gauge's limit, and which side of it is a breach.
+fn limit_of(m: &MetricCheck) -> Option<(f64, &'static str)> {
+    match (m.max, m.min) {
+        (Some(max), _) => Some((max, "above its max")),
+        (_, Some(min)) => Some((min, "below its min")),
+        _ => None,
+    }
+}
+
 fn show(m: &MetricCheck, x: f64) -> String {
     match m.kind {
         MetricKind::Ratio => format!("{:.2}%", 100.0 * x),
@@ -226,10 +235,8 @@ pub fn judge(
     for (m, s) in metrics.iter().zip(states) {
         if m.kind == MetricKind::Gauge {
             if s.breaches >= m.consecutive {
-                let (limit, side) = match (m.max, m.min) {
-                    (Some(max), _) => (max, "above its max"),
-                    (_, Some(min)) => (min, "below its min"),
-                    _ => continue,
+                let Some((limit, side)) = limit_of(m) else {
+                    continue;
                 };
                 return Some(Judgement::Fail(format!(
                     "metric {} (gauge) is {} {side} {limit} at {} looks in a row",
@@ -303,10 +310,8 @@ pub fn judge(
             // up while it breaches, whatever `consecutive` allows before
             // the abort.
             if s.breaches > 0 {
-                let (limit, side) = match (m.max, m.min) {
-                    (Some(max), _) => (max, "above its max"),
-                    (_, Some(min)) => (min, "below its min"),
-                    _ => continue,
+                let Some((limit, side)) = limit_of(m) else {
+                    continue;
                 };
                 return Some(Judgement::Hold(format!(
                     "holding: metric {} (gauge) is {} {side} {limit} ({} of {} looks in a row before an abort); no step up while it breaches",
