@@ -13,7 +13,7 @@ use crate::spec::Analysis;
 use super::format::fmt_e;
 use super::input::Input;
 use super::state::AnalysisState;
-use super::{mix, team_metrics};
+use super::{mix, safety_report, team_metrics};
 
 /// The numbers behind a verdict, kept with it in the audit log.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -45,6 +45,10 @@ pub struct Evidence {
     /// The step's mix over each cohort dimension, canary beside baseline.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mix: Vec<mix::MixRow>,
+    /// Each comparative test's bound on the canary's harm against its
+    /// tolerance, over the whole rollout (see `analysis::safety`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub safety: Vec<safety_report::SafetyRow>,
 }
 
 impl Evidence {
@@ -112,6 +116,18 @@ impl Evidence {
             let _ = write!(s, "; {} {}", m.name, num(m.canary));
             if m.baseline.is_some() {
                 let _ = write!(s, " vs {}", num(m.baseline));
+            }
+        }
+        if !self.safety.is_empty() {
+            s.push_str("; bounds:");
+            for (i, r) in self.safety.iter().enumerate() {
+                let sep = if i == 0 { " " } else { ", " };
+                let mark = if r.within { "≤" } else { ">" };
+                let _ = write!(
+                    s,
+                    "{sep}{} {} {mark} {}",
+                    r.test, r.bound_text, r.tolerance_text
+                );
             }
         }
         s

@@ -22,6 +22,7 @@
 //! | the team's `ratio` and `mean` metrics | safe t-test, abort | the step's means, abort |
 //! | the team's `gauge` metrics | beyond its limit: hold; at `consecutive` looks, abort | the same |
 //! | a metric with no value | hold | hold |
+//! | evidence of safety: every comparative test's bound within its tolerance (`promote_on: evidence`) | hold | hold |
 //!
 //! May import: `spec`, `counts`.
 
@@ -32,6 +33,8 @@ mod input;
 pub mod mean;
 mod method;
 pub mod mix;
+pub mod safety;
+pub mod safety_report;
 pub mod sequential;
 pub mod state;
 pub mod team_metrics;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::eprocess::{CeilingTest, RateRatioTest, ShareTest};
 use super::input::Input;
 use super::mix::MixTest;
+use super::safety::RateCounts;
 use super::team_metrics::{MetricState, Reading};
 use crate::spec::Analysis;
 
@@ -37,6 +38,12 @@ pub struct AnalysisState {
     /// One per `analysis.dimensions`, in its order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mix: Vec<MixTest>,
+    /// Evidence of safety over the whole rollout (see [`super::safety`]):
+    /// errors, then requests slower than each of `latency.bounds_ms`.
+    #[serde(default)]
+    pub safe_errors: RateCounts,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub safe_slow: Vec<RateCounts>,
 }
 
 impl AnalysisState {
@@ -59,6 +66,8 @@ impl AnalysisState {
             canary_history: Vec::new(),
             metrics: a.metrics.iter().map(MetricState::new).collect(),
             mix: a.dimensions.iter().map(MixTest::new).collect(),
+            safe_errors: RateCounts::default(),
+            safe_slow: vec![RateCounts::default(); a.latency.bounds_ms.len()],
         }
     }
 
@@ -136,6 +145,13 @@ impl AnalysisState {
         }
         let pi = nc / (nc + nb);
         self.errors.update(ec, ec + b.errors(), pi);
+        self.safe_errors.add(ec, nc, b.errors(), nb);
+        if self.safe_slow.len() != self.latency.len() {
+            self.safe_slow = vec![RateCounts::default(); self.latency.len()];
+        }
+        for ((bound, _), counts) in self.latency.iter().zip(self.safe_slow.iter_mut()) {
+            counts.add(c.slower_than(*bound), nc, b.slower_than(*bound), nb);
+        }
         for (bound, test) in &mut self.latency {
             let (sc, sb) = (c.slower_than(*bound), b.slower_than(*bound));
             test.update(sc, sc + sb, pi);

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::format::fmt_e;
 use super::mean::{Contrast, MeanTest};
+use super::safety::{MeanLadder, RateCounts};
 use crate::spec::metric::{Direction, MetricCheck, MetricKind};
 
 /// The cumulative values of one metric at one reading.
@@ -42,6 +43,12 @@ pub struct MetricState {
     /// This step's sums: canary numerator and denominator, then stable's.
     pub step: [f64; 4],
     pub test: MeanTest,
+    /// Evidence of safety, over the whole rollout: a `ratio`'s successes
+    /// and trials per version, a `mean`'s ladder of t-tests.
+    #[serde(default)]
+    pub safety: RateCounts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ladder: Option<MeanLadder>,
     /// Gauge: the last value, and looks in a row beyond the limit.
     pub value: Option<f64>,
     pub breaches: u32,
@@ -140,6 +147,20 @@ impl MetricState {
                 }
                 if compare {
                     self.test.add(delta, m.min_count as f64, &contrast(m));
+                    let r = m.tolerance.relative_percent.unwrap_or(0.0) / 100.0;
+                    let a = m.tolerance.absolute.unwrap_or(0.0);
+                    match m.kind {
+                        MetricKind::Ratio => {
+                            self.safety.add(delta[0], delta[1], delta[2], delta[3])
+                        }
+                        _ => self.ladder.get_or_insert_with(MeanLadder::default).add(
+                            delta,
+                            m.min_count as f64,
+                            m.higher_is_better(),
+                            r,
+                            a,
+                        ),
+                    }
                 }
             }
             _ => self.error = Some("the provider's answer does not fit the metric's kind".into()),

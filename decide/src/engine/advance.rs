@@ -3,9 +3,11 @@
 //! it human commands through the same transitions.
 
 use crate::analysis::team_metrics::{self, Reading};
-use crate::analysis::{analyzer_for, AnalysisState, Counts, Evidence, Input, Verdict};
+use crate::analysis::{
+    analyzer_for, safety_report, AnalysisState, Counts, Evidence, Input, Verdict,
+};
 use crate::counts::Snapshot;
-use crate::spec::{MetricsLossPolicy, StepTraffic};
+use crate::spec::{MetricsLossPolicy, OnInconclusive, PromoteOn, StepTraffic};
 
 use super::state::{Phase, RolloutState};
 
@@ -16,6 +18,15 @@ pub const AWAITING_APPROVAL: &str = "healthy; waiting for approval";
 /// Whether `state` waits for nothing but a person's approval.
 pub fn awaits_approval(state: &RolloutState) -> bool {
     state.phase == Phase::Progressing && state.reason.starts_with(AWAITING_APPROVAL)
+}
+
+/// How the reason of a rollout begins once a step has waited past its
+/// `max_duration` for evidence of safety (`on_inconclusive: hold`).
+pub const INCONCLUSIVE: &str = "inconclusive";
+
+/// Whether `state` is held past its step's `max_duration` without evidence.
+pub fn is_inconclusive(state: &RolloutState) -> bool {
+    state.phase == Phase::Progressing && state.reason.starts_with(INCONCLUSIVE)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -250,6 +261,9 @@ fn decide(
     let mut evidence = verdict.evidence().clone();
     evidence.metrics = team_metrics::evidence(&spec.analysis.metrics, &analysis.metrics);
     evidence.mix = mix;
+    if with_baseline {
+        evidence.safety = safety_report::rows(&spec.analysis, analysis);
+    }
     let hold = |reason: String| (Decision::Hold { reason }, evidence.clone());
     match &verdict {
         Verdict::Fail(why, _) => {
@@ -288,16 +302,54 @@ fn decide(
             step.percent
         ));
     }
+    let gated = spec.analysis.promote_on == PromoteOn::Evidence && with_baseline;
+    let waiting = if gated {
+        safety_report::waiting_for(&evidence.safety, analysis)
+    } else {
+        None
+    };
+    if let Some(wait) = waiting {
+        let max = step.max_duration.or(spec.analysis.max_duration);
+        let Some(max) = max.filter(|m| held_ms >= m.as_millis() as u64) else {
+            return hold(wait);
+        };
+        let within = humantime::format_duration(std::time::Duration::from_secs(max.as_secs()));
+        return match spec.analysis.on_inconclusive {
+            OnInconclusive::Abort => (
+                Decision::Abort {
+                    reason: format!(
+                        "{INCONCLUSIVE} at {}% after {within} (max_duration; on_inconclusive: abort): {wait}",
+                        step.percent
+                    ),
+                },
+                evidence,
+            ),
+            OnInconclusive::Hold => hold(format!(
+                "{INCONCLUSIVE} at {}% after {within} (max_duration): {wait}; holding — never promoted without evidence: promote by hand with a reason, or abort",
+                step.percent
+            )),
+        };
+    }
     if step.approval && !state.approved {
         return hold(format!(
             "{AWAITING_APPROVAL} to leave {}% (dimmer promote)",
             step.percent
         ));
     }
-    next_step(state, "analysis passed").map_or(
+    let passed = if gated {
+        format!(
+            "evidence of safety ({})",
+            safety_report::all_within(&evidence.safety)
+        )
+    } else if with_baseline {
+        "no alarm (promote_on: no_alarm)".to_owned()
+    } else {
+        "analysis passed".to_owned()
+    };
+    next_step(state, &passed).map_or(
         (
             Decision::Complete {
-                reason: "analysis passed at the last step".into(),
+                reason: format!("{passed} at the last step"),
             },
             evidence.clone(),
         ),

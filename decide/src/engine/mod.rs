@@ -12,7 +12,7 @@ mod state;
 mod tests;
 
 pub use advance::{
-    advance, advance_with, apply, awaits_approval, next_step, Decision, Observation, Outcome,
-    AWAITING_APPROVAL,
+    advance, advance_with, apply, awaits_approval, is_inconclusive, next_step, Decision,
+    Observation, Outcome, AWAITING_APPROVAL, INCONCLUSIVE,
 };
 pub use state::{Phase, RolloutState};

@@ -12,7 +12,7 @@ fn spec() -> RolloutSpec {
     RolloutSpec::from_yaml(
         "name: checkout\nstable: v1\ncanary: v2\nidentity: [{header: x-user-id}]\n\
          steps:\n- {percent: 1, pause: 10s}\n- {percent: 50, approval: true}\n- {percent: 100}\n\
-         analysis: {min_requests: 100, method: threshold}\n",
+         analysis: {min_requests: 100, method: threshold, promote_on: no_alarm}\n",
     )
     .unwrap()
 }
@@ -123,7 +123,7 @@ fn blue_green() -> RolloutSpec {
         "name: checkout\nstable: v1\ncanary: v2\nidentity: [{header: x-user-id}]\n\
          overrides: [{header: x-preview, values: [qa], version: v2}]\n\
          strategy: {blue_green: {keep_previous_for: 10m}}\n\
-         analysis: {min_requests: 100, method: threshold}\n",
+         analysis: {min_requests: 100, method: threshold, promote_on: no_alarm}\n",
     )
     .unwrap()
 }
@@ -197,7 +197,7 @@ fn a_shadow_step_judges_the_mirrored_requests_only() {
     let spec = RolloutSpec::from_yaml(
         "name: checkout\nstable: v1\ncanary: v2\nidentity: [{header: x-user-id}]\n\
          steps: [{percent: 0, traffic: shadow}, {percent: 10}]\n\
-         analysis: {min_requests: 100, method: threshold}\n",
+         analysis: {min_requests: 100, method: threshold, promote_on: no_alarm}\n",
     )
     .unwrap();
     let with_shadow = |users: (f64, f64), shadow: (f64, f64)| {
@@ -396,6 +396,109 @@ fn a_step_up_waits_for_lagging_proxies_but_an_abort_does_not() {
     );
     assert!(
         matches!(o.decision, Decision::Abort { .. }),
+        "{:?}",
+        o.decision
+    );
+}
+
+fn evidence_spec(extra: &str) -> RolloutSpec {
+    RolloutSpec::from_yaml(&format!(
+        "name: checkout\nstable: v1\ncanary: v2\nidentity: [{{header: x-user-id}}]\n\
+         steps:\n- {{percent: 10, pause: 10s}}\n- {{percent: 100}}\n\
+         analysis: {{min_requests: 100, interval: 1s{extra}}}\n"
+    ))
+    .unwrap()
+}
+
+/// Feeds `looks` looks of `per_look` canary requests (and nine times as
+/// many on the baseline), none failing, one a second from `from_ms`;
+/// stops at the first decision that is not a hold. Counts are cumulative
+/// from `base` canary requests.
+fn feed_healthy(mut s: RolloutState, looks: u64, per_look: f64, from_ms: u64) -> Outcome {
+    let base = s
+        .analysed_at
+        .as_ref()
+        .map_or(0.0, |a| a.version("v2").requests());
+    let mut o = None;
+    for i in 1..=looks {
+        let n = base + per_look * i as f64;
+        let out = counts(&s, &snap((9.0 * n, 0.0), (n, 0.0)), from_ms + 1000 * i);
+        s = out.next.clone();
+        let done = !matches!(out.decision, Decision::Hold { .. });
+        o = Some(out);
+        if done {
+            break;
+        }
+    }
+    o.unwrap()
+}
+
+fn started_with(spec: RolloutSpec) -> RolloutState {
+    let s = RolloutState::new(spec, 0);
+    counts(&s, &snap((0.0, 0.0), (0.0, 0.0)), 0).next
+}
+
+#[test]
+fn a_step_goes_up_on_evidence_of_safety_not_when_its_pause_is_over() {
+    let s = started_with(evidence_spec(""));
+    // 30 s at 20 canary requests a second: 600, past min_requests and the
+    // pause, no error anywhere — yet too few to show the canary's error
+    // rate is within 0.5 pp of the baseline's.
+    let o = feed_healthy(s, 30, 20.0, 0);
+    let Decision::Hold { reason } = &o.decision else {
+        panic!("{:?}", o.decision)
+    };
+    assert!(
+        reason.starts_with("waiting for evidence of safety: errors: canary at most +")
+            && reason.contains("(bound), tolerance +0.50 pp — about ")
+            && reason.contains("more canary requests, ~"),
+        "{reason}"
+    );
+    let row = &o.evidence.safety[0];
+    assert!(!row.within && row.bound.is_some_and(|b| b > 1.0), "{row:?}");
+    // Enough traffic: the bound comes within, and the step up says so.
+    let o = feed_healthy(o.next, 60, 40.0, 30_000);
+    match &o.decision {
+        Decision::StepUp { reason, .. } => {
+            assert!(
+                reason.starts_with("evidence of safety (errors +"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}: {:?}", o.evidence.safety),
+    }
+    assert!(o.evidence.safety.iter().all(|r| r.within));
+}
+
+#[test]
+fn no_alarm_promotes_when_the_pause_is_over() {
+    let s = started_with(evidence_spec(", promote_on: no_alarm"));
+    let o = feed_healthy(s, 12, 20.0, 0);
+    assert!(
+        matches!(&o.decision, Decision::StepUp { reason, .. } if reason.starts_with("no alarm (promote_on: no_alarm)")),
+        "{:?}",
+        o.decision
+    );
+    // The bound is still shown, not within.
+    assert!(!o.evidence.safety[0].within);
+}
+
+#[test]
+fn an_inconclusive_step_holds_or_aborts_and_never_promotes() {
+    let s = started_with(evidence_spec(", max_duration: 20s"));
+    let o = feed_healthy(s, 25, 5.0, 0);
+    let Decision::Hold { reason } = &o.decision else {
+        panic!("{:?}", o.decision)
+    };
+    assert!(
+        reason.starts_with("inconclusive at 10% after 20s (max_duration): waiting for evidence"),
+        "{reason}"
+    );
+    assert!(super::advance::is_inconclusive(&o.next));
+    let s = started_with(evidence_spec(", max_duration: 20s, on_inconclusive: abort"));
+    let o = feed_healthy(s, 25, 5.0, 0);
+    assert!(
+        matches!(&o.decision, Decision::Abort { reason } if reason.starts_with("inconclusive at 10% after 20s (max_duration; on_inconclusive: abort)")),
         "{:?}",
         o.decision
     );

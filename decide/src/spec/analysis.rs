@@ -24,6 +24,29 @@ pub struct Analysis {
     /// baseline's before it counts as a regression (ρ0 ≥ 1).
     #[serde(default = "default_rho0")]
     pub max_rate_ratio: f64,
+    /// Evidence of safety: the canary's error rate may be up to
+    /// `max_rate_ratio` times the baseline's plus this many percentage
+    /// points. The margin is what makes a baseline without errors
+    /// provable at all.
+    #[serde(default = "default_rate_increase_pp")]
+    pub max_rate_increase_pp: f64,
+    /// `evidence` (the default): a step goes up only when every comparative
+    /// test's bound on the canary's harm is within its tolerance.
+    /// `no_alarm`: when its pause is over and no test has found harm yet.
+    #[serde(default)]
+    pub promote_on: PromoteOn,
+    /// How long a step may wait for evidence before it is inconclusive
+    /// (each step may set its own `max_duration`).
+    #[serde(
+        default = "default_max_duration",
+        with = "duration::max_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_duration: Option<Duration>,
+    /// What an inconclusive step does: `hold` (the default; it raises
+    /// `dimmer_rollout_inconclusive`) or `abort`. It never promotes.
+    #[serde(default)]
+    pub on_inconclusive: OnInconclusive,
     /// How often the controller reads metrics and decides.
     #[serde(default = "default_interval", with = "duration::interval")]
     pub interval: Duration,
@@ -81,6 +104,22 @@ impl Default for MetricsLoss {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromoteOn {
+    #[default]
+    Evidence,
+    NoAlarm,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnInconclusive {
+    #[default]
+    Hold,
+    Abort,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     #[default]
@@ -92,6 +131,15 @@ fn default_alpha() -> f64 {
     0.001
 }
 fn default_rho0() -> f64 {
+    1.0
+}
+fn default_rate_increase_pp() -> f64 {
+    0.5
+}
+fn default_max_duration() -> Option<Duration> {
+    Some(Duration::from_secs(3600))
+}
+fn default_slow_increase_pp() -> f64 {
     1.0
 }
 
@@ -108,6 +156,10 @@ impl Default for Analysis {
             method: Method::default(),
             alpha: default_alpha(),
             max_rate_ratio: default_rho0(),
+            max_rate_increase_pp: default_rate_increase_pp(),
+            promote_on: PromoteOn::default(),
+            max_duration: default_max_duration(),
+            on_inconclusive: OnInconclusive::default(),
             interval: default_interval(),
             min_requests: default_min_requests(),
             error_rate: ErrorRateCheck::default(),
@@ -174,6 +226,10 @@ pub struct LatencyCheck {
     /// ...or exceeds this ceiling in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ms: Option<f64>,
+    /// Evidence of safety: the share of the canary's requests slower than
+    /// each bound may exceed the baseline's by this many percentage points.
+    #[serde(default = "default_slow_increase_pp")]
+    pub max_slow_increase_pp: f64,
 }
 
 fn default_bounds() -> Vec<f64> {
@@ -198,6 +254,7 @@ impl Default for LatencyCheck {
             max_ratio: default_latency_ratio(),
             min_increase_ms: default_latency_slack(),
             max_ms: None,
+            max_slow_increase_pp: default_slow_increase_pp(),
         }
     }
 }
@@ -246,6 +303,28 @@ impl Analysis {
             "analysis.max_rate_ratio",
             "from 1 to 1000",
         )?;
+        in_range(
+            a.max_rate_increase_pp,
+            0.001,
+            100.0,
+            "analysis.max_rate_increase_pp",
+            "above 0 (a baseline without errors could never be matched) and at most 100",
+        )?;
+        in_range(
+            a.latency.max_slow_increase_pp,
+            0.001,
+            100.0,
+            "analysis.latency.max_slow_increase_pp",
+            "above 0 and at most 100",
+        )?;
+        if let Some(d) = a.max_duration {
+            if d < a.interval || d > MAX_PAUSE {
+                return Err(invalid(
+                    "analysis.max_duration",
+                    "must be at least analysis.interval and at most 30 days",
+                ));
+            }
+        }
         let e = &a.error_rate;
         in_range(
             e.max_increase_pp,
@@ -313,6 +392,19 @@ impl Analysis {
             )?;
         }
         validate_all(&a.metrics)?;
+        if a.promote_on == PromoteOn::Evidence {
+            for (i, m) in a.metrics.iter().enumerate() {
+                if m.is_comparison() && m.tolerance.is_zero() {
+                    return Err(invalid(
+                        format!("analysis.metrics[{i}].tolerance"),
+                        format!(
+                            "{:?} needs a tolerance (relative_percent or absolute): a step goes up on evidence that the canary is at most that much worse, and no data can show it is not worse at all (or set analysis.promote_on: no_alarm)",
+                            m.name
+                        ),
+                    ));
+                }
+            }
+        }
         if a.metrics_loss.after < a.interval || a.metrics_loss.after > MAX_PAUSE {
             return Err(invalid(
                 "analysis.metrics_loss.after",

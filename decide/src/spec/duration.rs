@@ -40,3 +40,27 @@ field!(interval);
 field!(after);
 field!(keep_previous_for);
 field!(preview_for);
+
+/// An optional duration, named by its field the same way.
+macro_rules! optional {
+    ($name:ident) => {
+        pub mod $name {
+            use super::*;
+
+            pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+                match d {
+                    Some(d) => write(d, s),
+                    None => s.serialize_none(),
+                }
+            }
+
+            pub fn deserialize<'de, D: Deserializer<'de>>(
+                d: D,
+            ) -> Result<Option<Duration>, D::Error> {
+                parse(stringify!($name), d).map(Some)
+            }
+        }
+    };
+}
+
+optional!(max_duration);

@@ -25,7 +25,8 @@ pub mod yaml_guard;
 pub mod yaml_lines;
 
 pub use analysis::{
-    Analysis, ErrorRateCheck, LatencyCheck, Method, MetricsLoss, MetricsLossPolicy, Slo,
+    Analysis, ErrorRateCheck, LatencyCheck, Method, MetricsLoss, MetricsLossPolicy, OnInconclusive,
+    PromoteOn, Slo,
 };
 pub use arms::{arm_name, MAX_ARMS};
 pub use counting::{CountedBy, Counting};

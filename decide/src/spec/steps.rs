@@ -28,6 +28,14 @@ pub struct Step {
     /// (`preview`) or the requests Envoy mirrors to it (`shadow`).
     #[serde(default, skip_serializing_if = "StepTraffic::is_users")]
     pub traffic: StepTraffic,
+    /// How long this step may wait for evidence of safety before it is
+    /// inconclusive (default: `analysis.max_duration`).
+    #[serde(
+        default,
+        with = "duration::max_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_duration: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,12 +99,14 @@ impl BlueGreen {
                 pause: self.preview_for,
                 approval: self.approval,
                 traffic: StepTraffic::Preview,
+                max_duration: None,
             },
             Step {
                 percent: 100.0,
                 pause: self.keep_previous_for,
                 approval: false,
                 traffic: StepTraffic::Users,
+                max_duration: None,
             },
         ]
     }
@@ -199,6 +209,17 @@ pub(super) fn validate_steps(
             last = s.weight_bp();
             if s.pause > MAX_PAUSE {
                 return Err(invalid(at("pause"), "must be at most 30 days"));
+            }
+            if let Some(max) = s.max_duration {
+                if max < s.pause || max > MAX_PAUSE {
+                    return Err(invalid(
+                        at("max_duration"),
+                        format!(
+                            "must be at least the step's pause ({}) and at most 30 days",
+                            humantime::format_duration(s.pause)
+                        ),
+                    ));
+                }
             }
         }
         Ok(())
