@@ -141,6 +141,6 @@ pub fn spec_yaml(steps: &[(f64, &str)], min_requests: u64) -> String {
         .collect();
     format!(
         "name: checkout\nidentity:\n  - header: x-user-id\nsalt: checkout-7\nstable: v1\ncanary: v2\n\
-         steps:\n{steps}analysis:\n  interval: 1s\n  min_requests: {min_requests}\n"
+         steps:\n{steps}analysis:\n  promote_on: no_alarm\n  interval: 1s\n  min_requests: {min_requests}\n"
     )
 }

@@ -79,7 +79,7 @@ async fn every_series_a_rule_or_a_panel_queries_exists() -> anyhow::Result<()> {
     stack.apply(
         "name: checkout\nidentity:\n  - header: x-user-id\nstable: v1\ncanary: v2\n\
          steps:\n  - {percent: 0, traffic: shadow}\n  - {percent: 10}\n\
-         analysis:\n  interval: 1s\n  min_requests: 10\n",
+         analysis:\n  promote_on: no_alarm\n  interval: 1s\n  min_requests: 10\n",
     )?;
     stack
         .controller

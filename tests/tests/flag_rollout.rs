@@ -24,7 +24,7 @@ fn flag_yaml(key: &str, steps: &[(f64, bool)], extra: &str) -> String {
     format!(
         "kind: flag\nkey: {key}\nowner: team-test\nlifecycle: permanent\n\
          identity:\n  - header: x-user-id\ndefault_variant: \"off\"\nvariant: \"on\"\n\
-         steps:\n{steps}analysis:\n  interval: 1s\n  min_requests: 20\n{extra}"
+         steps:\n{steps}analysis:\n  promote_on: no_alarm\n  interval: 1s\n  min_requests: 20\n{extra}"
     )
 }
 

@@ -22,7 +22,7 @@ fn blue_green_yaml(keep: &str, approval: bool) -> String {
         "name: checkout\nidentity:\n  - header: x-user-id\nsalt: checkout-7\nstable: v1\ncanary: v2\n\
          overrides:\n  - {{header: x-preview, values: [qa], version: v2}}\n\
          strategy:\n  blue_green: {{approval: {approval}, keep_previous_for: {keep}}}\n\
-         analysis:\n  interval: 1s\n  min_requests: 150\n"
+         analysis:\n  promote_on: no_alarm\n  interval: 1s\n  min_requests: 150\n"
     )
 }
 
@@ -171,7 +171,10 @@ async fn a_healthy_green_switches_by_itself_and_completes_after_the_window() -> 
         .await?;
     assert_eq!(done["phase"], "completed", "{done}");
     let history = stack.controller.ok(&["history", "checkout"])?;
-    assert!(history.contains("analysis passed: 0% → 100%"), "{history}");
+    assert!(
+        history.contains("no alarm (promote_on: no_alarm): 0% → 100%"),
+        "{history}"
+    );
     let status = stack.controller.ok(&["status", "checkout"])?;
     assert!(
         status.contains("completed (switched to v2; v1 released)"),
@@ -240,7 +243,7 @@ impl Mirrored {
 fn shadow_yaml() -> String {
     "name: checkout\nidentity:\n  - header: x-user-id\nsalt: checkout-7\nstable: v1\ncanary: v2\n\
      steps:\n  - {percent: 0, traffic: shadow, pause: 2s}\n  - {percent: 10, pause: 1h}\n\
-     analysis:\n  interval: 1s\n  min_requests: 150\n"
+     analysis:\n  promote_on: no_alarm\n  interval: 1s\n  min_requests: 150\n"
         .into()
 }
 
@@ -410,7 +413,7 @@ async fn ab_n_aborts_a_failing_arm_alone_keeps_cohorts_monotone_and_a_person_pic
         &path,
         "name: checkout\nidentity:\n  - header: x-user-id\nstable: v1\narms: [v2, v3]\n\
          steps:\n  - {percent: 10, pause: 2s}\n  - {percent: 25, pause: 2s}\n  - {percent: 45, pause: 2s}\n\
-         analysis:\n  interval: 1s\n  min_requests: 50\n",
+         analysis:\n  promote_on: no_alarm\n  interval: 1s\n  min_requests: 50\n",
     )?;
     let out = t
         .controller

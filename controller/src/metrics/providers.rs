@@ -328,7 +328,7 @@ mod tests {
     async fn a_hanging_query_holds_its_metric_alone_within_the_timeout() {
         let spec = RolloutSpec::from_yaml(
             "name: shop\nstable: v1\ncanary: v2\nsteps: [{percent: 10}]\nanalysis:\n  metrics:\n\
-             \x20 - {name: conversion, provider: {prometheus: {}}, kind: ratio, direction: higher, successes: 'o_{{version}}', trials: 't_{{version}}'}\n\
+             \x20 - {name: conversion, provider: {prometheus: {}}, kind: ratio, direction: higher, tolerance: {relative_percent: 5}, successes: 'o_{{version}}', trials: 't_{{version}}'}\n\
              \x20 - {name: slow, provider: {prometheus: {}}, kind: gauge, max: 1, query: 'hang {{canary}}'}\n",
         )
         .unwrap();

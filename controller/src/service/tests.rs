@@ -17,7 +17,7 @@ fn spec(extra: &str) -> RolloutSpec {
     RolloutSpec::from_yaml(&format!(
         "name: checkout\nstable: v1\ncanary: v2\nidentity: [{{header: x-user-id}}]\n\
          steps:\n- {{percent: 10, approval: true}}\n- {{percent: 100}}\n\
-         analysis: {{min_requests: 50, interval: 200ms}}\n{extra}"
+         analysis: {{min_requests: 50, interval: 200ms, promote_on: no_alarm}}\n{extra}"
     ))
     .unwrap()
 }
@@ -265,7 +265,7 @@ fn flag(key: &str, extra: &str) -> RolloutSpec {
     RolloutSpec::from_yaml(&format!(
         "kind: flag\nkey: {key}\nowner: team-a\nlifecycle: permanent\nidentity: [{{header: x-user-id}}]\n\
          default_variant: \"off\"\nvariant: \"on\"\nsteps:\n- {{percent: 10}}\n- {{percent: 100}}\n\
-         analysis: {{min_requests: 50, interval: 200ms}}\n{extra}"
+         analysis: {{min_requests: 50, interval: 200ms, promote_on: no_alarm}}\n{extra}"
     ))
     .unwrap()
 }
@@ -556,7 +556,7 @@ fn abn() -> RolloutSpec {
     RolloutSpec::from_yaml(
         "name: checkout\nstable: v1\narms: [v2, v3]\nidentity: [{header: x-user-id}]\n\
          steps:\n- {percent: 10}\n- {percent: 40}\n\
-         analysis: {min_requests: 50, interval: 200ms, method: threshold}\n",
+         analysis: {min_requests: 50, interval: 200ms, method: threshold, promote_on: no_alarm}\n",
     )
     .unwrap()
 }

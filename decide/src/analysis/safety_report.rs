@@ -222,9 +222,14 @@ pub fn waiting_for(rows: &[SafetyRow], state: &AnalysisState) -> Option<String> 
         if i > 0 {
             s.push_str("; ");
         }
+        let over = if r.bound_text.starts_with('+') || r.bound_text.starts_with("more than +") {
+            " over the baseline"
+        } else {
+            ""
+        };
         let _ = write!(
             s,
-            "{}: canary at most {} (bound), tolerance {}",
+            "{}: canary at most {}{over} (bound), tolerance {}",
             r.test, r.bound_text, r.tolerance_text
         );
         if r.estimate_beyond {

@@ -450,6 +450,7 @@ fn a_step_goes_up_on_evidence_of_safety_not_when_its_pause_is_over() {
     };
     assert!(
         reason.starts_with("waiting for evidence of safety: errors: canary at most +")
+            && reason.contains(" pp over the baseline (bound)")
             && reason.contains("(bound), tolerance +0.50 pp — about ")
             && reason.contains("more canary requests, ~"),
         "{reason}"
