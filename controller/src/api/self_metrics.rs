@@ -266,6 +266,41 @@ fn rollouts(o: &mut String, i: &Inputs<'_>) {
         o,
         i,
         (
+            "dimmer_rollout_safety_bound",
+            "gauge",
+            "Evidence of safety: the bound on the canary's harm per comparative test, in tolerances (at most 1 lets a step go up; +Inf: nothing ruled out yet).",
+        ),
+        |v| {
+            v.evidence
+                .safety
+                .iter()
+                .map(|r| {
+                    (
+                        format!(",test=\"{}\"", r.test),
+                        r.bound.map_or("+Inf".into(), |b| b.to_string()),
+                    )
+                })
+                .collect()
+        },
+    );
+    per_rollout(
+        o,
+        i,
+        (
+            "dimmer_rollout_inconclusive",
+            "gauge",
+            "1 while a step is held past its max_duration without evidence of safety.",
+        ),
+        |v| {
+            let held = v.phase == Phase::Progressing
+                && v.reason.starts_with(dimmer_decide::engine::INCONCLUSIVE);
+            vec![(String::new(), u8::from(held).to_string())]
+        },
+    );
+    per_rollout(
+        o,
+        i,
+        (
             "dimmer_test_evalue",
             "gauge",
             "Each sequential test's e-value now (errors, latency, share).",

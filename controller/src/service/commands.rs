@@ -373,6 +373,11 @@ impl Service {
             _ => return Err(conflict()),
         }
         let evidence = current.evidence.clone();
+        let recorded = if cmd == Command::Promote {
+            without_evidence(reason, &evidence)
+        } else {
+            reason.to_owned()
+        };
         self.transition(
             &mut state,
             name,
@@ -380,9 +385,28 @@ impl Service {
             bump,
             actor,
             cmd.verb(),
-            reason,
+            &recorded,
             &evidence,
         )?;
         Ok(self.view(&super::rollouts::current(&state, name)?, now))
     }
+}
+
+/// A person's promote, recorded with what the data had not yet shown: the
+/// audit says the canary went up without evidence of safety, and on which
+/// bounds.
+fn without_evidence(reason: &str, evidence: &Evidence) -> String {
+    let missing: Vec<String> = evidence
+        .safety
+        .iter()
+        .filter(|r| !r.within)
+        .map(|r| format!("{} at most {} > {}", r.test, r.bound_text, r.tolerance_text))
+        .collect();
+    if missing.is_empty() {
+        return reason.to_owned();
+    }
+    format!(
+        "{reason} (promoted without evidence of safety: {})",
+        missing.join(", ")
+    )
 }

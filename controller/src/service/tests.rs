@@ -821,3 +821,48 @@ async fn a_controller_whose_audit_key_does_not_sign_the_chain_writes_nothing() {
     assert_eq!(store.verify().unwrap(), Ok(head.seq as usize));
     assert!(store.check_key().is_ok());
 }
+
+#[tokio::test]
+async fn a_person_who_promotes_without_evidence_is_recorded_as_such() {
+    let f = fixture(Duration::from_secs(1));
+    f.source.set("checkout", snap(1000.0, 100.0));
+    let evidence_spec = RolloutSpec::from_yaml(
+        "name: checkout\nstable: v1\ncanary: v2\nidentity: [{header: x-user-id}]\n\
+         steps:\n- {percent: 10}\n- {percent: 100}\n\
+         analysis: {min_requests: 50, interval: 200ms}\n",
+    )
+    .unwrap();
+    f.service
+        .apply(evidence_spec, "alice", false)
+        .await
+        .unwrap();
+    look_until(&f, |v| v.reason.contains("baseline taken")).await;
+    f.source.set("checkout", snap(1900.0, 200.0));
+    let v = look_until(&f, |v| {
+        v.reason.starts_with("waiting for evidence of safety")
+    })
+    .await;
+    assert!(
+        v.reason.contains("errors: canary at most +"),
+        "{}",
+        v.reason
+    );
+    f.service
+        .command(
+            "checkout",
+            Command::Promote,
+            "alice",
+            "release train leaves",
+        )
+        .await
+        .unwrap();
+    let history = f.service.history("checkout").unwrap();
+    let promote = history.iter().find(|r| r.action == "promote").unwrap();
+    assert!(
+        promote.reason.starts_with(
+            "release train leaves (promoted without evidence of safety: errors at most +"
+        ),
+        "{}",
+        promote.reason
+    );
+}
