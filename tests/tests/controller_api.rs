@@ -247,7 +247,7 @@ async fn invalid_specs_are_refused_naming_the_field() -> anyhow::Result<()> {
         ),
         (
             good.replace("  min_requests: 10", "  min_requets: 10"),
-            "line 13",
+            "line 14",
         ),
         (
             good.replace("canary: v2", "canary: v1"),

@@ -10,6 +10,7 @@ pub mod client;
 mod exit;
 mod logging;
 mod output;
+mod promotion;
 pub mod render;
 mod run;
 mod serve;

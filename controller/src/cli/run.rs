@@ -14,7 +14,7 @@ use crate::store::{self, Store};
 use super::args::{AuditCmd, Cli, Cmd};
 use super::client::{seg, Body, Client};
 use super::output::{self, Output};
-use super::{render, serve, simulate, status};
+use super::{promotion, render, serve, simulate, status};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&cli.server, cli.token.clone());
@@ -91,6 +91,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 if let Some(rps) = rps {
                     simulate::estimate(&spec, rps, baseline_error);
+                    promotion::estimate(&spec, rps, baseline_error);
                     simulate::estimate_metrics(&spec, rps, &expect, harm / 100.0)?;
                 }
                 return Ok(());

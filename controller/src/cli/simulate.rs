@@ -71,6 +71,12 @@ pub struct SimArgs {
     /// worse by more than this, relatively.
     #[arg(long, default_value_t = 0.05)]
     reference_threshold: f64,
+    /// Instead: how often a canary at or twice beyond its tolerance reaches
+    /// 100%, on evidence of safety and on "no alarm", over pauses (10 s to
+    /// 10 min) and traffic (10 to 1,000 requests/s), with a healthy
+    /// canary's median time to 100%; `--runs` rollouts per cell.
+    #[arg(long)]
+    promotion: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -288,6 +294,9 @@ fn simulate_signal_cmd(a: &SimArgs, signal: SignalArg) -> anyhow::Result<()> {
 }
 
 pub fn simulate_cmd(a: SimArgs) -> anyhow::Result<()> {
+    if a.promotion {
+        return super::promotion::table(a.runs, a.horizon as u64, a.seed);
+    }
     if let Some(signal) = a.signal {
         return simulate_signal_cmd(&a, signal);
     }
