@@ -200,7 +200,7 @@ fn ln_sup_null(c: &RateCounts, b: &Boundary, s: f64) -> f64 {
     }
     let g = |p: f64| ll((k * p + off).clamp(0.0, 1.0), p);
     let phi = 0.618_033_988_749_895;
-    for _ in 0..80 {
+    for _ in 0..50 {
         let m1 = hi - phi * (hi - lo);
         let m2 = lo + phi * (hi - lo);
         if g(m1) < g(m2) {
@@ -237,7 +237,8 @@ pub fn rate_bound(c: &RateCounts, b: &Boundary, prior: Prior, alpha: f64) -> Opt
         return Some(0.0);
     }
     let (mut lo, mut hi) = (0.0, MAX_MULTIPLE);
-    for _ in 0..40 {
+    // 2⁻²⁵ of twenty tolerances: finer than any bound is shown.
+    for _ in 0..25 {
         let mid = 0.5 * (lo + hi);
         if ln_e(c, b, prior, mid) >= need {
             hi = mid;
@@ -275,7 +276,7 @@ pub fn more_needed(c: &RateCounts, b: &Boundary, prior: Prior, alpha: f64) -> Op
         }
     }
     let mut lo = hi / 2.0;
-    for _ in 0..30 {
+    for _ in 0..16 {
         let mid = 0.5 * (lo + hi);
         if ln_e(&c.scaled(mid), b, prior, 1.0) >= need {
             hi = mid;
