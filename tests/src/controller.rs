@@ -291,7 +291,17 @@ impl Controller {
     ) -> anyhow::Result<serde_json::Value> {
         let deadline = Instant::now() + within;
         loop {
-            let v = self.rollout(name).await?;
+            // A follower learns of a forwarded apply from its etcd watch, a
+            // moment after the leader answered: until then it has no such
+            // rollout, which is "not yet", not a failure.
+            let v = match self.rollout(name).await {
+                Ok(v) => v,
+                Err(_) if Instant::now() <= deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if check(&v) {
                 return Ok(v);
             }
