@@ -239,6 +239,24 @@ function chart(title, series, opts = {}) {
   return el("div", { class: "card" }, el("h3", {}, title), svg, legend);
 }
 
+// Evidence of safety beside the abort tests: each test's bound on the
+// canary's harm, in tolerances, against the line a step up needs (1).
+function safetyChart(points, ev) {
+  const rows = ev.safety || [];
+  if (!rows.length) return [];
+  const cap = 20;
+  const now = rows.map((r) => `${r.test} ${r.bound_text} ${r.within ? "≤" : ">"} ${r.tolerance_text}`).join(", ");
+  const series = rows.map((r, i) => ({
+    cls: i === 0 ? "canary" : "stable",
+    label: r.test,
+    points: points.filter((p) => p.bounds && r.test in p.bounds).map((p) => [p.at_ms, p.bounds[r.test] == null ? cap : Math.min(p.bounds[r.test], cap)]),
+  }));
+  const card = chart(`evidence of safety: the bound on the canary's harm, in tolerances (steps up at ≤ 1; now ${now})`, series,
+    { limit: 1, limitLabel: "tolerance", fmt: (x) => `${x.toFixed(1)}×` });
+  card.id = "safety";
+  return [card];
+}
+
 function nextLine(v, now) {
   if (v.phase === "completed" || v.phase === "aborted") return "Nothing: the rollout is over.";
   if (v.phase === "paused") return "Nothing until someone resumes it.";
@@ -246,7 +264,7 @@ function nextLine(v, now) {
   const wait = next == null ? "complete" : `go to ${next}%`;
   const until = v.step_started_ms + (v.step_pauses_ms[v.step] || 0);
   const when = until > now ? `not before ${new Date(until).toISOString().slice(11, 19)} UTC (its pause, ${ago(until - now)} from now), ` : "";
-  return `It will ${wait} ${when}once the analysis passes with enough data${v.reason.includes("approval") ? " and someone approves (promote)" : ""}; it aborts at once if a test crosses its boundary.`;
+  return `It will ${wait} ${when}once the analysis passes with enough data and every bound is within its tolerance${v.reason.includes("approval") ? " and someone approves (promote)" : ""}; it aborts at once if a test crosses its boundary.`;
 }
 
 async function showRollout(name) {
@@ -303,6 +321,7 @@ async function showRollout(name) {
       chart(`sequential tests: e-value against the abort boundary (abort at ${fmtE(limit)}; now errors ${fmtE(last.e_errors)}, latency ${fmtE(last.e_latency)})`, [
         { cls: "canary", label: "errors", points: at((p) => p.e_errors) },
         { cls: "stable", label: "latency", points: at((p) => p.e_latency) }], { log: true, limit, limitLabel: "abort at" }),
+      ...safetyChart(points, ev),
       chart(`sample ratio: e-value (hold at ${fmtE(limit)})`, [{ cls: "stable", label: "share test", points: at((p) => p.e_share) }], { log: true, limit, limitLabel: "hold at" }),
       ...(points.some((p) => p.burn_rate != null) ? [chart("SLO burn rate", [{ cls: "canary", label: v.canary, points: at((p) => p.burn_rate) }], {})] : []));
     const key = `${v.phase}/${me && me.role}`;

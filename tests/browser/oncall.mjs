@@ -62,6 +62,10 @@ try {
   await o.goto(`${url}/ui/#/r/${rollout}`);
   await o.waitForSelector("#act-abort");
   await o.waitForFunction(() => document.querySelectorAll("svg.chart polyline").length >= 3);
+  // The bound against its tolerance, beside the e-values.
+  await o.waitForSelector("#safety svg.chart line.limit", { state: "attached" });
+  seen.safety = await o.textContent("#safety h3");
+  expect(/errors \+[0-9.]+ pp (≤|>) \+0\.50 pp/.test(seen.safety), "the errors bound against its tolerance on the page");
   if (shot) await o.screenshot({ path: shot, fullPage: true });
   await o.click("#act-abort");
   await o.fill("#confirm-reason", "checkout totals look wrong (from the web UI)");

@@ -37,6 +37,11 @@ pub struct Point {
     pub e_threshold: Option<f64>,
     /// The canary's error rate over its SLO's budget rate, if it has one.
     pub burn_rate: Option<f64>,
+    /// Evidence of safety: each comparative test's bound on the canary's
+    /// harm, in tolerances (≤ 1 lets a step go up; `null`: nothing ruled
+    /// out yet), by test.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub bounds: BTreeMap<String, Option<f64>>,
 }
 
 #[derive(Default)]
@@ -82,6 +87,11 @@ impl Series {
             e_share: ev.e_share,
             e_threshold: ev.e_threshold,
             burn_rate,
+            bounds: ev
+                .safety
+                .iter()
+                .map(|r| (r.test.clone(), r.bound))
+                .collect(),
         });
         while points.len() > MAX_POINTS {
             points.pop_front();
