@@ -143,3 +143,88 @@ async fn the_same_spec_with_a_healthy_canary_completes_on_evidence() -> anyhow::
     }
     Ok(())
 }
+
+/// A guardrail beyond its limit holds the step at once, whatever its
+/// `consecutive`, and a provider that accepts connections but never answers
+/// is reported as not answering — not as unreachable — while the step holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gauge_over_its_limit_and_a_hanging_provider_each_hold_the_step() -> anyhow::Result<()> {
+    let (stack, _prom, _load) = shop().await?;
+    // Accepts, reads nothing, answers nothing.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let hang_port = hang.local_addr()?.port();
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for s in hang.incoming().take(200).flatten() {
+            open.push(s);
+        }
+    });
+    let p2 = stack.lab.v2.port;
+    let yaml = |gauge: &str| {
+        format!(
+            "name: checkout\nidentity:\n  - header: x-user-id\nsalt: checkout-7\nstable: v1\ncanary: v2\n\
+             steps:\n  - {{percent: 20, pause: 1s}}\n  - {{percent: 100, pause: 1s}}\n\
+             analysis:\n  interval: 1s\n  min_requests: 20\n  promote_on: no_alarm\n  metrics:\n{gauge}"
+        )
+    };
+    // v2 has taken orders: a max of 0 is breached at once; 100 looks
+    // in a row before an abort.
+    stack.apply(&yaml(&format!(
+        "  - name: canary_orders\n    provider: {{http: {{json_path: '$.orders.count'}}}}\n    kind: gauge\n    \
+         query: 'http://127.0.0.1:{p2}/shop/stats.json'\n    max: 0\n    consecutive: 100\n"
+    )))?;
+    let v = stack
+        .controller
+        .wait_for(
+            "checkout",
+            Duration::from_secs(30),
+            "held by the gauge",
+            |v| {
+                v["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("metric canary_orders (gauge) is"))
+            },
+        )
+        .await?;
+    let reason = v["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("above its max 0") && reason.contains("no step up while it breaches"),
+        "{v}"
+    );
+    // Its pause (1 s) and min_requests are long over: still at step 1.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let v = stack.controller.rollout("checkout").await?;
+    assert_eq!(
+        (v["step"].as_u64(), v["phase"].as_str()),
+        (Some(0), Some("progressing")),
+        "{v}"
+    );
+
+    // The same rollout, its gauge now read from a provider that hangs.
+    stack.apply(&yaml(&format!(
+        "  - name: canary_orders\n    provider: {{prometheus: {{address: 'http://127.0.0.1:{hang_port}'}}}}\n    kind: gauge\n    \
+         query: 'sum(orders)'\n    max: 0\n"
+    )))?;
+    let v = stack
+        .controller
+        .wait_for(
+            "checkout",
+            Duration::from_secs(30),
+            "holding on the hang",
+            |v| {
+                v["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("did not answer within"))
+            },
+        )
+        .await?;
+    let reason = v["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("holding: metric canary_orders (prometheus provider) has no value")
+            && !reason.contains("cannot reach"),
+        "{v}"
+    );
+    assert_eq!(v["step"].as_u64(), Some(0), "{v}");
+    drop(held);
+    Ok(())
+}

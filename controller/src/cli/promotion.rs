@@ -8,32 +8,37 @@ use dimmer_decide::analysis::safety::{self, Boundary, RateCounts, RARE, SAFETY_A
 use dimmer_decide::simulate::{simulate_evidence, EvidenceScenario, EvidenceSignal};
 use dimmer_decide::spec::{PromoteOn, RolloutSpec};
 
-/// The canaries of the table: healthy, at the tolerance, twice it.
-fn canaries(errors: bool) -> [(&'static str, EvidenceSignal); 3] {
-    if errors {
-        // 1% baseline errors, tolerance +0.5 pp (the default).
-        let e = |c: f64| EvidenceSignal::Errors {
-            baseline: 0.01,
-            canary: c,
-        };
-        [
-            ("healthy", e(0.01)),
-            ("at tol", e(0.015)),
-            ("2x tol", e(0.02)),
-        ]
-    } else {
-        // 5% conversion, tolerance 10% relative.
-        let c = |c: f64| EvidenceSignal::Conversion {
-            baseline: 0.05,
-            canary: c,
-            tolerance_percent: 10.0,
-        };
-        [
-            ("healthy", c(0.05)),
-            ("at tol", c(0.045)),
-            ("2x tol", c(0.04)),
-        ]
-    }
+/// The signals of the table, each with its healthy canary, one at the
+/// tolerance and one twice beyond it.
+fn signals() -> Vec<(&'static str, [EvidenceSignal; 3])> {
+    // 1% baseline errors, tolerance +0.5 pp (the default).
+    let e = |c: f64| EvidenceSignal::Errors {
+        baseline: 0.01,
+        canary: c,
+    };
+    // 5% of requests slower than 250 ms, tolerance +1 pp (the default).
+    let l = |c: f64| EvidenceSignal::Slow {
+        baseline: 0.05,
+        canary: c,
+    };
+    // 5% conversion, tolerance 10% relative.
+    let c = |c: f64| EvidenceSignal::Conversion {
+        baseline: 0.05,
+        canary: c,
+        tolerance_percent: 10.0,
+    };
+    // Order value (log-normal, mean 50 on 5% of requests), tolerance 10%.
+    let m = |c: f64| EvidenceSignal::OrderValue {
+        baseline: 50.0,
+        canary: c,
+        tolerance_percent: 10.0,
+    };
+    vec![
+        ("errors", [e(0.01), e(0.015), e(0.02)]),
+        ("latency", [l(0.05), l(0.06), l(0.07)]),
+        ("conversion", [c(0.05), c(0.045), c(0.04)]),
+        ("order val.", [m(50.0), m(45.0), m(40.0)]),
+    ]
 }
 
 fn pct(x: f64) -> String {
@@ -46,7 +51,8 @@ fn time(t: Option<f64>) -> String {
     })
 }
 
-/// Prints, per signal, pause and traffic: P(reached 100%) for a canary
+/// Prints, per signal (errors, the share slower than 250 ms, a ratio
+/// and a mean metric), pause and traffic: P(reached 100%) for a canary
 /// twice the tolerance and at it, and a healthy canary's median time to
 /// 100%, on evidence beside no_alarm, each over `runs` rollouts of steps
 /// 10% → 50% → 100% within `horizon_s`.
@@ -63,11 +69,11 @@ pub fn table(runs: usize, horizon_s: u64, seed: u64) -> anyhow::Result<()> {
         "{:<10} {:>6} {:>6} | {:>8} {:>8} | {:>8} {:>8} | {:>11} {:>11}",
         "", "", "", "evidence", "no_alarm", "evidence", "no_alarm", "evidence", "no_alarm"
     );
-    for errors in [true, false] {
+    for (name, canaries) in signals() {
         for pause_s in [10u64, 60, 600] {
             for rps in [10.0, 100.0, 1000.0] {
                 let mut cells = Vec::new();
-                for (_, signal) in canaries(errors) {
+                for signal in canaries {
                     for promote_on in ["evidence", "no_alarm"] {
                         let r = simulate_evidence(&EvidenceScenario {
                             rps,
@@ -85,7 +91,7 @@ pub fn table(runs: usize, horizon_s: u64, seed: u64) -> anyhow::Result<()> {
                 }
                 println!(
                     "{:<10} {:>6} {:>6} | {:>8} {:>8} | {:>8} {:>8} | {:>11} {:>11}",
-                    if errors { "errors" } else { "conversion" },
+                    name,
                     time(Some(pause_s as f64)),
                     rps,
                     pct(cells[4].reached_100),

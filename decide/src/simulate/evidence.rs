@@ -5,7 +5,7 @@
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use rand_distr::{Binomial, Distribution, Poisson};
+use rand_distr::{Binomial, Distribution, LogNormal, Poisson};
 use serde::Serialize;
 
 use crate::analysis::team_metrics::{Reading, Value};
@@ -20,13 +20,27 @@ pub enum Signal {
     /// The error rate: baseline's and canary's, with the default tolerance
     /// (`max_rate_increase_pp`).
     Errors { baseline: f64, canary: f64 },
+    /// The share of requests slower than 250 ms, with the default
+    /// tolerance (`latency.max_slow_increase_pp`).
+    Slow { baseline: f64, canary: f64 },
     /// A `ratio` metric, higher is better, with a relative tolerance.
     Conversion {
         baseline: f64,
         canary: f64,
         tolerance_percent: f64,
     },
+    /// A `mean` metric, higher is better: log-normal order values (σ of
+    /// the log 0.8) on 5% of requests, with a relative tolerance.
+    OrderValue {
+        baseline: f64,
+        canary: f64,
+        tolerance_percent: f64,
+    },
 }
+
+/// Orders per request of [`Signal::OrderValue`], and σ of the log of a value.
+const ORDERS: f64 = 0.05;
+const SIGMA: f64 = 0.8;
 
 #[derive(Debug, Clone)]
 pub struct EvidenceScenario {
@@ -66,20 +80,42 @@ fn spec_of(s: &EvidenceScenario) -> Result<RolloutSpec, crate::spec::SpecError> 
              successes: 'o{{{{version}}}}'\n    trials: 't{{{{version}}}}'\n    direction: higher\n    \
              tolerance: {{relative_percent: {tolerance_percent}}}\n    min_count: 30\n"
         ),
-        Signal::Errors { .. } => String::new(),
+        Signal::OrderValue {
+            tolerance_percent, ..
+        } => format!(
+            "  metrics:\n  - name: conversion\n    provider: {{prometheus: {{}}}}\n    kind: mean\n    \
+             sum: 's{{{{version}}}}'\n    count: 'n{{{{version}}}}'\n    direction: higher\n    \
+             tolerance: {{relative_percent: {tolerance_percent}}}\n    min_count: 30\n"
+        ),
+        Signal::Errors { .. } | Signal::Slow { .. } => String::new(),
+    };
+    // Each signal judged alone: the latency test only where it is the signal.
+    let bounds = if matches!(s.signal, Signal::Slow { .. }) {
+        "[250]"
+    } else {
+        "[]"
     };
     RolloutSpec::from_yaml(&format!(
         "name: sim\nstable: v1\ncanary: v2\nidentity: [{{header: x-user-id}}]\nsteps:\n{steps}\
-         analysis:\n  interval: {}s\n  min_requests: 100\n  promote_on: {}\n  max_duration: 30d\n{metric}",
+         analysis:\n  interval: {}s\n  min_requests: 100\n  promote_on: {}\n  max_duration: 30d\n  \
+         latency: {{bounds_ms: {bounds}}}\n{metric}",
         s.interval_s, s.promote_on
     ))
 }
 
-fn counts(ok: f64, errors: f64) -> VersionCounts {
+fn counts(ok: f64, errors: f64, slow: f64) -> VersionCounts {
     let mut c = VersionCounts::default();
     c.by_class.insert("2xx".into(), ok);
     c.by_class.insert("5xx".into(), errors);
+    let n = ok + errors;
+    c.latency = vec![(250.0, n - slow), (crate::counts::INF_BOUND, n)];
     c
+}
+
+/// The sum of `k` log-normal values of mean `mean`.
+fn order_values(rng: &mut StdRng, k: f64, mean: f64) -> f64 {
+    let mu = mean.max(1e-9).ln() - SIGMA * SIGMA / 2.0;
+    LogNormal::new(mu, SIGMA).map_or(0.0, |d| (0..k as u64).map(|_| d.sample(rng)).sum())
 }
 
 /// Time to 100% (seconds), or `None`; and whether it was aborted.
@@ -92,6 +128,9 @@ fn one_run(s: &EvidenceScenario, spec: &RolloutSpec, run: usize) -> (Option<f64>
     // Cumulative: [ok, errors] per version, and conversions per version.
     let (mut c, mut b) = ([0.0f64; 2], [0.0f64; 2]);
     let (mut c_conv, mut b_conv) = (0.0, 0.0);
+    let (mut c_slow, mut b_slow) = (0.0, 0.0);
+    // A mean metric's sums and counts per version.
+    let (mut c_sum, mut c_n, mut b_sum, mut b_n) = (0.0, 0.0, 0.0, 0.0);
     let draw = |rng: &mut StdRng, n: u64, p: f64| {
         Binomial::new(n, p.clamp(0.0, 1.0)).map_or(0, |d| d.sample(rng)) as f64
     };
@@ -102,12 +141,24 @@ fn one_run(s: &EvidenceScenario, spec: &RolloutSpec, run: usize) -> (Option<f64>
         let split = f64::from(state.weight_bp) / 10_000.0;
         let nc = Binomial::new(n, split).map_or(0, |d| d.sample(&mut rng));
         let nb = n - nc;
-        let (pc, pb, conv_c, conv_b) = match s.signal {
-            Signal::Errors { baseline, canary } => (canary, baseline, 0.0, 0.0),
+        let (mut pc, mut pb, mut conv_c, mut conv_b) = (0.0, 0.0, 0.0, 0.0);
+        let (mut slow_c, mut slow_b) = (0.0, 0.0);
+        match s.signal {
+            Signal::Errors { baseline, canary } => (pc, pb) = (canary, baseline),
+            Signal::Slow { baseline, canary } => (slow_c, slow_b) = (canary, baseline),
             Signal::Conversion {
                 baseline, canary, ..
-            } => (0.0, 0.0, canary, baseline),
-        };
+            } => (conv_c, conv_b) = (canary, baseline),
+            Signal::OrderValue {
+                baseline, canary, ..
+            } => {
+                let (kc, kb) = (draw(&mut rng, nc, ORDERS), draw(&mut rng, nb, ORDERS));
+                c_sum += order_values(&mut rng, kc, canary);
+                b_sum += order_values(&mut rng, kb, baseline);
+                c_n += kc;
+                b_n += kb;
+            }
+        }
         let (ec, eb) = (draw(&mut rng, nc, pc), draw(&mut rng, nb, pb));
         c[0] += nc as f64 - ec;
         c[1] += ec;
@@ -115,10 +166,12 @@ fn one_run(s: &EvidenceScenario, spec: &RolloutSpec, run: usize) -> (Option<f64>
         b[1] += eb;
         c_conv += draw(&mut rng, nc, conv_c);
         b_conv += draw(&mut rng, nb, conv_b);
+        c_slow += draw(&mut rng, nc, slow_c);
+        b_slow += draw(&mut rng, nb, slow_b);
         let snap = Snapshot::from_versions(
             [
-                ("v1".to_string(), counts(b[0], b[1])),
-                ("v2".to_string(), counts(c[0], c[1])),
+                ("v1".to_string(), counts(b[0], b[1], b_slow)),
+                ("v2".to_string(), counts(c[0], c[1], c_slow)),
             ]
             .into(),
         );
@@ -126,9 +179,16 @@ fn one_run(s: &EvidenceScenario, spec: &RolloutSpec, run: usize) -> (Option<f64>
             at_ms: now_ms,
             values: [(
                 "conversion".to_string(),
-                Ok(Value::Pair {
-                    canary: [c_conv, c[0] + c[1]],
-                    stable: [b_conv, b[0] + b[1]],
+                Ok(if matches!(s.signal, Signal::OrderValue { .. }) {
+                    Value::Pair {
+                        canary: [c_sum, c_n],
+                        stable: [b_sum, b_n],
+                    }
+                } else {
+                    Value::Pair {
+                        canary: [c_conv, c[0] + c[1]],
+                        stable: [b_conv, b[0] + b[1]],
+                    }
                 }),
             )]
             .into(),
