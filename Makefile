@@ -9,9 +9,9 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
 export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: .wasm-target .etcd .prometheus .skopeo .browser screenshot demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults bench-polls bench-etcd bench-registry soak fuzz .cargo-fuzz clean
+.PHONY: .wasm-target .kubernetes .etcd .prometheus .skopeo .browser screenshot demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults bench-polls bench-etcd bench-registry soak fuzz .cargo-fuzz clean
 
-setup: $(ENVOY) .wasm-target .prometheus .skopeo .browser .etcd
+setup: $(ENVOY) .wasm-target .prometheus .skopeo .browser .etcd .kubernetes
 
 # Prometheus, from Debian's packages: the multi-proxy tests scrape with it.
 .prometheus:
@@ -41,6 +41,15 @@ setup: $(ENVOY) .wasm-target .prometheus .skopeo .browser .etcd
 screenshot: setup build
 	cargo nextest run --cargo-profile ci -p dimmer-e2e --test ui
 	cp target/ui-oncall.png docs/ui-oncall.png
+
+# The Kubernetes install's checks (tests/tests/kubernetes.rs): kubectl's own
+# kustomize renders the overlays, and kubernetes-validate (PyPI, pinned)
+# holds every built-in to Kubernetes' schemas.
+KUBERNETES_VALIDATE := 1.37.0
+.kubernetes: $(ENVOY)
+	@command -v kubectl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null 2>&1; } || true
+	@command -v kubectl >/dev/null || { echo "kubectl is needed (kubectl kustomize renders deploy/overlays): install it from your distribution or kubernetes.io"; exit 1; }
+	@test -x $(VENV)/bin/kubernetes-validate || $(VENV)/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==$(KUBERNETES_VALIDATE)
 
 $(ENVOY):
 	python3 -m venv $(VENV)

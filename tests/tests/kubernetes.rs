@@ -1,0 +1,484 @@
+//! The Kubernetes install as a platform engineer runs it: `deploy/new-secrets.sh`
+//! makes the secrets, `kubectl kustomize` renders every overlay, every
+//! built-in object passes Kubernetes' own schemas strictly (unknown fields
+//! are errors) for the oldest and newest supported versions, every pod spec
+//! passes the `restricted` Pod Security checks, and the controller starts
+//! from the rendered Deployment's arguments and Secret with no edit.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use dimmer_e2e::controller::dimmer_binary;
+use dimmer_e2e::etcd::Etcd;
+use dimmer_e2e::paths::workspace_root;
+use dimmer_e2e::ports::free_port;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Kubernetes versions the manifests are checked against: the oldest
+/// supported and the newest.
+const KUBERNETES: [&str; 2] = ["1.27.0", "1.37.0"];
+
+/// The overlays a user applies, and the kinds each renders.
+const OVERLAYS: [(&str, &[&str]); 5] = [
+    (
+        "overlays/single",
+        &[
+            "Namespace",
+            "Secret",
+            "Service",
+            "PersistentVolumeClaim",
+            "Deployment",
+        ],
+    ),
+    (
+        "overlays/fleet",
+        &[
+            "Namespace",
+            "Secret",
+            "Service",
+            "Deployment",
+            "PodDisruptionBudget",
+        ],
+    ),
+    ("overlays/istio", &["WasmPlugin"]),
+    ("envoy-gateway", &["EnvoyExtensionPolicy"]),
+    (
+        "prometheus-operator",
+        &["ServiceMonitor", "PrometheusRule", "ConfigMap"],
+    ),
+];
+
+/// A copy of `deploy/`, so that the secrets the script writes stay in the test.
+fn copy_deploy() -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap().flatten() {
+            let (src, dst) = (e.path(), to.join(e.file_name()));
+            if src.is_dir() {
+                copy(&src, &dst);
+            } else {
+                std::fs::copy(&src, &dst).unwrap();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy(&workspace_root().join("deploy"), dir.path());
+    // A copy made from a working tree that ran the script holds its secrets:
+    // this test makes its own.
+    let secrets = dir.path().join("secrets");
+    for f in [
+        "tokens.yaml",
+        "audit.key",
+        "viewer-token",
+        "proxy-token",
+        "filter-token/token.yaml",
+    ] {
+        let _ = std::fs::remove_file(secrets.join(f));
+    }
+    dir
+}
+
+fn new_secrets(deploy: &Path) -> std::process::Output {
+    let bin = dimmer_binary().unwrap();
+    Command::new(deploy.join("new-secrets.sh"))
+        .env("DIMMER", bin)
+        .output()
+        .unwrap()
+}
+
+fn kustomize(deploy: &Path, overlay: &str) -> Result<(String, Vec<Value>), String> {
+    let out = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(deploy.join(overlay))
+        .output()
+        .map_err(|e| format!("kubectl: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let docs = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde_json::to_value(serde_norway::Value::deserialize(d).unwrap()).unwrap())
+        .collect();
+    Ok((text, docs))
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
+fn validator() -> PathBuf {
+    workspace_root().join(".venv/bin/kubernetes-validate")
+}
+
+/// What keeps a pod spec out of the `restricted` Pod Security level (the
+/// checks of its current version), or nothing.
+fn restricted(pod: &Value) -> Vec<String> {
+    let mut bad = Vec::new();
+    let pod_sc = &pod["securityContext"];
+    if pod["hostNetwork"] == true || pod["hostPID"] == true || pod["hostIPC"] == true {
+        bad.push("host namespaces".into());
+    }
+    for v in pod["volumes"].as_array().into_iter().flatten() {
+        let kinds: Vec<&String> = v
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "name")
+            .collect();
+        let allowed = [
+            "configMap",
+            "secret",
+            "persistentVolumeClaim",
+            "emptyDir",
+            "projected",
+            "downwardAPI",
+        ];
+        if !kinds.iter().all(|k| allowed.contains(&k.as_str())) {
+            bad.push(format!("volume {v}"));
+        }
+    }
+    for c in pod["containers"].as_array().into_iter().flatten() {
+        let sc = &c["securityContext"];
+        let name = c["name"].as_str().unwrap_or_default();
+        if sc["allowPrivilegeEscalation"] != false {
+            bad.push(format!("{name}: allowPrivilegeEscalation must be false"));
+        }
+        if sc["privileged"] == true {
+            bad.push(format!("{name}: privileged"));
+        }
+        let drops = sc["capabilities"]["drop"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !drops.iter().any(|d| d == "ALL") {
+            bad.push(format!("{name}: capabilities must drop ALL"));
+        }
+        if sc["capabilities"]["add"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x != "NET_BIND_SERVICE"))
+        {
+            bad.push(format!("{name}: adds capabilities"));
+        }
+        if sc["runAsNonRoot"] != true && pod_sc["runAsNonRoot"] != true {
+            bad.push(format!("{name}: runAsNonRoot"));
+        }
+        if sc["runAsUser"] == 0 || pod_sc["runAsUser"] == 0 {
+            bad.push(format!("{name}: runs as user 0"));
+        }
+        let seccomp = |s: &Value| s["seccompProfile"]["type"].as_str().map(str::to_owned);
+        let profile = seccomp(sc).or_else(|| seccomp(pod_sc)).unwrap_or_default();
+        if profile != "RuntimeDefault" && profile != "Localhost" {
+            bad.push(format!("{name}: seccomp {profile:?}"));
+        }
+        for p in c["ports"].as_array().into_iter().flatten() {
+            if p.get("hostPort").is_some() {
+                bad.push(format!("{name}: hostPort"));
+            }
+        }
+        // Not in `restricted`, but what a platform team asks of every pod.
+        if c["resources"]["requests"]["memory"].is_null()
+            || c["resources"]["limits"]["memory"].is_null()
+        {
+            bad.push(format!("{name}: memory request and limit"));
+        }
+        if sc["readOnlyRootFilesystem"] != true {
+            bad.push(format!("{name}: readOnlyRootFilesystem"));
+        }
+    }
+    bad
+}
+
+#[test]
+fn every_overlay_renders_and_passes_kubernetes_schemas_strictly() {
+    let deploy = copy_deploy();
+    let d = deploy.path();
+    let out = new_secrets(d);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tokens = std::fs::read_to_string(d.join("secrets/tokens.yaml")).unwrap();
+    let proxy = std::fs::read_to_string(d.join("secrets/proxy-token")).unwrap();
+    assert!(
+        tokens.contains(&format!("role: proxy, token: \"{proxy}\"")),
+        "{tokens}"
+    );
+    for (overlay, kinds) in OVERLAYS {
+        let (text, docs) = kustomize(d, overlay).unwrap_or_else(|e| panic!("{overlay}: {e}"));
+        let rendered: Vec<&str> = docs.iter().filter_map(|x| x["kind"].as_str()).collect();
+        let mut want = kinds.to_vec();
+        want.sort_unstable();
+        let mut got = rendered.clone();
+        got.sort_unstable();
+        assert_eq!(got, want, "{overlay}");
+        // Built-ins against Kubernetes' own schemas, unknown fields refused.
+        let file = d.join(format!("{}.rendered.yaml", overlay.replace('/', "-")));
+        std::fs::write(&file, &text).unwrap();
+        for version in KUBERNETES {
+            let v = Command::new(validator())
+                .args(["--strict", "--quiet", "-k", version])
+                .arg(&file)
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&v.stdout).into_owned()
+                + &String::from_utf8_lossy(&v.stderr);
+            assert!(
+                v.status.success() && !said.contains("ERROR"),
+                "{overlay} against {version}:\n{said}"
+            );
+        }
+        for doc in &docs {
+            if doc["kind"] == "Deployment" {
+                let pod = &doc["spec"]["template"]["spec"];
+                assert_eq!(restricted(pod), Vec::<String>::new(), "{overlay}");
+            }
+        }
+    }
+    // The filter polls with the Secret's own proxy token, on the client side.
+    let (_, istio) = kustomize(d, "overlays/istio").unwrap();
+    let plugin = of_kind(&istio, "WasmPlugin");
+    assert_eq!(
+        plugin["spec"]["pluginConfig"]["controller"]["token"],
+        proxy.as_str()
+    );
+    assert_eq!(
+        plugin["spec"]["match"],
+        serde_json::json!([{"mode": "CLIENT"}])
+    );
+    // The generated prometheus-operator objects match their sources.
+    let check = Command::new("python3")
+        .arg(workspace_root().join("deploy/prometheus-operator/render.py"))
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn a_strict_check_that_can_fail_and_missing_secrets_named() {
+    let deploy = copy_deploy();
+    let d = deploy.path();
+    // Before the script: the overlay names the file it lacks.
+    let err = kustomize(d, "overlays/single").unwrap_err();
+    assert!(
+        err.contains("tokens.yaml") && err.contains("no such file"),
+        "{err}"
+    );
+    assert!(new_secrets(d).status.success());
+    // The script never replaces an audit key by accident.
+    let again = new_secrets(d);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("audit key must outlive"));
+    // The schema check catches an unknown field.
+    let (text, _) = kustomize(d, "overlays/fleet").unwrap();
+    let bad = d.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        text.replacen("  replicas: 3", "  replicas: 3\n  replicaz: 2", 1),
+    )
+    .unwrap();
+    let v = Command::new(validator())
+        .args(["--strict", "--quiet", "-k", KUBERNETES[1]])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!v.status.success());
+    assert!(String::from_utf8_lossy(&v.stdout).contains("'replicaz' was unexpected"));
+    // And the Pod Security check a privileged container.
+    let pod =
+        serde_json::json!({"containers": [{"name": "x", "securityContext": {"privileged": true}}]});
+    assert!(restricted(&pod).iter().any(|p| p.contains("privileged")));
+}
+
+/// The rendered Secret's files, decoded.
+fn secret_files(docs: &[Value]) -> BTreeMap<String, Vec<u8>> {
+    let secret = of_kind(docs, "Secret");
+    secret["data"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            // Long values are folded over lines.
+            let text: String = v.as_str().unwrap().split_whitespace().collect();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap();
+            (k.clone(), bytes)
+        })
+        .collect()
+}
+
+/// Starts `dimmer serve` with a rendered Deployment's arguments: the
+/// Secret's files where it mounts them, state under `dir`, `$(POD_IP)` as
+/// the kubelet expands it, and the store and listen address moved here.
+fn start_rendered(
+    docs: &[Value],
+    dir: &Path,
+    port: u16,
+    store: Option<&str>,
+) -> (Child, Vec<String>) {
+    let files = secret_files(docs);
+    let deployment = of_kind(docs, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    // Mount the Secret's items where the Deployment says.
+    let mut mounts = BTreeMap::new();
+    for m in container["volumeMounts"].as_array().into_iter().flatten() {
+        mounts.insert(
+            m["name"].as_str().unwrap().to_owned(),
+            m["mountPath"].as_str().unwrap().to_owned(),
+        );
+    }
+    let mut moved: Vec<(String, PathBuf)> = Vec::new();
+    for v in pod["volumes"].as_array().into_iter().flatten() {
+        let name = v["name"].as_str().unwrap();
+        let at = dir.join(name);
+        std::fs::create_dir_all(&at).unwrap();
+        if let Some(items) = v["secret"]["items"].as_array() {
+            for i in items {
+                let key = i["key"].as_str().unwrap();
+                let bytes = files
+                    .get(key)
+                    .unwrap_or_else(|| panic!("the Secret has no key {key}"));
+                std::fs::write(at.join(i["path"].as_str().unwrap()), bytes).unwrap();
+            }
+        }
+        moved.push((mounts[name].clone(), at));
+    }
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let mut a = a.as_str().unwrap().replace("$(POD_IP)", "127.0.0.1");
+            for (from, to) in &moved {
+                a = a.replace(from.as_str(), &to.display().to_string());
+            }
+            match a.split_once('=') {
+                Some(("--listen", _)) => format!("--listen=127.0.0.1:{port}"),
+                Some(("--advertise", _)) => format!("--advertise=http://127.0.0.1:{port}"),
+                Some(("--store", _)) => format!("--store={}", store.unwrap_or_default()),
+                _ => a,
+            }
+        })
+        .collect();
+    let child = Command::new(dimmer_binary().unwrap())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (child, args)
+}
+
+async fn answers(child: &mut Child, args: &[String], url: &str, path: &str, token: &str) -> u16 {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("dimmer {args:?} exited ({status}):\n{err}");
+        }
+        if let Ok(r) = http
+            .get(format!("{url}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+        {
+            if r.status() != 503 || Instant::now() > deadline {
+                return r.status().as_u16();
+            }
+        }
+        assert!(Instant::now() < deadline, "no answer on {url}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_controller_starts_from_the_rendered_single_and_fleet_overlays() {
+    let deploy = copy_deploy();
+    let d = deploy.path();
+    assert!(new_secrets(d).status.success());
+    let files = |docs: &[Value], k: &str| String::from_utf8(secret_files(docs)[k].clone()).unwrap();
+    let token_of = |tokens: &str, role: &str| {
+        let line = tokens
+            .lines()
+            .find(|l| l.contains(&format!("role: {role},")))
+            .unwrap();
+        line.split("token: \"")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches("\"}")
+            .to_owned()
+    };
+    let etcd = Etcd::start(1).await.unwrap();
+    for (overlay, store) in [
+        ("overlays/single", None),
+        ("overlays/fleet", Some(etcd.store_url())),
+    ] {
+        let (_, docs) = kustomize(d, overlay).unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let port = free_port().unwrap();
+        let (mut child, args) = start_rendered(&docs, state.path(), port, store.as_deref());
+        let url = format!("http://127.0.0.1:{port}");
+        let tokens = files(&docs, "tokens.yaml");
+        assert_eq!(
+            answers(&mut child, &args, &url, "/healthz", "").await,
+            200,
+            "{overlay}"
+        );
+        assert_eq!(
+            answers(&mut child, &args, &url, "/livez", "").await,
+            200,
+            "{overlay}"
+        );
+        // Every role's token from the rendered Secret works for its role.
+        let viewer = files(&docs, "viewer-token");
+        assert_eq!(
+            answers(&mut child, &args, &url, "/metrics", &viewer).await,
+            200,
+            "{overlay}"
+        );
+        let proxy = files(&docs, "proxy-token");
+        assert_eq!(proxy, token_of(&tokens, "proxy"));
+        assert_eq!(
+            answers(&mut child, &args, &url, "/v1/config", &proxy).await,
+            200,
+            "{overlay}"
+        );
+        let operator = token_of(&tokens, "operator");
+        assert_eq!(
+            answers(&mut child, &args, &url, "/v1/rollouts", &operator).await,
+            200,
+            "{overlay}"
+        );
+        // A proxy's token is not an operator's.
+        assert_eq!(
+            answers(&mut child, &args, &url, "/v1/rollouts", &proxy).await,
+            403,
+            "{overlay}"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
