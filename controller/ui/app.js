@@ -391,13 +391,15 @@ function records(list, short) {
     const numbers = ev.canary_requests || ev.baseline_requests
       ? `canary ${rate(ev.canary_requests ? ev.canary_errors / ev.canary_requests : 0)} of ${ev.canary_requests.toFixed(0)}` +
         (ev.baseline_requests ? ` vs baseline ${rate(ev.baseline_errors / ev.baseline_requests)} of ${ev.baseline_requests.toFixed(0)}` : "") +
-        (ev.e_errors != null ? `; e errors ${fmtE(ev.e_errors)}, latency ${fmtE(ev.e_latency)} (abort at ${fmtE(ev.e_threshold)})` : "")
+        (ev.e_errors != null ? `; e errors ${fmtE(ev.e_errors)}, latency ${fmtE(ev.e_latency)} (abort at ${fmtE(ev.e_threshold)})` : "") +
+        (ev.safety || []).map((b, i) => `${i ? "," : "; bounds:"} ${b.test} ${b.bound_text} ${b.within ? "≤" : ">"} ${b.tolerance_text}`).join("")
       : "";
+    const hooks = (ev.hooks || []).map((h) => `; hook ${h.name} (${h.kind}) ${h.passed ? "passed" : "failed"}: ${h.detail}`).join("");
     return el("tr", {},
       el("td", {}, r.seq), el("td", {}, new Date(r.at_ms).toISOString().replace("T", " ").slice(0, 19)),
       el("td", {}, r.actor === "controller" ? "analysis" : r.actor), el("td", {}, r.action),
       ...(short ? [] : [el("td", {}, r.rollout), el("td", {}, `${r.from} → ${r.to}`)]),
-      el("td", {}, r.reason), el("td", {}, numbers));
+      el("td", {}, r.reason), el("td", {}, numbers + hooks));
   });
   const heads = short ? ["#", "when (UTC)", "who", "action", "why", "numbers"] : ["#", "when (UTC)", "who", "action", "rollout", "from → to", "why", "numbers"];
   return el("table", { class: "records" }, el("tr", {}, ...heads.map((h) => el("th", {}, h))), ...rows);

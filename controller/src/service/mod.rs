@@ -16,6 +16,7 @@ mod commands;
 mod error;
 mod flag_table;
 mod flags;
+mod hooks;
 pub mod overview;
 pub mod registry;
 mod role;

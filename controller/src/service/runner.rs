@@ -259,15 +259,47 @@ impl Service {
                 self.registry.limits().stale_ms / 1000
             )
         });
+        // A `rollout` hook that failed aborts at once; gates not yet passed
+        // hold a step up like a lagging proxy does.
+        if let Some(why) = self.hooks.failed_check(&current, &self.hook_http, now) {
+            let mut next = current.clone();
+            let bump = engine::apply(
+                &mut next,
+                &engine::Decision::Abort {
+                    reason: why.clone(),
+                },
+                None,
+                now,
+            );
+            let mut evidence = current.evidence.clone();
+            evidence.hooks = self.hooks.results(&current);
+            return self.transition(
+                &mut state,
+                name,
+                Some(next),
+                bump,
+                "controller",
+                "abort",
+                &why,
+                &evidence,
+            );
+        }
+        let lagging = match (lagging, self.hooks.blocking(&current, &self.hook_http, now)) {
+            (Some(l), Some(h)) => Some(format!("{l}; {h}")),
+            (l, h) => l.or(h),
+        };
         let observation = match &seen {
             Ok(snap) => Observation::Counts(snap),
             Err(why) => Observation::Lost(why),
         };
         let engine::Outcome {
             decision,
-            evidence,
+            mut evidence,
             next,
         } = engine::advance_with(&current, observation, reading, now, lagging);
+        if decision.action().is_some() {
+            evidence.hooks = self.hooks.results(&current);
+        }
         match decision.action() {
             None => {
                 // A transition records its own point.

@@ -60,6 +60,9 @@ pub struct Service {
     /// Why this controller's audit key cannot append to the chain, if it
     /// cannot: it then decides nothing and writes nothing.
     pub(super) key_problem: RwLock<Option<String>>,
+    /// The spec's hooks, run in tasks of their own; their results.
+    pub(super) hooks: super::hooks::HookRuns,
+    pub(super) hook_http: reqwest::Client,
 }
 
 /// One rollout's part of a transition, before it is written.
@@ -138,6 +141,8 @@ impl Service {
             readings: Arc::default(),
             reading: Arc::default(),
             key_problem: RwLock::new(key),
+            hooks: super::hooks::HookRuns::default(),
+            hook_http: reqwest::Client::new(),
         }))
     }
 
@@ -364,6 +369,7 @@ impl Service {
                 None => {
                     state.rollouts.remove(&p.name);
                     state.last_analysis.remove(&p.name);
+                    self.hooks.forget(&p.name);
                     self.series
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -378,6 +384,9 @@ impl Service {
         let head = self.store.head()?;
         *self.head.write().unwrap_or_else(|e| e.into_inner()) = head.clone();
         for (p, t) in pending.iter().zip(told) {
+            if let Some(next) = &p.next {
+                self.hooks.tell(next, &p.action, &self.hook_http);
+            }
             let (name, action, reason, from, to) = (&p.name, &p.action, &p.reason, &t.from, &t.to);
             tracing::info!(rollout = %name, actor, action = %action, %from, %to, reason = %reason, "transition");
             self.notifier.notify(

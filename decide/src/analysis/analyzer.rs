@@ -49,6 +49,9 @@ pub struct Evidence {
     /// tolerance, over the whole rollout (see `analysis::safety`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub safety: Vec<safety_report::SafetyRow>,
+    /// The hooks that gated (or checked) this decision, and what each said.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::spec::HookResult>,
 }
 
 impl Evidence {
@@ -117,6 +120,16 @@ impl Evidence {
             if m.baseline.is_some() {
                 let _ = write!(s, " vs {}", num(m.baseline));
             }
+        }
+        for h in &self.hooks {
+            let _ = write!(
+                s,
+                "; hook {} ({}) {}: {}",
+                h.name,
+                h.kind.name(),
+                if h.passed { "passed" } else { "failed" },
+                h.detail
+            );
         }
         if !self.safety.is_empty() {
             s.push_str("; bounds:");

@@ -7,6 +7,7 @@
 //! May import: `spec`, `analysis`, `counts`.
 
 mod advance;
+pub mod gates;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -504,3 +504,27 @@ fn an_inconclusive_step_holds_or_aborts_and_never_promotes() {
         o.decision
     );
 }
+
+#[test]
+fn gates_are_the_pre_step_hooks_and_confirm_promotion_before_everyone() {
+    let spec = RolloutSpec::from_yaml(
+        "name: checkout\nstable: v1\ncanary: v2\nidentity: [{header: x-user-id}]\n\
+         overrides: [{header: x-qa, values: [yes], version: v2}]\n\
+         steps:\n- {percent: 10}\n- {percent: 50}\n- {percent: 100}\n\
+         hooks:\n- {name: it, kind: pre-step, url: 'http://x/'}\n- {name: ok, kind: confirm-promotion, url: 'http://x/'}\n\
+         - {name: chk, kind: rollout, url: 'http://x/'}\n- {name: tell, kind: on-abort, url: 'http://x/'}\n",
+    )
+    .unwrap();
+    let names = |s: &RolloutState| -> Vec<String> {
+        super::gates::gates(s).iter().map(|h| h.name.clone()).collect()
+    };
+    let mut s = RolloutState::new(spec, 0);
+    assert_eq!(names(&s), ["it"]);
+    s.step = 1;
+    assert_eq!(names(&s), ["it", "ok"]);
+    s.step = 2;
+    s.weight_bp = 10_000;
+    assert!(names(&s).is_empty());
+    let checks: Vec<&str> = super::gates::checks(&s).iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(checks, ["chk"]);
+}

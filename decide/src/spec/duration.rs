@@ -40,6 +40,7 @@ field!(interval);
 field!(after);
 field!(keep_previous_for);
 field!(preview_for);
+field!(timeout);
 
 /// An optional duration, named by its field the same way.
 macro_rules! optional {

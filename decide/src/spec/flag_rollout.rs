@@ -34,6 +34,7 @@ impl FlagSpec {
             analysis: self.analysis,
             slo: self.slo,
             webhooks: self.webhooks,
+            hooks: Vec::new(),
             counting: Default::default(),
             flag: Some(FlagMeta {
                 owner: self.owner,

@@ -16,6 +16,7 @@ use super::context::Context;
 use super::counting::{CountedBy, Counting};
 use super::error::{check_name, invalid, SpecError};
 use super::flag::{FlagMeta, Kind};
+use super::hooks::{validate_hooks, Hook, PinToCanary};
 use super::http_syntax::parses_as_url;
 use super::steps::{validate_steps, BlueGreen, Step, StepTraffic, Strategy};
 
@@ -66,6 +67,9 @@ pub struct RolloutSpec {
     /// URLs that receive a JSON POST on every state change.
     #[serde(default)]
     pub webhooks: Vec<String>,
+    /// The team's checks in the rollout's path (gates, checks, tellers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<Hook>,
     /// Who counts the versions' requests: the filter (the default), or
     /// Envoy's own per-cluster stats.
     #[serde(default, skip_serializing_if = "Counting::is_default")]
@@ -84,6 +88,19 @@ impl RolloutSpec {
     /// Whether `overrides` send anyone to the canary: a preview needs them.
     fn previews_canary(&self) -> bool {
         self.overrides.iter().any(|o| o.version == self.canary)
+    }
+
+    /// How a hook's probe reaches the canary: the first override value
+    /// that sends people there.
+    pub fn pin_to_canary(&self) -> Option<PinToCanary> {
+        let o = self
+            .overrides
+            .iter()
+            .find(|o| o.version == self.canary && !o.values.is_empty())?;
+        Some(PinToCanary {
+            header: o.header.clone(),
+            value: o.values[0].clone(),
+        })
     }
 
     pub fn salt(&self) -> &str {
@@ -127,6 +144,7 @@ impl RolloutSpec {
                 return Err(invalid(format!("webhooks[{i}]"), "must be an http(s) URL"));
             }
         }
+        validate_hooks(&self.hooks, self.pin_to_canary().as_ref())?;
         // Everything the filter will check, checked now with the spec's names.
         let served = if self.arms.is_empty() {
             self.rollout_at(0)

@@ -150,3 +150,41 @@ fn documents_of_one_file_are_read_each_and_an_error_names_the_document_and_line(
     let e = RolloutSpec::from_yaml(&two).unwrap_err().to_string();
     assert!(e.contains("holds 2 YAML documents"), "{e}");
 }
+
+#[test]
+fn hooks_are_checked_naming_the_field() {
+    let steps = "steps: [{percent: 10}, {percent: 100}]\n";
+    let probe = "probe: {url: 'http://envoy:10000/', requests: 5}";
+    for (hooks, want) in [
+        ("[{name: t, kind: pre-step, url: 'not a url'}]", "hooks[0].url: \"not a url\" is not an http(s) URL"),
+        ("[{name: t, kind: pre-step, url: 'http://x/', timeout: 0s}]", "hooks[0].timeout: must be from 100ms to 10m"),
+        ("[{name: t, kind: pre-step, url: 'http://x/', timeout: 365d}]", "hooks[0].timeout: must be from 100ms to 10m"),
+        ("[{name: t, kind: pre-step, url: 'http://x/', timeout: soon}]", "timeout: \"soon\" is not a duration"),
+        ("[{name: t, kind: rollout}]", "hooks[0]: takes `url` (an HTTP hook) or `probe`"),
+        ("[{name: t, kind: rollout, url: 'http://x/', probe: {url: 'http://e/', max_latency_ms: 5}}]", "hooks[0]: takes `url` (an HTTP hook) or `probe`"),
+        (&format!("[{{name: t, kind: rollout, {probe}}}]"), "hooks[0].probe.max_latency_ms: is required"),
+        ("[{name: t, kind: on-abort, probe: {url: 'http://e/', max_latency_ms: 5}}]", "hooks[0].probe: a probe checks the canary"),
+        ("[{name: t, kind: pre-step, url: 'http://x/'}, {name: t, kind: rollout, url: 'http://x/'}]", "hooks[1].name: \"t\" is named twice"),
+        ("[{name: t, kind: later, url: 'http://x/'}]", "unknown variant `later`"),
+        ("[{name: t, kind: pre-step, url: 'http://x/', retries: 50}]", "hooks[0].retries: at most 10"),
+    ] {
+        let err = refused(&format!("{BASE}{PREVIEW}{steps}hooks: {hooks}\n"));
+        assert!(err.contains(want), "{hooks} → {err}");
+    }
+    // A probe reaches the canary through an override: without one it is refused.
+    let err = refused(&format!(
+        "{BASE}{steps}hooks: [{{name: t, kind: pre-step, probe: {{url: 'http://e/', max_latency_ms: 5}}}}]\n"
+    ));
+    assert!(
+        err.contains("hooks[0].probe: a probe reaches the canary through an override"),
+        "{err}"
+    );
+    let ok = RolloutSpec::from_yaml(&format!(
+        "{BASE}{PREVIEW}{steps}hooks: [{{name: smoke, kind: confirm-promotion, probe: {{url: 'http://e/', max_latency_ms: 500}}}}]\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        ok.pin_to_canary().map(|p| p.header),
+        Some("x-preview".into())
+    );
+}
