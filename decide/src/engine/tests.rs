@@ -516,7 +516,10 @@ fn gates_are_the_pre_step_hooks_and_confirm_promotion_before_everyone() {
     )
     .unwrap();
     let names = |s: &RolloutState| -> Vec<String> {
-        super::gates::gates(s).iter().map(|h| h.name.clone()).collect()
+        super::gates::gates(s)
+            .iter()
+            .map(|h| h.name.clone())
+            .collect()
     };
     let mut s = RolloutState::new(spec, 0);
     assert_eq!(names(&s), ["it"]);
@@ -525,6 +528,9 @@ fn gates_are_the_pre_step_hooks_and_confirm_promotion_before_everyone() {
     s.step = 2;
     s.weight_bp = 10_000;
     assert!(names(&s).is_empty());
-    let checks: Vec<&str> = super::gates::checks(&s).iter().map(|h| h.name.as_str()).collect();
+    let checks: Vec<&str> = super::gates::checks(&s)
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
     assert_eq!(checks, ["chk"]);
 }
