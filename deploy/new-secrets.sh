@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Writes the inputs of the controller's Secret and of the filter's poll
 # token into deploy/secrets/ (kept out of git by its .gitignore):
-#   tokens.yaml   every role's token (admin, operator, viewer, proxy)
+#   tokens.yaml   every role's token as a SHA-256 digest (dimmer token create);
+#                 admin-token and operator-token hold two of the tokens for you
 #   audit.key     the audit log's key: 64 hex digits; it must outlive the
 #                 controllers, and every controller of a fleet gets the same
 #   viewer-token  for Prometheus' ServiceMonitor
@@ -18,21 +19,27 @@ if [ -e "$dir/audit.key" ] && [ -z "${FORCE:-}" ]; then
   echo "$dir/audit.key exists: the audit key must outlive the controllers (FORCE=1 replaces every secret)" >&2
   exit 1
 fi
-# 64 hex digits from the operating system's random source, by dimmer itself.
-new() { "$dimmer" audit new-key; }
-admin=$(new); operator=$(new); viewer=$(new); proxy=$(new); key=$(new)
 umask 077
 mkdir -p "$dir/filter-token"
-printf '%s\n' "$key" > "$dir/audit.key"
+# Every token by `dimmer token create`: tokens.yaml keeps only digests; the
+# tokens themselves go to files beside it, for you (admin-token,
+# operator-token) and for what must present them (viewer-token for
+# Prometheus, proxy-token for the filter).
+tokens="$dir/tokens.yaml"
+rm -f "$tokens"
+create() {
+  "$dimmer" token create "$1" --role "$2" --file "$tokens" 2>"$dir/.said" || { cat "$dir/.said" >&2; exit 1; }
+}
+admin=$(create release-manager admin)
+operator=$(create deploy-bot operator)
+viewer=$(create prometheus viewer)
+proxy=$(create envoy proxy)
+"$dimmer" audit new-key > "$dir/audit.key"
+rm -f "$dir/.said"
+printf '%s' "$admin" > "$dir/admin-token"
+printf '%s' "$operator" > "$dir/operator-token"
 printf '%s' "$viewer" > "$dir/viewer-token"
 printf '%s' "$proxy" > "$dir/proxy-token"
-cat > "$dir/tokens.yaml" <<YAML
-tokens:
-  - {name: release-manager, role: admin, token: "$admin"}
-  - {name: deploy-bot, role: operator, token: "$operator"}
-  - {name: prometheus, role: viewer, token: "$viewer"}
-  - {name: envoy, role: proxy, token: "$proxy"}
-YAML
 cat > "$dir/filter-token/token.yaml" <<YAML
 # Written by deploy/new-secrets.sh: the filter's poll token, the proxy
 # token of the controller's Secret.
@@ -40,5 +47,4 @@ cat > "$dir/filter-token/token.yaml" <<YAML
   path: /spec/pluginConfig/controller/token
   value: "$proxy"
 YAML
-echo "wrote $dir: tokens for admin, operator, viewer and proxy; the audit key; the filter's token"
-echo "the operator token (for CI's DIMMER_TOKEN): $operator"
+echo "wrote $dir: tokens.yaml (digests only), the audit key, the filter's token patch; the tokens themselves in admin-token, operator-token (CI's DIMMER_TOKEN), viewer-token, proxy-token"

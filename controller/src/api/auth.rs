@@ -1,19 +1,39 @@
-//! Bearer tokens mapped to roles, read from a YAML file:
+//! Bearer tokens mapped to roles, read from a YAML file that holds their
+//! SHA-256 digests (`dimmer token create` writes them; a plain `token:` is
+//! still read, for files written by hand):
 //!
 //! ```yaml
 //! tokens:
-//!   - {name: alice, role: admin, token: "…"}
-//!   - {name: deploy-bot, role: operator, token: "…"}
-//!   - {name: envoy, role: proxy, token: "…"}    # the filters' poll token
+//!   - {name: alice, role: admin, sha256: "…64 hex digits…"}
+//!   - {name: deploy-bot, role: operator, sha256: "…"}
+//!   - {name: envoy, role: proxy, sha256: "…"}    # the filters' poll token
+//!   - {name: envoy-next, role: proxy, sha256: "…"}  # a second, while rotating
 //! ```
+//!
+//! The file is read again when it changes ([`Auth::reload`]): a token
+//! created or revoked takes effect within a second, without a restart. A
+//! file that no longer parses keeps the last good tokens (and says so):
+//! never a fall back to no authentication.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Deserialize,
+    serde::Serialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Polls `GET /v1/config` and nothing else; its polls register the proxy.
@@ -48,24 +68,97 @@ pub enum AuthError {
     File { path: String, reason: String },
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize, Default)]
 #[serde(deny_unknown_fields)]
-struct TokensFile {
-    tokens: Vec<TokenEntry>,
+pub struct TokensFile {
+    pub tokens: Vec<TokenEntry>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize, Clone)]
 #[serde(deny_unknown_fields)]
-struct TokenEntry {
-    name: String,
-    role: Role,
-    token: String,
+pub struct TokenEntry {
+    pub name: String,
+    pub role: Role,
+    /// The token itself: accepted, but a file of digests leaks nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The token's SHA-256, 64 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+type Entries = Vec<(String, Role, [u8; 32])>;
+
+/// What the tokens file held when last read, and how to tell it changed.
+pub struct TokenFile {
+    path: PathBuf,
+    entries: RwLock<Entries>,
+    seen: RwLock<Option<[u8; 32]>>,
 }
 
 pub enum Auth {
     /// Every request is an admin: for a controller on loopback only, by choice.
     Open,
-    Tokens(Vec<(String, Role, [u8; 32])>),
+    Tokens(Entries),
+    /// Read from a file, and read again when it changes.
+    File(TokenFile),
+}
+
+/// A token's name: who did it, in the audit log.
+pub fn check_token_name(name: &str) -> Result<(), AuthError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::File {
+            path: "-".into(),
+            reason: format!("{name:?}: a token's name is 1 to 63 letters, digits, '-', '_' or '.'"),
+        })
+    }
+}
+
+/// The digests of a tokens file's text, checked entry by entry.
+pub fn parse_tokens(text: &str, path: &Path) -> Result<Entries, AuthError> {
+    let err = |reason: String| AuthError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let file: TokensFile = serde_norway::from_str(text).map_err(|e| err(e.to_string()))?;
+    let mut entries = Vec::new();
+    for (i, t) in file.tokens.into_iter().enumerate() {
+        let d = match (&t.token, &t.sha256) {
+            (Some(token), None) => {
+                if token.len() < 16 {
+                    return Err(err(format!(
+                        "tokens[{i}].token: must be at least 16 characters"
+                    )));
+                }
+                digest(token)
+            }
+            (None, Some(hash)) => {
+                let bytes = hex::decode(hash).ok().filter(|b| b.len() == 32);
+                let Some(bytes) = bytes else {
+                    return Err(err(format!(
+                        "tokens[{i}].sha256: must be 64 hex digits, the SHA-256 of the token as `dimmer token create` writes it (is it the token itself? that goes nowhere in this file)"
+                    )));
+                };
+                let mut d = [0u8; 32];
+                d.copy_from_slice(&bytes);
+                d
+            }
+            _ => {
+                return Err(err(format!(
+                    "tokens[{i}]: takes `sha256` (or, written by hand, `token`), one of them"
+                )))
+            }
+        };
+        entries.push((t.name, t.role, d));
+    }
+    Ok(entries)
 }
 
 /// The token of an `Authorization: Bearer …` value; the scheme is
@@ -76,33 +169,50 @@ pub(crate) fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-fn digest(token: &str) -> [u8; 32] {
+pub fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
 impl Auth {
     pub fn from_file(path: &Path) -> Result<Auth, AuthError> {
-        let err = |reason: String| AuthError::File {
+        let text = std::fs::read_to_string(path).map_err(|e| AuthError::File {
             path: path.display().to_string(),
-            reason,
+            reason: e.to_string(),
+        })?;
+        let entries = parse_tokens(&text, path)?;
+        Ok(Auth::File(TokenFile {
+            path: path.to_owned(),
+            entries: RwLock::new(entries),
+            seen: RwLock::new(Some(digest(&text))),
+        }))
+    }
+
+    /// Reads the tokens file again if it changed: `Ok(true)` when new
+    /// tokens took effect. A file that cannot be read or parsed changes
+    /// nothing (the error says why).
+    pub fn reload(&self) -> Result<bool, AuthError> {
+        let Auth::File(f) = self else {
+            return Ok(false);
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let file: TokensFile = serde_norway::from_str(&text).map_err(|e| err(e.to_string()))?;
-        let mut entries = Vec::new();
-        for (i, t) in file.tokens.into_iter().enumerate() {
-            if t.token.len() < 16 {
-                return Err(err(format!(
-                    "tokens[{i}].token: must be at least 16 characters"
-                )));
-            }
-            entries.push((t.name, t.role, digest(&t.token)));
+        let text = std::fs::read_to_string(&f.path).map_err(|e| AuthError::File {
+            path: f.path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let now = digest(&text);
+        if *f.seen.read().unwrap_or_else(|e| e.into_inner()) == Some(now) {
+            return Ok(false);
         }
-        Ok(Auth::Tokens(entries))
+        let parsed = parse_tokens(&text, &f.path);
+        *f.seen.write().unwrap_or_else(|e| e.into_inner()) = Some(now);
+        let entries = parsed?;
+        *f.entries.write().unwrap_or_else(|e| e.into_inner()) = entries;
+        Ok(true)
     }
 
     /// Who sent `authorization` (the header's value), if anyone we know.
     /// Every known token is compared, in constant time, whatever matches.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        let from_file;
         let entries = match self {
             Auth::Open => {
                 return Ok(Principal {
@@ -111,13 +221,17 @@ impl Auth {
                 })
             }
             Auth::Tokens(entries) => entries,
+            Auth::File(f) => {
+                from_file = f.entries.read().unwrap_or_else(|e| e.into_inner());
+                &*from_file
+            }
         };
         let token = authorization
             .and_then(bearer_token)
             .ok_or(AuthError::Missing)?;
         let given = digest(token);
         let mut found = None;
-        for (name, role, d) in entries {
+        for (name, role, d) in entries.iter() {
             if bool::from(d.ct_eq(&given)) && found.is_none() {
                 found = Some(Principal {
                     name: name.clone(),

@@ -213,10 +213,36 @@ pub enum Cmd {
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
+    /// Tokens in a tokens file (`serve --tokens`), which holds only their
+    /// digests; a running controller picks a change up within a second.
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
     /// The audit log.
     Audit {
         #[command(subcommand)]
         command: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// A new random token for NAME: its digest is added to the file and
+    /// the token printed, once.
+    Create {
+        name: String,
+        #[arg(long, value_enum)]
+        role: crate::api::auth::Role,
+        /// The tokens file (created if missing).
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Removes every token of NAME: it stops working within a second.
+    Revoke {
+        name: String,
+        #[arg(long)]
+        file: PathBuf,
     },
 }
 

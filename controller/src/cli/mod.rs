@@ -16,6 +16,7 @@ mod run;
 mod serve;
 mod simulate;
 mod status;
+mod token;
 
 pub use args::Cli;
 pub use exit::{code_of, Code, Exited};

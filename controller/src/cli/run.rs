@@ -11,10 +11,10 @@ use crate::service::{FlagView, StatusView, SyncReport};
 use crate::store::audit::{self, AuditKey, AuditRecord};
 use crate::store::{self, Store};
 
-use super::args::{AuditCmd, Cli, Cmd};
+use super::args::{AuditCmd, Cli, Cmd, TokenCmd};
 use super::client::{seg, Body, Client};
 use super::output::{self, Output};
-use super::{promotion, render, serve, simulate, status};
+use super::{promotion, render, serve, simulate, status, token};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&cli.server, cli.token.clone());
@@ -258,6 +258,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Token {
+            command: TokenCmd::Create { name, role, file },
+        } => token::create(&name, role, &file),
+        Cmd::Token {
+            command: TokenCmd::Revoke { name, file },
+        } => token::revoke(&name, &file),
         Cmd::Audit {
             command: AuditCmd::NewKey,
         } => {

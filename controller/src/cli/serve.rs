@@ -217,7 +217,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             sync_every.max(Duration::from_millis(200)),
         ));
     }
-    let app = api::router(App::new(service, auth));
+    let app = App::new(service, auth);
+    // The tokens file is read again when it changes: a token created or
+    // revoked takes effect within a second, and a bad edit keeps the last
+    // good tokens.
+    let auth = std::sync::Arc::clone(&app.auth);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            every.tick().await;
+            match auth.reload() {
+                Ok(true) => tracing::info!("tokens file changed: its tokens now apply"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "tokens file not reloaded; the last good tokens still apply")
+                }
+            }
+        }
+    });
+    let app = api::router(app);
     // Each connection's address: live streams are limited per address too.
     axum::serve(
         listener,

@@ -1,0 +1,82 @@
+//! `dimmer token create|revoke`: a tokens file that holds only digests,
+//! written whole and renamed into place, so a controller reading it never
+//! sees half a file.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+use crate::api::auth::{self, Role, TokenEntry, TokensFile};
+
+fn read(file: &Path) -> anyhow::Result<TokensFile> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => {
+            // Checked as the controller checks it, so nothing is written
+            // over a file it would refuse.
+            auth::parse_tokens(&text, file)?;
+            Ok(serde_norway::from_str(&text)?)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TokensFile::default()),
+        Err(e) => Err(e).with_context(|| format!("{}", file.display())),
+    }
+}
+
+fn write(file: &Path, tokens: &TokensFile) -> anyhow::Result<()> {
+    let text = format!(
+        "# Written by `dimmer token`: digests only; the tokens were printed once.\n{}",
+        serde_norway::to_string(tokens)?
+    );
+    let tmp = file.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new();
+        f.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            f.mode(0o600);
+        }
+        let mut out = f.open(&tmp).with_context(|| format!("{}", tmp.display()))?;
+        out.write_all(text.as_bytes())?;
+        out.sync_all()?;
+    }
+    std::fs::rename(&tmp, file).with_context(|| format!("{}", file.display()))?;
+    Ok(())
+}
+
+pub fn create(name: &str, role: Role, file: &Path) -> anyhow::Result<()> {
+    crate::api::auth::check_token_name(name)?;
+    let mut tokens = read(file)?;
+    if tokens.tokens.iter().any(|t| t.name == name) {
+        bail!("{}: a token named {name:?} exists; revoke it first, or create the next one under a new name (two may be valid at once while you rotate)", file.display());
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    tokens.tokens.push(TokenEntry {
+        name: name.to_owned(),
+        role,
+        token: None,
+        sha256: Some(hex::encode(auth::digest(&token))),
+    });
+    write(file, &tokens)?;
+    println!("{token}");
+    eprintln!(
+        "{name} ({role:?}) added to {}: the token above is shown once; a running controller accepts it within a second",
+        file.display()
+    );
+    Ok(())
+}
+
+pub fn revoke(name: &str, file: &Path) -> anyhow::Result<()> {
+    let mut tokens = read(file)?;
+    let before = tokens.tokens.len();
+    tokens.tokens.retain(|t| t.name != name);
+    if tokens.tokens.len() == before {
+        bail!("{}: no token named {name:?}", file.display());
+    }
+    write(file, &tokens)?;
+    eprintln!(
+        "{name} revoked in {}: a running controller refuses it within a second",
+        file.display()
+    );
+    Ok(())
+}

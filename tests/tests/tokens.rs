@@ -1,0 +1,148 @@
+//! Credentials that can be rotated, with the real controller: the tokens
+//! file holds digests (`dimmer token create` prints a token once), a
+//! created or revoked token takes effect within a second without a restart,
+//! two proxy tokens are valid at once while a fleet's poll token rotates,
+//! and a bad file never falls back to no authentication.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use dimmer_e2e::controller::{dimmer_binary, Controller, MetricsFrom, ENVOY_TOKEN, OPERATOR_TOKEN};
+
+fn token(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(dimmer_binary().unwrap())
+        .arg("token")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn status_of(c: &Controller, path: &str, bearer: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{}{path}", c.url()))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// How long until `path` answers `want` for `bearer`, at most 5 s.
+async fn until(c: &Controller, path: &str, bearer: &str, want: u16) -> Duration {
+    let started = Instant::now();
+    while status_of(c, path, bearer).await != want {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path} never {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_are_created_rotated_and_revoked_within_a_second_without_a_restart() {
+    let c = Controller::start(MetricsFrom::Prometheus("http://127.0.0.1:9".into()), &[])
+        .await
+        .unwrap();
+    let file = c.dir().join("tokens.yaml");
+    let f = file.to_str().unwrap();
+    let pid = c.pid();
+
+    // A new operator: printed once, stored as a digest only.
+    let (ok, ci, err) = token(&["create", "ci-bot", "--role", "operator", "--file", f]);
+    assert!(ok, "{err}");
+    assert_eq!(ci.len(), 64, "{ci}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains(&ci) && text.contains("sha256:"), "{text}");
+    let took = until(&c, "/v1/rollouts", &ci, 200).await;
+    assert!(
+        took <= Duration::from_secs(1),
+        "created token accepted after {took:?}"
+    );
+
+    // A fleet's poll token rotated: both valid at once, then the old revoked.
+    let (ok, next, err) = token(&["create", "envoy-next", "--role", "proxy", "--file", f]);
+    assert!(ok, "{err}");
+    until(&c, "/v1/config", &next, 200).await;
+    assert_eq!(status_of(&c, "/v1/config", ENVOY_TOKEN).await, 200);
+    let (ok, _, err) = token(&["revoke", "envoy", "--file", f]);
+    assert!(ok, "{err}");
+    let took = until(&c, "/v1/config", ENVOY_TOKEN, 401).await;
+    assert!(
+        took <= Duration::from_secs(1),
+        "revoked token refused after {took:?}"
+    );
+    assert_eq!(status_of(&c, "/v1/config", &next).await, 200);
+    // A proxy token is a proxy's: it may not read status.
+    assert_eq!(status_of(&c, "/v1/rollouts", &next).await, 403);
+
+    let (ok, _, err) = token(&["revoke", "ci-bot", "--file", f]);
+    assert!(ok, "{err}");
+    let took = until(&c, "/v1/rollouts", &ci, 401).await;
+    assert!(
+        took <= Duration::from_secs(1),
+        "revoked token refused after {took:?}"
+    );
+
+    // A bad edit keeps the last good tokens: never no authentication.
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        "tokens: [{name: x, role: admin, sha256: not-a-digest-but-a-token}]\n",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(status_of(&c, "/v1/rollouts", OPERATOR_TOKEN).await, 200);
+    assert_eq!(status_of(&c, "/v1/rollouts", "").await, 401);
+    assert!(
+        c.log().contains("tokens[0].sha256: must be 64 hex digits"),
+        "{}",
+        c.log()
+    );
+    std::fs::write(&file, good).unwrap();
+    // The same process all along: nothing restarted.
+    assert_eq!(c.pid(), pid);
+}
+
+#[test]
+fn a_plain_token_where_a_digest_belongs_stops_the_start_naming_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.yaml");
+    std::fs::write(
+        &file,
+        "tokens:\n- {name: ok, role: admin, sha256: 3d248a8267190a9af73b028a569a639d3f823ce06ffd9a84bd1757d59f785709}\n\
+         - {name: pasted, role: operator, sha256: operator-token-0123456789}\n",
+    )
+    .unwrap();
+    let out = Command::new(dimmer_binary().unwrap())
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("s.db"))
+        .arg("--tokens")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tokens[1].sha256: must be 64 hex digits"),
+        "{err}"
+    );
+    // And `token create` refuses to write over a file the controller would refuse.
+    let (ok, _, err) = token(&[
+        "create",
+        "x",
+        "--role",
+        "viewer",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("tokens[1].sha256"), "{err}");
+}
