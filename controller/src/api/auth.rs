@@ -50,6 +50,19 @@ pub enum Role {
 pub struct Principal {
     pub name: String,
     pub role: Role,
+    /// The teams whose rollouts and flags it may change; `None`: every one.
+    pub teams: Option<Vec<String>>,
+}
+
+impl Principal {
+    /// Whether it may change what belongs to `team` (`None`: to no team,
+    /// which only an unscoped token may change).
+    pub fn may_change(&self, team: Option<&str>) -> bool {
+        match &self.teams {
+            None => true,
+            Some(teams) => team.is_some_and(|t| teams.iter().any(|x| x == t)),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +79,15 @@ pub enum AuthError {
     },
     #[error("tokens file {path}: {reason}")]
     File { path: String, reason: String },
+    #[error(
+        "{name} may change the rollouts and flags of {teams} only, and {what} belongs to {owner}"
+    )]
+    OutOfScope {
+        name: String,
+        teams: String,
+        what: String,
+        owner: String,
+    },
 }
 
 #[derive(Deserialize, serde::Serialize, Default)]
@@ -85,9 +107,12 @@ pub struct TokenEntry {
     /// The token's SHA-256, 64 hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The teams whose rollouts and flags it may change; absent: every one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teams: Option<Vec<String>>,
 }
 
-type Entries = Vec<(String, Role, [u8; 32])>;
+type Entries = Vec<(String, Role, [u8; 32], Option<Vec<String>>)>;
 
 /// What the tokens file held when last read, and how to tell it changed.
 pub struct TokenFile {
@@ -156,7 +181,21 @@ pub fn parse_tokens(text: &str, path: &Path) -> Result<Entries, AuthError> {
                 )))
             }
         };
-        entries.push((t.name, t.role, d));
+        if let Some(teams) = &t.teams {
+            if teams.is_empty() {
+                return Err(err(format!(
+                    "tokens[{i}].teams: names no team; leave it out for a token of every team"
+                )));
+            }
+            for (j, team) in teams.iter().enumerate() {
+                check_token_name(team).map_err(|_| {
+                    err(format!(
+                        "tokens[{i}].teams[{j}]: {team:?} is not a team name (1 to 63 letters, digits, '-', '_' or '.')"
+                    ))
+                })?;
+            }
+        }
+        entries.push((t.name, t.role, d, t.teams));
     }
     Ok(entries)
 }
@@ -218,6 +257,7 @@ impl Auth {
                 return Ok(Principal {
                     name: "anonymous".into(),
                     role: Role::Admin,
+                    teams: None,
                 })
             }
             Auth::Tokens(entries) => entries,
@@ -231,11 +271,12 @@ impl Auth {
             .ok_or(AuthError::Missing)?;
         let given = digest(token);
         let mut found = None;
-        for (name, role, d) in entries.iter() {
+        for (name, role, d, teams) in entries.iter() {
             if bool::from(d.ct_eq(&given)) && found.is_none() {
                 found = Some(Principal {
                     name: name.clone(),
                     role: *role,
+                    teams: teams.clone(),
                 });
             }
         }
@@ -266,9 +307,24 @@ mod tests {
 
     fn auth() -> Auth {
         Auth::Tokens(vec![
-            ("v".into(), Role::Viewer, digest("viewer-token-0123456")),
-            ("o".into(), Role::Operator, digest("operator-token-01234")),
-            ("a".into(), Role::Admin, digest("admin-token-012345678")),
+            (
+                "v".into(),
+                Role::Viewer,
+                digest("viewer-token-0123456"),
+                None,
+            ),
+            (
+                "o".into(),
+                Role::Operator,
+                digest("operator-token-01234"),
+                None,
+            ),
+            (
+                "a".into(),
+                Role::Admin,
+                digest("admin-token-012345678"),
+                None,
+            ),
         ])
     }
 
@@ -323,6 +379,7 @@ mod tests {
             "envoy".into(),
             Role::Proxy,
             digest("proxy-token-0123456"),
+            None,
         )]);
         assert!(a
             .require(Some("Bearer proxy-token-0123456"), Role::Proxy)

@@ -13,7 +13,7 @@ use dimmer_decide::spec::{document_count, yaml_guard, RolloutSpec};
 
 use crate::service::Command;
 
-use super::auth::Role;
+use super::auth::{AuthError, Role};
 use super::state::{read_body, ApiError, App};
 
 /// Largest body of a command (`{"reason": …}`).
@@ -42,6 +42,14 @@ pub(super) struct ApplyQuery {
     restart: bool,
 }
 
+/// The team a spec says it belongs to (a flag's is its owner).
+fn spec_team(spec: &RolloutSpec) -> Option<String> {
+    spec.flag
+        .as_ref()
+        .map(|f| f.owner.clone())
+        .or_else(|| spec.team.clone())
+}
+
 pub(super) async fn apply(
     State(app): State<App>,
     Query(q): Query<ApplyQuery>,
@@ -63,9 +71,18 @@ pub(super) async fn apply(
                 "restart takes one spec, not a file of several".into(),
             ));
         }
+        for spec in &specs {
+            App::may_change(&who, &spec.name, spec_team(spec).as_deref())?;
+            app.may_change_named(&who, &spec.name).await?;
+        }
         return Ok(Json(app.service.apply_many(specs, &who.name).await?).into_response());
     }
     let spec = RolloutSpec::from_yaml(&text)?;
+    if !q.dry_run {
+        // Its new team and, if it exists, its present one.
+        App::may_change(&who, &spec.name, spec_team(&spec).as_deref())?;
+        app.may_change_named(&who, &spec.name).await?;
+    }
     if q.dry_run {
         return Ok(
             Json(serde_json::json!({"valid": true, "spec": spec.authored()})).into_response(),
@@ -106,6 +123,7 @@ pub(super) async fn command(
         "abort" => Command::Abort,
         other => return Err(ApiError::UnknownAction(other.to_owned())),
     };
+    app.may_change_named(&who, &name).await?;
     let reason = reason_of(&headers, body).await?;
     Ok(Json(app.service.command(&name, cmd, &who.name, &reason).await?).into_response())
 }
@@ -117,6 +135,7 @@ pub(super) async fn delete(
     body: Body,
 ) -> Result<Response, ApiError> {
     let who = app.require(&headers, Role::Admin)?;
+    app.may_change_named(&who, &name).await?;
     let reason = reason_of(&headers, body).await?;
     app.service.delete(&name, &who.name, &reason).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -164,6 +183,7 @@ pub(super) async fn switch_flag(
         "off" => false,
         other => return Err(ApiError::UnknownFlagState(other.to_owned())),
     };
+    app.may_change_named(&who, &key).await?;
     let reason = reason_of(&headers, body).await?;
     Ok(Json(app.service.set_flag(&key, on, &who.name, &reason).await?).into_response())
 }
@@ -200,6 +220,17 @@ pub(super) async fn sync(
         Role::Operator
     };
     let who = app.require(&headers, needed)?;
+    // A directory is the truth for every team in it: only an unscoped
+    // token may converge on one.
+    if who.teams.is_some() {
+        return Err(AuthError::OutOfScope {
+            name: who.name.clone(),
+            teams: who.teams.as_deref().unwrap_or_default().join(", "),
+            what: "a sync (a whole directory)".into(),
+            owner: "every team in it".into(),
+        }
+        .into());
+    }
     let bytes = read_body(&headers, body, MAX_SYNC_BODY).await?;
     let b: SyncBody =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::BadBody(e.to_string()))?;

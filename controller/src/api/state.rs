@@ -60,7 +60,9 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
-            ApiError::Auth(AuthError::Forbidden { .. }) => StatusCode::FORBIDDEN,
+            ApiError::Auth(AuthError::Forbidden { .. } | AuthError::OutOfScope { .. }) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::Spec(_)
             | ApiError::UnknownAction(_)
@@ -103,6 +105,41 @@ impl IntoResponse for ApiError {
 }
 
 impl App {
+    /// Refuses `who` a change to `what` that belongs to `team`, unless its
+    /// scope covers that team (an unscoped token covers every one).
+    pub(crate) fn may_change(
+        who: &Principal,
+        what: &str,
+        team: Option<&str>,
+    ) -> Result<(), ApiError> {
+        if who.may_change(team) {
+            return Ok(());
+        }
+        Err(AuthError::OutOfScope {
+            name: who.name.clone(),
+            teams: who.teams.as_deref().unwrap_or_default().join(", "),
+            what: what.to_owned(),
+            owner: team.map_or("no team".to_owned(), |t| format!("team {t}")),
+        }
+        .into())
+    }
+
+    /// The same for an existing rollout or flag, by name; nothing to refuse
+    /// when there is none (the service says it is not found).
+    pub(crate) async fn may_change_named(
+        &self,
+        who: &Principal,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        if who.teams.is_none() {
+            return Ok(());
+        }
+        match self.service.team_of(name).await {
+            Some(team) => Self::may_change(who, name, team.as_deref()),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn require(&self, headers: &HeaderMap, role: Role) -> Result<Principal, ApiError> {
         let authorization = headers
             .get(header::AUTHORIZATION)

@@ -146,6 +146,7 @@ mod tests {
 
     fn who(name: &str, role: Role) -> Principal {
         Principal {
+            teams: None,
             name: name.into(),
             role,
         }

@@ -234,6 +234,10 @@ pub enum TokenCmd {
         name: String,
         #[arg(long, value_enum)]
         role: crate::api::auth::Role,
+        /// A team whose rollouts and flags it may change (repeat for
+        /// several); without any, every team's.
+        #[arg(long = "team")]
+        teams: Vec<String>,
         /// The tokens file (created if missing).
         #[arg(long)]
         file: PathBuf,

@@ -259,8 +259,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Token {
-            command: TokenCmd::Create { name, role, file },
-        } => token::create(&name, role, &file),
+            command:
+                TokenCmd::Create {
+                    name,
+                    role,
+                    teams,
+                    file,
+                },
+        } => token::create(&name, role, &teams, &file),
         Cmd::Token {
             command: TokenCmd::Revoke { name, file },
         } => token::revoke(&name, &file),

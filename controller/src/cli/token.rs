@@ -44,7 +44,7 @@ fn write(file: &Path, tokens: &TokensFile) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn create(name: &str, role: Role, file: &Path) -> anyhow::Result<()> {
+pub fn create(name: &str, role: Role, teams: &[String], file: &Path) -> anyhow::Result<()> {
     crate::api::auth::check_token_name(name)?;
     let mut tokens = read(file)?;
     if tokens.tokens.iter().any(|t| t.name == name) {
@@ -56,7 +56,10 @@ pub fn create(name: &str, role: Role, file: &Path) -> anyhow::Result<()> {
         role,
         token: None,
         sha256: Some(hex::encode(auth::digest(&token))),
+        teams: (!teams.is_empty()).then(|| teams.to_vec()),
     });
+    // The file as the controller will read it, before it is written.
+    auth::parse_tokens(&serde_norway::to_string(&tokens)?, file)?;
     write(file, &tokens)?;
     println!("{token}");
     eprintln!(

@@ -20,6 +20,7 @@ impl FlagSpec {
             kind: Some(Kind::Flag),
             salt: Some(self.salt.unwrap_or_else(|| self.key.clone())),
             name: self.key,
+            team: Some(self.owner.clone()),
             matcher: self.matcher,
             identity: self.identity,
             anonymous: Default::default(),

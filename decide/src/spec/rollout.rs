@@ -30,6 +30,10 @@ pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<Kind>,
     pub name: String,
+    /// The team it belongs to: a token scoped to teams may change only
+    /// theirs (a flag's team is its `owner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
     #[serde(default, rename = "match")]
     pub matcher: Match,
     #[serde(default)]
@@ -109,6 +113,10 @@ impl RolloutSpec {
 
     pub fn validate(&self) -> Result<(), SpecError> {
         check_name(&self.name)?;
+        // A flag's team is its `owner`, checked as the flag's.
+        if let (Some(team), None) = (&self.team, &self.flag) {
+            check_name(team).map_err(|e| invalid("team", e.to_string()))?;
+        }
         let ctx = Context {
             name: &self.name,
             stable: &self.stable,
