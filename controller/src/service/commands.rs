@@ -392,6 +392,27 @@ impl Service {
     }
 }
 
+impl Service {
+    /// The team a rollout, an A/B/n or a flag belongs to (`Some(None)`: to
+    /// none); `None` when there is no such name. A flag's team is its owner.
+    pub async fn team_of(&self, name: &str) -> Option<Option<String>> {
+        let state = self.state.lock().await;
+        let of = |s: &dimmer_decide::engine::RolloutState| {
+            s.spec
+                .flag
+                .as_ref()
+                .map(|f| f.owner.clone())
+                .or_else(|| s.spec.team.clone())
+        };
+        if let Some(s) = state.rollouts.get(name) {
+            return Some(of(s));
+        }
+        super::rollouts::arms_of(&state, name)
+            .first()
+            .map(|s| of(s))
+    }
+}
+
 /// A person's promote, recorded with what the data had not yet shown: the
 /// audit says the canary went up without evidence of safety, and on which
 /// bounds.

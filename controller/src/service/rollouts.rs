@@ -129,22 +129,3 @@ pub(super) fn check_docs(
         .and_then(|()| dimmer_core::validate::validate_flags(&doc.flags, &doc.rollouts, "flags"))
         .map_err(|e| ServiceError::Refused(e.to_string()))
 }
-
-impl super::state::Service {
-    /// The team a rollout, an A/B/n or a flag belongs to (`Some(None)`: to
-    /// none); `None` when there is no such name. A flag's team is its owner.
-    pub async fn team_of(&self, name: &str) -> Option<Option<String>> {
-        let state = self.state.lock().await;
-        let of = |s: &dimmer_decide::engine::RolloutState| {
-            s.spec
-                .flag
-                .as_ref()
-                .map(|f| f.owner.clone())
-                .or_else(|| s.spec.team.clone())
-        };
-        if let Some(s) = state.rollouts.get(name) {
-            return Some(of(s));
-        }
-        arms_of(&state, name).first().map(|s| of(s))
-    }
-}
