@@ -431,3 +431,53 @@ async fn the_live_stream_needs_a_viewer_and_the_page_loads_only_itself() -> anyh
     }
     Ok(())
 }
+
+/// Every answer — JSON, metrics, the page, a redirect, a refusal, a 404 —
+/// carries the headers that keep it from being framed, sniffed, cached or
+/// leaking a referrer; the page's assets keep their own strict policy.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_response_carries_the_security_headers() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let url = stack.controller.url();
+    let cases: [(&str, Option<&str>, u16); 9] = [
+        ("/healthz", None, 200),
+        ("/livez", None, 200),
+        ("/v1/rollouts", Some(VIEWER_TOKEN), 200),
+        ("/v1/rollouts", None, 401),
+        ("/v1/rollouts/nope", Some(VIEWER_TOKEN), 404),
+        ("/v1/config", Some(ENVOY_TOKEN), 200),
+        ("/metrics", Some(VIEWER_TOKEN), 200),
+        ("/", None, 303),
+        ("/ui/", None, 200),
+    ];
+    for (path, token, status) in cases {
+        let mut req = http.get(format!("{url}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await?;
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        let h = r.headers();
+        let get = |n: &str| {
+            h.get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(get("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(get("x-frame-options"), "DENY", "{path}");
+        assert_eq!(get("referrer-policy"), "no-referrer", "{path}");
+        let csp = get("content-security-policy");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        if path == "/ui/" {
+            assert!(csp.contains("script-src 'self'"), "{csp}");
+        } else {
+            assert_eq!(get("cache-control"), "no-store", "{path}");
+        }
+    }
+    Ok(())
+}

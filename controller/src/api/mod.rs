@@ -10,6 +10,7 @@
 //! `dimmer_decide`; never the CLI.
 
 pub mod auth;
+mod headers;
 mod health;
 mod ofrep;
 mod poll;

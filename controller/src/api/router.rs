@@ -48,5 +48,6 @@ pub fn router(app: App) -> Router {
             app.service.clone(),
             warning::add,
         ))
+        .layer(axum::middleware::map_response(super::headers::secure))
         .with_state(app)
 }
