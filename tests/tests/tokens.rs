@@ -146,3 +146,104 @@ fn a_plain_token_where_a_digest_belongs_stops_the_start_naming_the_entry() {
     ]);
     assert!(!ok && err.contains("tokens[1].sha256"), "{err}");
 }
+
+/// The audit key rotates: new records are signed by the new key and say
+/// so, the old ones still verify, and the old key alone names the record
+/// it cannot vouch for.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_key_rotates_and_every_record_still_verifies_naming_its_key() {
+    let mut c = Controller::start(MetricsFrom::Prometheus("http://127.0.0.1:9".into()), &[])
+        .await
+        .unwrap();
+    let spec = c.dir().join("spec.yaml");
+    let write = |percent: u32| {
+        std::fs::write(
+            &spec,
+            format!(
+                "name: checkout\nidentity: [{{header: x-user-id}}]\nstable: v1\ncanary: v2\n\
+                 steps: [{{percent: {percent}, pause: 1h}}, {{percent: 100}}]\n"
+            ),
+        )
+        .unwrap();
+    };
+    let s = spec.to_str().unwrap().to_owned();
+    write(1);
+    c.ok(&["apply", "-f", &s]).unwrap();
+    c.ok(&["pause", "checkout", "--reason", "before"]).unwrap();
+    let db = c.db_path();
+    let key_file = db.with_extension("db.key");
+    let key_file = if key_file.exists() {
+        key_file
+    } else {
+        std::path::PathBuf::from(format!("{}.key", db.display()))
+    };
+    let old_key = std::fs::read_to_string(&key_file).unwrap();
+    let old_file = c.dir().join("old.key");
+    std::fs::write(&old_file, &old_key).unwrap();
+
+    let out = Command::new(dimmer_binary().unwrap())
+        .args(["audit", "rotate-key", "--audit-key"])
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_kid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(new_kid.len(), 8, "{new_kid}");
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap().lines().count(),
+        2
+    );
+    c.restart().await.unwrap();
+    c.ok(&["resume", "checkout", "--reason", "after"]).unwrap();
+    write(5);
+    c.ok(&["apply", "-f", &s]).unwrap();
+
+    let verify = |key: &std::path::Path| {
+        Command::new(dimmer_binary().unwrap())
+            .args(["audit", "verify", "--db"])
+            .arg(&db)
+            .arg("--audit-key")
+            .arg(key)
+            .output()
+            .unwrap()
+    };
+    let both = verify(&key_file);
+    let said = String::from_utf8_lossy(&both.stdout).into_owned();
+    assert!(
+        both.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
+    assert!(said.contains("audit chain intact: 4 records"), "{said}");
+    assert!(
+        said.contains(&format!("records 3–4: signed by key {new_kid}")),
+        "{said}"
+    );
+    assert!(said.contains("records 1–2: signed by key "), "{said}");
+    // The old key alone: the new records are not its to vouch for.
+    let old = verify(&old_file);
+    let err = String::from_utf8_lossy(&old.stderr).into_owned();
+    assert!(!old.status.success());
+    assert!(
+        err.contains(&format!(
+            "audit record 3: signed by key {new_kid}, which is not in this key file"
+        )),
+        "{err}"
+    );
+    // The controller, with the ring, verifies through its API too.
+    let api = c
+        .cli(
+            Some(dimmer_e2e::controller::ADMIN_TOKEN),
+            &["audit", "verify"],
+        )
+        .unwrap();
+    assert!(
+        api.status.success(),
+        "{}",
+        String::from_utf8_lossy(&api.stderr)
+    );
+}

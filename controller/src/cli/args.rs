@@ -266,6 +266,14 @@ pub enum AuditCmd {
     /// A new audit key (64 hex digits) for `--audit-key`: every controller
     /// of a fleet must be given the same one, and it must outlive them.
     NewKey,
+    /// A new signing key in front of the key file's; the older keys stay in
+    /// it to verify the records they signed. Restart the controllers (every
+    /// one of a fleet, with the same file) to sign with it.
+    RotateKey {
+        /// The key file (`serve --audit-key`).
+        #[arg(long)]
+        audit_key: PathBuf,
+    },
     /// The head of the audit log (sequence number and hash), to pin elsewhere.
     Head {
         #[arg(short = 'o', long, value_enum, default_value_t)]

@@ -271,6 +271,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: TokenCmd::Revoke { name, file },
         } => token::revoke(&name, &file),
         Cmd::Audit {
+            command: AuditCmd::RotateKey { audit_key },
+        } => {
+            let ring = AuditKey::load(&audit_key)?;
+            let (rotated, text) = ring.rotated();
+            audit::write_private(&audit_key, text.as_bytes())
+                .with_context(|| format!("{}", audit_key.display()))?;
+            println!("{}", rotated.kid());
+            eprintln!(
+                "{}: new signing key {} in front of {}; restart the controllers (a fleet's all with this file) to sign with it",
+                audit_key.display(),
+                rotated.kid(),
+                ring.kid()
+            );
+            Ok(())
+        }
+        Cmd::Audit {
             command: AuditCmd::NewKey,
         } => {
             println!("{}", hex::encode(rand::random::<[u8; 32]>()));
@@ -293,7 +309,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     output,
                 },
         } => {
-            let n = match db {
+            let (n, signed) = match db {
                 Some(path) => {
                     if !path.exists() {
                         bail!("no state file at {}", path.display());
@@ -302,17 +318,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     let key = AuditKey::load(&key_path)?;
                     let records = Store::open(&path, key.clone())?.audit(None)?;
                     let head = store::read_head(&store::head_path(&path))?;
-                    audit::verify_keyed(&records, &key, head.as_ref())?
+                    let n = audit::verify_keyed(&records, &key, head.as_ref())?;
+                    (n, audit::signers(&records, &key))
                 }
                 None => {
                     let v: serde_json::Value =
                         client.call(Method::GET, "/v1/audit/verify", None).await?;
-                    v["records"].as_u64().unwrap_or(0) as usize
+                    (v["records"].as_u64().unwrap_or(0) as usize, Vec::new())
                 }
             };
-            let said = serde_json::json!({ "intact": true, "records": n });
+            let by: Vec<serde_json::Value> = signed
+                .iter()
+                .map(|(kid, from, to)| serde_json::json!({"key": kid, "from": from, "to": to}))
+                .collect();
+            let said = serde_json::json!({ "intact": true, "records": n, "signed_by": by });
             if !output::one(output, "AuditVerification", &said)? {
                 println!("audit chain intact: {n} records");
+                for (kid, from, to) in &signed {
+                    println!("  records {from}–{to}: signed by key {kid}");
+                }
             }
             Ok(())
         }

@@ -60,9 +60,14 @@ impl AuditRecord {
     }
 }
 
-/// The key of the checkpoints: 32 random bytes, kept outside the database.
+/// The keys of the checkpoints, kept outside the database: 32 random bytes
+/// each, one per line of the key file (64 hex digits). The first signs new
+/// records; the others, older ones a rotation kept, only verify the records
+/// they signed. Each checkpoint names its key (`kid:mac`), so a chain says
+/// which key signed what; a checkpoint written before rotation existed has
+/// no name, and any key of the ring may have signed it.
 #[derive(Clone)]
-pub struct AuditKey([u8; 32]);
+pub struct AuditKey(Vec<[u8; 32]>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -70,9 +75,22 @@ pub enum KeyError {
     Bad { path: String, reason: String },
 }
 
+/// A key's public name: 8 hex digits of a hash of it.
+fn kid_of(key: &[u8; 32]) -> String {
+    use sha2::Digest;
+    let d = Sha256::digest([b"dimmer-audit-kid/".as_slice(), key.as_slice()].concat());
+    hex::encode(&d[..4])
+}
+
+fn hmac_of(key: &[u8; 32], seq: i64, hash: &str) -> Option<Hmac<Sha256>> {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).ok()?;
+    m.update(format!("dimmer-audit/{seq}/{hash}").as_bytes());
+    Some(m)
+}
+
 impl AuditKey {
     pub fn from_bytes(b: [u8; 32]) -> AuditKey {
-        AuditKey(b)
+        AuditKey(vec![b])
     }
 
     /// Reads the key (64 hex digits) from `path`, creating it (mode 0600)
@@ -85,59 +103,113 @@ impl AuditKey {
         if !path.exists() {
             let key: [u8; 32] = rand::random();
             write_private(path, hex::encode(key).as_bytes()).map_err(|e| bad(e.to_string()))?;
-            return Ok(AuditKey(key));
+            return Ok(AuditKey(vec![key]));
         }
         AuditKey::load(path)
     }
 
+    /// Reads the key file: one key per line (64 hex digits), the signing
+    /// key first; blank lines and `#` comments are skipped.
     pub fn load(path: &Path) -> Result<AuditKey, KeyError> {
         let bad = |reason: String| KeyError::Bad {
             path: path.display().to_string(),
             reason,
         };
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let bytes = hex::decode(text.trim()).map_err(|e| bad(format!("not hex: {e}")))?;
-        let key: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| bad("must be 64 hex digits (32 bytes)".into()))?;
-        Ok(AuditKey(key))
+        let mut keys = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bytes =
+                hex::decode(line).map_err(|e| bad(format!("line {}: not hex: {e}", i + 1)))?;
+            let key: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| bad(format!("line {}: must be 64 hex digits (32 bytes)", i + 1)))?;
+            keys.push(key);
+        }
+        if keys.is_empty() {
+            return Err(bad("holds no key (64 hex digits)".into()));
+        }
+        Ok(AuditKey(keys))
     }
 
-    /// HMAC-SHA-256 over a record's sequence number and hash.
+    /// A new signing key in front of the ring, the older ones kept to
+    /// verify what they signed; the file's text.
+    pub fn rotated(&self) -> (AuditKey, String) {
+        let mut keys = vec![rand::random::<[u8; 32]>()];
+        keys.extend(self.0.iter().copied());
+        let text = keys.iter().map(hex::encode).collect::<Vec<_>>().join("\n") + "\n";
+        (AuditKey(keys), text)
+    }
+
+    /// The signing key's name.
+    pub fn kid(&self) -> String {
+        self.0.first().map_or_else(String::new, kid_of)
+    }
+
+    /// HMAC-SHA-256 over a record's sequence number and hash, named by the
+    /// signing key: `kid:mac`.
     pub fn mac(&self, seq: i64, hash: &str) -> String {
-        let Ok(mut m) = Hmac::<Sha256>::new_from_slice(&self.0) else {
+        let Some(m) = self.0.first().and_then(|k| hmac_of(k, seq, hash)) else {
             return String::new();
         };
-        m.update(format!("dimmer-audit/{seq}/{hash}").as_bytes());
-        hex::encode(m.finalize().into_bytes())
+        format!("{}:{}", self.kid(), hex::encode(m.finalize().into_bytes()))
     }
 
-    /// A secret for another use than the chain, derived from this key
-    /// (HMAC of a label): the fleet's controllers share the key, so they
-    /// share it too, and knowing it tells nothing of the key.
+    /// A secret for another use than the chain, derived from the signing
+    /// key (HMAC of a label): the fleet's controllers share the key, so
+    /// they share it too, and knowing it tells nothing of the key.
     pub fn derive(&self, label: &str) -> String {
-        let Ok(mut m) = Hmac::<Sha256>::new_from_slice(&self.0) else {
+        let Some(Ok(mut m)) = self.0.first().map(|k| Hmac::<Sha256>::new_from_slice(k)) else {
             return String::new();
         };
         m.update(format!("dimmer-derived/{label}").as_bytes());
         hex::encode(m.finalize().into_bytes())
     }
 
-    /// Whether the chain whose head is `head` was checkpointed with this
-    /// key: every controller of a fleet shares the key, so one that does
-    /// not sign the head must not append (its records would fail every
-    /// other controller's verification). An empty chain takes any key.
+    /// Whether the chain whose head is `head` was checkpointed with a key
+    /// of this ring: every controller of a fleet shares the keys, so one
+    /// that cannot check the head must not append (its records would fail
+    /// every other controller's verification). An empty chain takes any key.
     pub fn signs(&self, head: &Head) -> bool {
         head.seq == 0 || self.checks(head.seq, &head.hash, &head.mac)
     }
 
     fn checks(&self, seq: i64, hash: &str, mac: &str) -> bool {
-        let Ok(mut m) = Hmac::<Sha256>::new_from_slice(&self.0) else {
-            return false;
-        };
-        m.update(format!("dimmer-audit/{seq}/{hash}").as_bytes());
-        hex::decode(mac).is_ok_and(|given| m.verify_slice(&given).is_ok())
+        self.signer(seq, hash, mac).is_some()
     }
+
+    /// Which key of the ring signed a checkpoint, by its name; `None` when
+    /// none did.
+    pub fn signer(&self, seq: i64, hash: &str, mac: &str) -> Option<String> {
+        let (named, hex_mac) = match mac.split_once(':') {
+            Some((kid, m)) => (Some(kid), m),
+            None => (None, mac),
+        };
+        let given = hex::decode(hex_mac).ok()?;
+        self.0
+            .iter()
+            .filter(|k| named.is_none_or(|kid| kid_of(k) == kid))
+            .find(|k| hmac_of(k, seq, hash).is_some_and(|m| m.verify_slice(&given).is_ok()))
+            .map(kid_of)
+    }
+}
+
+/// Which key signed which records: `(kid, first seq, last seq)` in order.
+pub fn signers(records: &[AuditRecord], key: &AuditKey) -> Vec<(String, i64, i64)> {
+    let mut out: Vec<(String, i64, i64)> = Vec::new();
+    for r in records {
+        let kid = key
+            .signer(r.seq, &r.hash, &r.mac)
+            .unwrap_or_else(|| "?".into());
+        match out.last_mut() {
+            Some(last) if last.0 == kid => last.2 = r.seq,
+            _ => out.push((kid, r.seq, r.seq)),
+        }
+    }
+    out
 }
 
 /// Writes `bytes` to `path` atomically (a temporary file renamed over it),
@@ -196,6 +268,8 @@ pub enum ChainError {
     Broken { seq: i64, prev: i64 },
     #[error("audit record {seq}: its keyed checkpoint does not match (rewritten by someone without the key)")]
     Forged { seq: i64 },
+    #[error("audit record {seq}: signed by key {kid}, which is not in this key file (a newer key? `dimmer audit rotate-key` keeps the older ones in the file)")]
+    UnknownKey { seq: i64, kid: String },
     #[error("audit records {from}–{to} are missing: the head checkpoint says the chain reached record {to} (hash {hash}), the log ends at record {last}")]
     Missing {
         from: i64,
@@ -222,7 +296,15 @@ pub fn verify_keyed(
     let n = verify(records)?;
     for r in records {
         if !key.checks(r.seq, &r.hash, &r.mac) {
-            return Err(ChainError::Forged { seq: r.seq });
+            return Err(match r.mac.split_once(':') {
+                Some((kid, _)) if !key.0.iter().any(|k| kid_of(k) == kid) => {
+                    ChainError::UnknownKey {
+                        seq: r.seq,
+                        kid: kid.to_owned(),
+                    }
+                }
+                _ => ChainError::Forged { seq: r.seq },
+            });
         }
     }
     let last = records.last().map_or(0, |r| r.seq);
@@ -391,14 +473,66 @@ mod tests {
             verify_keyed(&c, &key(), Some(&head)),
             Err(ChainError::Forged { seq: 3 })
         );
-        // With checkpoints made by another key: caught too.
+        // With checkpoints made by another key: caught too, naming it...
         let other = AuditKey::from_bytes([8; 32]);
         for r in &mut c {
             r.mac = other.mac(r.seq, &r.hash);
         }
         assert_eq!(
             verify_keyed(&c, &key(), Some(&head)),
+            Err(ChainError::UnknownKey {
+                seq: 1,
+                kid: other.kid()
+            })
+        );
+        // ...or passed off under this key's name.
+        for r in &mut c {
+            let (_, m) = r.mac.split_once(':').unwrap();
+            r.mac = format!("{}:{m}", key().kid());
+        }
+        assert_eq!(
+            verify_keyed(&c, &key(), Some(&head)),
             Err(ChainError::Forged { seq: 1 })
+        );
+    }
+
+    #[test]
+    fn a_rotated_ring_signs_anew_and_still_verifies_the_old_records() {
+        let old = key();
+        let mut c = chain(3);
+        // A checkpoint from before keys had names verifies too.
+        c[0].mac = c[0].mac.split_once(':').unwrap().1.to_owned();
+        let (ring, text) = old.rotated();
+        assert_eq!(text.lines().count(), 2);
+        assert_ne!(ring.kid(), old.kid());
+        for seq in 4..=5 {
+            let entry = Entry {
+                actor: "a",
+                rollout: "r",
+                action: "apply",
+                from: "x".into(),
+                to: "y".into(),
+                reason: "z",
+                evidence: serde_json::Value::Null,
+            };
+            let prev = c.last().unwrap().clone();
+            let next = chain_next(prev.seq, prev.hash.clone(), entry, seq as u64, &ring);
+            c.push(next);
+        }
+        let head = Head::of(&c);
+        assert_eq!(verify_keyed(&c, &ring, Some(&head)), Ok(5));
+        assert!(ring.signs(&head));
+        assert_eq!(
+            signers(&c, &ring),
+            vec![(old.kid(), 1, 3), (ring.kid(), 4, 5)]
+        );
+        // The old key alone cannot vouch for the new records, and says why.
+        assert_eq!(
+            verify_keyed(&c, &old, Some(&head)),
+            Err(ChainError::UnknownKey {
+                seq: 4,
+                kid: ring.kid()
+            })
         );
     }
 
