@@ -9,7 +9,7 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
 export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: .wasm-target .kubernetes .etcd .prometheus .skopeo .browser screenshot demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults bench-polls bench-etcd bench-registry soak fuzz .cargo-fuzz clean
+.PHONY: bench-latency .wasm-target .kubernetes .etcd .prometheus .skopeo .browser screenshot demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults bench-polls bench-etcd bench-registry soak fuzz .cargo-fuzz clean
 
 setup: $(ENVOY) .wasm-target .prometheus .skopeo .browser .etcd .kubernetes
 
@@ -100,6 +100,14 @@ demo: build
 FLAG ?= healthy
 demo-flags: build
 	target/release/dimmer-demo-flags --flag $(FLAG)
+
+# Latency under open-loop load (oha corrects for coordinated omission), at
+# shares of the bare Envoy's capacity; bench/RESULTS.md records a run.
+bench-latency: setup-bench build
+	@command -v oha >/dev/null || cargo install oha --locked
+	cargo build --release -p dimmer-noop-filter --target $(WASM_TARGET)
+	cargo build --release -q -p dimmer-e2e --bin dimmer-latency-bench
+	DIMMER_ENVOY_CPUS=1 DIMMER_ENVOY_LOG=warning taskset -c 0 target/release/dimmer-latency-bench $(BENCH_ARGS)
 
 bench: setup-bench build
 	cargo build --release -p dimmer-noop-filter --target $(WASM_TARGET)
