@@ -82,11 +82,30 @@ async fn a_team_scoped_token_changes_only_its_teams_on_every_route() {
     let both_op = create(f, "both-op", "operator", &["payments", "search"]);
     let pay_admin = create(f, "pay-admin", "admin", &["payments"]);
     let pay_viewer = create(f, "pay-viewer", "viewer", &["payments"]);
-    tokio::time::sleep(Duration::from_millis(800)).await;
     let api = Api {
         url: c.url(),
         http: reqwest::Client::new(),
     };
+    // The controller reads the file again within a second: wait for the
+    // last token made.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while api
+        .send(
+            reqwest::Method::GET,
+            "/v1/rollouts",
+            &pay_viewer,
+            String::new(),
+        )
+        .await
+        .0
+        != 200
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new tokens never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Made by an unscoped operator: one rollout per team, one of none, a flag.
     let specs = [
         ("checkout", Some("payments")),

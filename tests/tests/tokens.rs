@@ -99,14 +99,19 @@ async fn tokens_are_created_rotated_and_revoked_within_a_second_without_a_restar
         "tokens: [{name: x, role: admin, sha256: not-a-digest-but-a-token}]\n",
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Once the controller has read it (its log says so), the old tokens
+    // still stand and no token is no token.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !c.log().contains("tokens[0].sha256: must be 64 hex digits") {
+        assert!(
+            Instant::now() < deadline,
+            "the bad file was never read: {}",
+            c.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(status_of(&c, "/v1/rollouts", OPERATOR_TOKEN).await, 200);
     assert_eq!(status_of(&c, "/v1/rollouts", "").await, 401);
-    assert!(
-        c.log().contains("tokens[0].sha256: must be 64 hex digits"),
-        "{}",
-        c.log()
-    );
     std::fs::write(&file, good).unwrap();
     // The same process all along: nothing restarted.
     assert_eq!(c.pid(), pid);
