@@ -63,6 +63,27 @@ async fn receiver() -> Receiver {
     Receiver { url, mode, got }
 }
 
+impl Receiver {
+    /// The first body posted to `/{which}`, waited for up to 10 s.
+    async fn told(&self, which: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let body = self
+                .got
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(w, _)| w == which)
+                .cloned();
+            if let Some((_, body)) = body {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "/{which} never told");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 fn spec(steps: &str, hooks: &str) -> String {
     format!(
         "name: checkout\nidentity:\n  - header: x-user-id\nsalt: checkout-7\nstable: v1\ncanary: v2\n\
@@ -148,23 +169,9 @@ async fn a_failing_gate_holds_then_passes_and_post_rollout_is_told() -> anyhow::
         "{history_text}"
     );
     // The post-rollout hook is told once it completed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let told = r
-            .got
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(w, _)| w == "done")
-            .cloned();
-        if let Some((_, body)) = told {
-            assert_eq!(body["kind"], "post-rollout");
-            assert_eq!(body["phase"], "completed");
-            break;
-        }
-        assert!(Instant::now() < deadline, "post-rollout never told");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let body = r.told("done").await;
+    assert_eq!(body["kind"], "post-rollout");
+    assert_eq!(body["phase"], "completed");
     Ok(())
 }
 
@@ -208,23 +215,9 @@ async fn a_hung_gate_holds_but_never_stalls_an_abort_and_on_abort_is_told() -> a
         "{:?}",
         started.elapsed()
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let told = r
-            .got
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(w, _)| w == "aborted")
-            .cloned();
-        if let Some((_, body)) = told {
-            assert_eq!(body["kind"], "on-abort");
-            assert_eq!(body["phase"], "aborted");
-            break;
-        }
-        assert!(Instant::now() < deadline, "on-abort never told");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let body = r.told("aborted").await;
+    assert_eq!(body["kind"], "on-abort");
+    assert_eq!(body["phase"], "aborted");
     Ok(())
 }
 

@@ -42,14 +42,6 @@ pub(super) struct ApplyQuery {
     restart: bool,
 }
 
-/// The team a spec says it belongs to (a flag's is its owner).
-fn spec_team(spec: &RolloutSpec) -> Option<String> {
-    spec.flag
-        .as_ref()
-        .map(|f| f.owner.clone())
-        .or_else(|| spec.team.clone())
-}
-
 pub(super) async fn apply(
     State(app): State<App>,
     Query(q): Query<ApplyQuery>,
@@ -72,7 +64,7 @@ pub(super) async fn apply(
             ));
         }
         for spec in &specs {
-            App::may_change(&who, &spec.name, spec_team(spec).as_deref())?;
+            App::may_change(&who, &spec.name, spec.team())?;
             app.may_change_named(&who, &spec.name).await?;
         }
         return Ok(Json(app.service.apply_many(specs, &who.name).await?).into_response());
@@ -80,7 +72,7 @@ pub(super) async fn apply(
     let spec = RolloutSpec::from_yaml(&text)?;
     if !q.dry_run {
         // Its new team and, if it exists, its present one.
-        App::may_change(&who, &spec.name, spec_team(&spec).as_deref())?;
+        App::may_change(&who, &spec.name, spec.team())?;
         app.may_change_named(&who, &spec.name).await?;
     }
     if q.dry_run {

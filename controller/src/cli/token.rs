@@ -26,21 +26,8 @@ fn write(file: &Path, tokens: &TokensFile) -> anyhow::Result<()> {
         "# Written by `dimmer token`: digests only; the tokens were printed once.\n{}",
         serde_norway::to_string(tokens)?
     );
-    let tmp = file.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new();
-        f.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            f.mode(0o600);
-        }
-        let mut out = f.open(&tmp).with_context(|| format!("{}", tmp.display()))?;
-        out.write_all(text.as_bytes())?;
-        out.sync_all()?;
-    }
-    std::fs::rename(&tmp, file).with_context(|| format!("{}", file.display()))?;
+    crate::store::audit::write_private(file, text.as_bytes())
+        .with_context(|| format!("{}", file.display()))?;
     Ok(())
 }
 

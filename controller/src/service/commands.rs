@@ -397,13 +397,7 @@ impl Service {
     /// none); `None` when there is no such name. A flag's team is its owner.
     pub async fn team_of(&self, name: &str) -> Option<Option<String>> {
         let state = self.state.lock().await;
-        let of = |s: &dimmer_decide::engine::RolloutState| {
-            s.spec
-                .flag
-                .as_ref()
-                .map(|f| f.owner.clone())
-                .or_else(|| s.spec.team.clone())
-        };
+        let of = |s: &RolloutState| s.spec.team().map(str::to_owned);
         if let Some(s) = state.rollouts.get(name) {
             return Some(of(s));
         }

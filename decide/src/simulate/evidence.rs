@@ -72,23 +72,23 @@ fn spec_of(s: &EvidenceScenario) -> Result<RolloutSpec, crate::spec::SpecError> 
         .iter()
         .map(|p| format!("  - {{percent: {p}, pause: {}s}}\n", s.pause_s))
         .collect();
+    // A ratio reads successes of trials, a mean a sum of a count.
     let metric = match s.signal {
         Signal::Conversion {
             tolerance_percent, ..
-        } => format!(
-            "  metrics:\n  - name: conversion\n    provider: {{prometheus: {{}}}}\n    kind: ratio\n    \
-             successes: 'o{{{{version}}}}'\n    trials: 't{{{{version}}}}'\n    direction: higher\n    \
-             tolerance: {{relative_percent: {tolerance_percent}}}\n    min_count: 30\n"
-        ),
+        } => Some(("ratio", "successes", "trials", tolerance_percent)),
         Signal::OrderValue {
             tolerance_percent, ..
-        } => format!(
-            "  metrics:\n  - name: conversion\n    provider: {{prometheus: {{}}}}\n    kind: mean\n    \
-             sum: 's{{{{version}}}}'\n    count: 'n{{{{version}}}}'\n    direction: higher\n    \
-             tolerance: {{relative_percent: {tolerance_percent}}}\n    min_count: 30\n"
-        ),
-        Signal::Errors { .. } | Signal::Slow { .. } => String::new(),
-    };
+        } => Some(("mean", "sum", "count", tolerance_percent)),
+        Signal::Errors { .. } | Signal::Slow { .. } => None,
+    }
+    .map_or(String::new(), |(kind, num, den, tol)| {
+        format!(
+            "  metrics:\n  - name: conversion\n    provider: {{prometheus: {{}}}}\n    kind: {kind}\n    \
+             {num}: 'a{{{{version}}}}'\n    {den}: 'b{{{{version}}}}'\n    direction: higher\n    \
+             tolerance: {{relative_percent: {tol}}}\n    min_count: 30\n"
+        )
+    });
     // Each signal judged alone: the latency test only where it is the signal.
     let bounds = if matches!(s.signal, Signal::Slow { .. }) {
         "[250]"

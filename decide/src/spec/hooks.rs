@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::{check_name, in_range, invalid, SpecError};
-use super::http_syntax::parses_as_url;
+use super::http_syntax::is_http_url_with_host;
 
 pub const MAX_HOOKS: usize = 16;
 
@@ -123,11 +123,7 @@ pub fn validate_hooks(hooks: &[Hook], pin: Option<&PinToCanary>) -> Result<(), S
         if h.retries > 10 {
             return Err(invalid(at("retries"), "at most 10"));
         }
-        let http_url = |u: &str| {
-            (u.starts_with("http://") || u.starts_with("https://"))
-                && u.len() <= 2048
-                && parses_as_url(u)
-        };
+        let http_url = |u: &str| u.len() <= 2048 && is_http_url_with_host(u);
         match (&h.url, &h.probe) {
             (Some(u), None) if http_url(u) => {}
             (Some(u), None) => {

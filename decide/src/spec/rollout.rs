@@ -94,6 +94,15 @@ impl RolloutSpec {
         self.overrides.iter().any(|o| o.version == self.canary)
     }
 
+    /// The team it belongs to, for scoped tokens: a flag's owner, else
+    /// `team`.
+    pub fn team(&self) -> Option<&str> {
+        self.flag
+            .as_ref()
+            .map(|f| f.owner.as_str())
+            .or(self.team.as_deref())
+    }
+
     /// How a hook's probe reaches the canary: the first override value
     /// that sends people there.
     pub fn pin_to_canary(&self) -> Option<PinToCanary> {
