@@ -148,25 +148,32 @@ async function showOverview() {
   const budgets = el("div");
   const ended = el("div", { class: "scroll" });
   let outcome = "all";
+  let team = "all teams";
   const filters = el("div", { class: "filters", id: "ended-filter" });
+  const teamFilters = el("div", { class: "filters", id: "ended-team-filter" });
   let last = null;
-  main(el("h2", {}, "Active rollouts and flags"), active, el("h2", {}, "Ended"), filters, ended,
+  main(el("h2", {}, "Active rollouts and flags"), active, el("h2", {}, "Ended"), filters, teamFilters, ended,
     el("h2", {}, "Recent releases"), windows, budgets);
   const paintEnded = () => {
     filters.replaceChildren(...["all", "aborted", "completed"].map((f) =>
       el("button", { type: "button", "aria-pressed": String(f === outcome), "data-outcome": f, onclick: () => { outcome = f; paintEnded(); } }, f)));
-    const list = (last ? last.finished : []).filter((f) => outcome === "all" || f.outcome === outcome);
+    const all = last ? last.finished : [];
+    const teams = ["all teams", ...[...new Set(all.map((f) => f.team).filter(Boolean))].sort()];
+    teamFilters.replaceChildren(...teams.map((t) =>
+      el("button", { type: "button", "aria-pressed": String(t === team), "data-team": t, onclick: () => { team = t; paintEnded(); } }, t)));
+    const list = all.filter((f) => (outcome === "all" || f.outcome === outcome) && (team === "all teams" || f.team === team));
     ended.replaceChildren(list.length
-      ? el("table", { id: "ended" }, el("tr", {}, ...["name", "kind", "outcome", "decided by", "when (UTC)", "why", ""].map((h) => el("th", {}, h))),
+      ? el("table", { id: "ended" }, el("tr", {}, ...["name", "kind", "team", "outcome", "decided by", "when (UTC)", "why", ""].map((h) => el("th", {}, h))),
         ...list.map((f) => el("tr", {},
           el("td", {}, el("a", { href: `#/r/${encodeURIComponent(f.name)}` }, f.name)),
           el("td", {}, f.kind),
+          el("td", {}, f.team || ""),
           el("td", {}, el("span", { class: `pill phase-${f.outcome}` }, f.outcome)),
           el("td", {}, f.decided_by),
           el("td", {}, new Date(f.at_ms).toISOString().replace("T", " ").slice(0, 19)),
           el("td", {}, f.reason),
           el("td", {}, el("a", { href: `#/h/${encodeURIComponent(f.name)}` }, "history")))))
-      : el("p", { class: "hint" }, outcome === "all" ? "Nothing has ended yet." : `No ${outcome} rollout.`));
+      : el("p", { class: "hint" }, outcome === "all" && team === "all teams" ? "Nothing has ended yet." : "Nothing ended matches the filter."));
   };
   const paint = async () => {
     const o = await api("/v1/overview");

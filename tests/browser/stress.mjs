@@ -6,7 +6,8 @@
 // - right after each step up the proxy is "applying", never "lagging";
 // - with the controller frozen the page says it is stale within seconds,
 //   and clears by itself when it answers again;
-// - an aborted rollout is one click from the overview.
+// - an aborted rollout is one click from the overview, filtered by
+//   outcome and by team.
 // Prints one JSON line of what it saw; exits non-zero on a failed expectation.
 import { chromium } from "playwright-core";
 
@@ -112,6 +113,17 @@ try {
   seen.completed_filter = await o.textContent("#main");
   expect(!(await o.$(`#ended a[href="#/r/${rollout}"]`)), "the outcome filter to hide it");
   await o.click('#ended-filter button[data-outcome="aborted"]');
+  // By team: another team's aborted rollout is listed too, and each team's
+  // filter shows its own only.
+  expect(!!(await o.$('#ended a[href="#/r/search-ui"]')), "the other team's aborted rollout listed");
+  await o.click('#ended-team-filter button[data-team="payments"]');
+  seen.team_filter = await o.textContent("#ended");
+  expect(!(await o.$('#ended a[href="#/r/search-ui"]')) && !!(await o.$(`#ended a[href="#/r/${rollout}"]`)),
+    "the team filter to keep payments' rollout and hide search's");
+  await o.click('#ended-team-filter button[data-team="search"]');
+  expect(!!(await o.$('#ended a[href="#/r/search-ui"]')) && !(await o.$(`#ended a[href="#/r/${rollout}"]`)),
+    "the team filter to keep search's rollout and hide payments'");
+  await o.click('#ended-team-filter button[data-team="payments"]');
   await o.click(`#ended a[href="#/r/${rollout}"]`);
   await o.waitForFunction(() => document.querySelector("#phase")?.textContent === "aborted", null, { timeout: 5000 });
   seen.one_click = true;

@@ -65,17 +65,30 @@ async fn under_stress_the_page_tells_the_truth_and_an_operator_keeps_the_abort_b
 ) -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let _load = Load::start(stack.lab.client.clone(), 3000, 300);
-    stack.apply(&spec_yaml(
-        &[
-            (1.0, "4s"),
-            (5.0, "4s"),
-            (10.0, "4s"),
-            (20.0, "4s"),
-            (50.0, "4s"),
-            (100.0, "10m"),
-        ],
-        20,
-    ))?;
+    stack.apply(
+        &spec_yaml(
+            &[
+                (1.0, "4s"),
+                (5.0, "4s"),
+                (10.0, "4s"),
+                (20.0, "4s"),
+                (50.0, "4s"),
+                (100.0, "10m"),
+            ],
+            20,
+        )
+        .replace("name: checkout\n", "name: checkout\nteam: payments\n"),
+    )?;
+    // Another team's rollout, ended before the page opens: the overview's
+    // team filter must hide one of the two.
+    stack.apply(
+        &spec_yaml(&[(5.0, "1m"), (100.0, "1m")], 20)
+            .replace("name: checkout\n", "name: search-ui\nteam: search\n")
+            .replace("salt: checkout-7", "salt: search-1"),
+    )?;
+    stack
+        .controller
+        .ok(&["abort", "search-ui", "--reason", "another team's"])?;
     let browser = workspace_root().join("tests/browser");
     let url = stack.controller.url();
     let pid = stack.controller.pid().expect("the controller runs");

@@ -33,6 +33,9 @@ pub struct Finished {
     pub decided_by: String,
     pub reason: String,
     pub at_ms: u64,
+    /// The team it belongs to (a rollout's `team`, a flag's `owner`), for
+    /// the overview's filter by team.
+    pub team: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -102,6 +105,7 @@ fn finished(states: &[&RolloutState], records: &[AuditRecord]) -> Vec<Finished> 
                 }),
                 reason: r.map_or(String::new(), |r| r.reason.clone()),
                 at_ms: r.map_or(s.revision_ms, |r| r.at_ms.max(0) as u64),
+                team: s.spec.team().map(str::to_owned),
             }
         })
         .collect();
