@@ -42,7 +42,7 @@ impl MetricsSource for EnvoyAdmin {
     ) -> BoxFuture<'a, Result<Snapshot, MetricsError>> {
         Box::pin(async move {
             let url = format!("{}/stats/prometheus", self.base);
-            let filter = r"^cluster\..*\.upstream_rq_([1-5]xx|time)$";
+            let filter = r"^cluster\..*\.upstream_rq_([1-5]xx|time|total)$";
             let text = get_text(&self.http, &url, &[("filter", filter)]).await?;
             let mut snap = parse_clusters(&text);
             for versions in snap.sources.values_mut() {

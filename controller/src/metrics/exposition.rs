@@ -57,6 +57,14 @@ pub fn parse_clusters(text: &str) -> Snapshot {
                     snap.counts_mut("", cluster).latency.push((le, value));
                 }
             }
+            // Envoy creates `upstream_rq_<class>xx` and the time histogram
+            // at a cluster's first response, but `upstream_rq_total` with
+            // the cluster: seeing it, the cluster is there at zero, so the
+            // step's baseline is taken before its first requests, not
+            // after them (which would lose them from the step).
+            "envoy_cluster_upstream_rq_total" => {
+                snap.counts_mut("", cluster);
+            }
             _ => {}
         }
     }

@@ -120,26 +120,26 @@ impl MetricsSource for Prometheus {
     ) -> BoxFuture<'a, Result<Snapshot, MetricsError>> {
         Box::pin(async move {
             let req = self
-                .query("sum by (envoy_cluster_name, envoy_response_code_class, instance) (envoy_cluster_upstream_rq_xx)")
+                // `or` the clusters' request totals, which exist from the
+                // cluster's start (the classes only from its first
+                // response): a cluster at zero is a baseline.
+                .query("sum by (envoy_cluster_name, envoy_response_code_class, instance) (envoy_cluster_upstream_rq_xx) or sum by (envoy_cluster_name, instance) (envoy_cluster_upstream_rq_total)")
                 .await?;
             let lat = self
                 .query("sum by (envoy_cluster_name, le, instance) (envoy_cluster_upstream_rq_time_bucket)")
                 .await?;
             let mut snap = Snapshot::default();
             for row in req {
-                let (Some(c), Some(class)) = (
-                    row.label("envoy_cluster_name"),
-                    row.label("envoy_response_code_class"),
-                ) else {
+                let Some(c) = row.label("envoy_cluster_name") else {
                     continue;
                 };
-                if clusters.iter().any(|k| k == c) {
-                    let src = row.label("instance").unwrap_or_default();
-                    *snap
-                        .counts_mut(src, c)
-                        .by_class
-                        .entry(format!("{class}xx"))
-                        .or_default() += row.value;
+                if !clusters.iter().any(|k| k == c) {
+                    continue;
+                }
+                let counts = snap.counts_mut(row.label("instance").unwrap_or_default(), c);
+                // A total's row only says the cluster is there.
+                if let Some(class) = row.label("envoy_response_code_class") {
+                    *counts.by_class.entry(format!("{class}xx")).or_default() += row.value;
                 }
             }
             for row in lat {

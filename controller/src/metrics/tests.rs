@@ -68,6 +68,25 @@ envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="app-v2",le="+Inf"} 100
 }
 
 #[test]
+fn a_cluster_without_responses_yet_is_there_at_zero() {
+    // Before a cluster's first response Envoy has its total, but no class
+    // counters and no time histogram: the rollout is reported, at zero, so
+    // its step's baseline comes before the first requests.
+    let text = r#"envoy_cluster_upstream_rq_total{envoy_cluster_name="app-v1"} 0
+envoy_cluster_upstream_rq_total{envoy_cluster_name="app-v2"} 0
+"#;
+    let versions = [
+        ("v1".to_string(), "app-v1".to_string()),
+        ("v2".into(), "app-v2".into()),
+    ]
+    .into();
+    let s = Snapshot::of_clusters(&exposition::parse_clusters(text), &versions);
+    assert!(!s.is_empty());
+    assert_eq!(s.version("v1").requests(), 0.0);
+    assert!(Snapshot::of_clusters(&exposition::parse_clusters(""), &versions).is_empty());
+}
+
+#[test]
 fn snapshots_survive_json_with_their_inf_bucket() {
     let s = parse_exposition(TEXT, "checkout");
     let back: Snapshot = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
