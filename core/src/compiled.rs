@@ -10,7 +10,7 @@ use crate::config::{
     Anonymous, CookieSettings, Flag, IdentitySource, Rollout, Version, DEFAULT_FLAGS_HEADER,
 };
 use crate::flags::CompiledFlags;
-use crate::matching::{ends_of, fits, lane_start, lowercase_headers};
+use crate::matching::{effective_prefix, ends_of, fits, lane_start, lowercase_headers};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compiled {
@@ -98,7 +98,7 @@ impl CompiledRollout {
         CompiledRollout {
             name: r.name.clone(),
             host: r.matcher.host.as_ref().map(|h| h.to_ascii_lowercase()),
-            path_prefix: r.matcher.path_prefix.clone(),
+            path_prefix: effective_prefix(r.matcher.path_prefix.as_ref()),
             identity: lowercase_headers(&r.identity),
             anonymous: r.anonymous,
             cookie: r.anonymous_cookie.clone(),

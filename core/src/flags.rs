@@ -11,7 +11,7 @@ use core::cell::RefCell;
 
 use crate::cohort::{Cohort, BUCKETS};
 use crate::config::{Flag, FlagAnonymous, FlagState, IdentitySource};
-use crate::matching::{ends_of, fits, lowercase_headers, owner_of};
+use crate::matching::{effective_prefix, ends_of, fits, lowercase_headers, owner_of};
 use crate::request::{identity_of, Request};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,7 +185,7 @@ impl CompiledFlag {
         CompiledFlag {
             key: f.key.clone(),
             host: f.matcher.host.as_ref().map(|h| h.to_ascii_lowercase()),
-            path_prefix: f.matcher.path_prefix.clone(),
+            path_prefix: effective_prefix(f.matcher.path_prefix.as_ref()),
             identity: lowercase_headers(&f.identity),
             chain: 0,
             anonymous: f.anonymous,

@@ -2,6 +2,7 @@
 //! request's host and path, weights as bucket boundaries and lanes, and
 //! header names as they are compared.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::cohort::BUCKETS;
@@ -13,6 +14,14 @@ use crate::config::{IdentitySource, Version};
 pub fn fits(want_host: Option<&str>, prefix: Option<&str>, host: &[u8], path: &[u8]) -> bool {
     want_host.is_none_or(|want| host_without_port(host).eq_ignore_ascii_case(want.as_bytes()))
         && prefix.is_none_or(|p| path.starts_with(p.as_bytes()))
+}
+
+/// The prefix a match must test: `/` is every path Envoy routes (an
+/// HTTP `:path` starts with one), so it is no prefix at all and the filter
+/// need not read `:path` for it (a value returned from the host: ~10k
+/// instructions a request).
+pub fn effective_prefix(prefix: Option<&String>) -> Option<String> {
+    prefix.filter(|p| p.as_str() != "/").cloned()
 }
 
 /// Weights in basis points as bucket boundaries: `ends[i]` is one past the
@@ -82,6 +91,13 @@ pub fn host_without_port(authority: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_root_prefix_is_no_prefix() {
+        assert_eq!(effective_prefix(Some(&"/".into())), None);
+        assert_eq!(effective_prefix(Some(&"/api".into())), Some("/api".into()));
+        assert_eq!(effective_prefix(None), None);
+    }
 
     #[test]
     fn strips_ports() {

@@ -33,9 +33,15 @@ pub enum Variant {
     /// counted by Envoy's cluster stats (`counting: {by: envoy}`), so the
     /// filter reads no status and no clock.
     DimmerEnvoyCounts,
+    /// What a newcomer gets from the docs: the rollout of
+    /// `examples/checkout-rollout.yaml` as the controller serves it, in the
+    /// shipped Envoy config's route table.
+    Documented,
+    /// The same, with the ten flags of [`Variant::DimmerFlags`].
+    DocumentedFlags,
 }
 
-pub const VARIANTS: [Variant; 9] = [
+pub const VARIANTS: [Variant; 11] = [
     Variant::NoFilter,
     Variant::NoopWasm,
     Variant::NativeSplit,
@@ -45,6 +51,8 @@ pub const VARIANTS: [Variant; 9] = [
     Variant::Native,
     Variant::DimmerFlags,
     Variant::DimmerEnvoyCounts,
+    Variant::Documented,
+    Variant::DocumentedFlags,
 ];
 
 impl Variant {
@@ -59,6 +67,8 @@ impl Variant {
             Variant::Native => "dimmer as a dynamic module (native)",
             Variant::DimmerFlags => "dimmer + 10 flags",
             Variant::DimmerEnvoyCounts => "dimmer, host matched and versions counted by Envoy",
+            Variant::Documented => "dimmer as documented (examples/checkout-rollout.yaml)",
+            Variant::DocumentedFlags => "dimmer as documented + 10 flags",
         }
     }
 }
@@ -157,6 +167,15 @@ fn bench_flag(i: usize) -> serde_json::Value {
     f
 }
 
+/// The filter's rollout for `examples/checkout-rollout.yaml` at 10% (the
+/// weight the other rows use; it costs nothing a request), compiled by the
+/// controller's own code, so the row follows the example as it changes.
+fn documented_rollout() -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(workspace_root().join("examples/checkout-rollout.yaml"))?;
+    let spec = dimmer_decide::spec::RolloutSpec::from_yaml(&text)?;
+    Ok(serde_json::to_value(spec.rollout_at(1000))?)
+}
+
 /// An Envoy bootstrap for `v`: `(yaml, listen port, admin port)`.
 /// `alternative` is the second filter build of an A/B.
 pub fn envoy_yaml(
@@ -180,14 +199,20 @@ pub fn envoy_yaml_with(
     let root = workspace_root();
     let template = std::fs::read_to_string(root.join("bench/envoy-bench.yaml.tmpl"))?;
     let noop = root.join("target/wasm32-wasip1/release/dimmer_noop_filter.wasm");
-    let mut bench_rollout = rollout(1000);
-    if !matches!(v, Variant::DimmerEnvoyHost | Variant::DimmerEnvoyCounts) {
+    let documented = matches!(v, Variant::Documented | Variant::DocumentedFlags);
+    let mut bench_rollout = if documented {
+        documented_rollout()?
+    } else {
+        rollout(1000)
+    };
+    if !documented && !matches!(v, Variant::DimmerEnvoyHost | Variant::DimmerEnvoyCounts) {
         bench_rollout["match"] = serde_json::json!({"host": HOST});
     }
     if v == Variant::DimmerEnvoyCounts {
         bench_rollout["count"] = serde_json::json!(false);
     }
-    let with_flags = v == Variant::DimmerFlags || (alternative_flags && v == Variant::Alternative);
+    let with_flags = matches!(v, Variant::DimmerFlags | Variant::DocumentedFlags)
+        || (alternative_flags && v == Variant::Alternative);
     let flags: Vec<serde_json::Value> = if with_flags {
         (0..10).map(bench_flag).collect()
     } else {
@@ -210,7 +235,9 @@ pub fn envoy_yaml_with(
         | Variant::Alternative
         | Variant::DimmerEnvoyHost
         | Variant::DimmerFlags
-        | Variant::DimmerEnvoyCounts => {
+        | Variant::DimmerEnvoyCounts
+        | Variant::Documented
+        | Variant::DocumentedFlags => {
             let wasm = match (alternative, v) {
                 (Some(alt), Variant::Alternative) => alt.to_path_buf(),
                 _ => filter_wasm()?,

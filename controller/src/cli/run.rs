@@ -65,6 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 return status::wait(&client, &names, timeout).await;
             }
             let spec = RolloutSpec::from_yaml(&text).with_context(|| file.display().to_string())?;
+            let cost_note = spec.counting.filter_cost_note(&spec.name, spec.is_flag());
             if dry_run {
                 // Validated here, with the controller's own code: no server needed.
                 println!("{}: valid. Plan:", spec.name);
@@ -89,6 +90,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         humantime::format_duration(s.pause),
                     );
                 }
+                if let Some(note) = &cost_note {
+                    println!("  note: {note}");
+                }
                 if let Some(rps) = rps {
                     simulate::estimate(&spec, rps, baseline_error);
                     promotion::estimate(&spec, rps, baseline_error);
@@ -105,6 +109,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .call(Method::POST, path, Some(Body::Yaml(text)))
                 .await?;
             print!("{}", render::text(&v));
+            if let Some(note) = &cost_note {
+                eprintln!("note: {note}");
+            }
             if !wait {
                 return Ok(());
             }

@@ -27,6 +27,21 @@ impl Counting {
         *self == Counting::default()
     }
 
+    /// What `dimmer apply` tells the author of a rollout the filter counts:
+    /// the cheap path is one setting away, and most never read the
+    /// performance page. `None` where Envoy counts, and for flags (their
+    /// variants share clusters, so only the filter can count them).
+    pub fn filter_cost_note(&self, name: &str, is_flag: bool) -> Option<String> {
+        (self.by == CountedBy::Filter && !is_flag).then(|| {
+            format!(
+                "{name} is counted by the filter, which reads every response's status and the clock \
+                 (about 1.2× an empty wasm filter's cost a request); where each version has an Envoy \
+                 cluster of its own, `counting: {{by: envoy, clusters: {{…}}}}` lets Envoy count \
+                 (about 1.1×): docs/rollout-spec.md, \"Who counts\""
+            )
+        })
+    }
+
     /// The clusters to read, with `by: envoy`.
     pub fn envoy_clusters(&self) -> Option<&BTreeMap<String, String>> {
         (self.by == CountedBy::Envoy).then_some(&self.clusters)
@@ -93,5 +108,27 @@ impl Counting {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_rollout_the_filter_counts_is_told_of_the_cheap_path() {
+        let filter = Counting::default();
+        let envoy = Counting {
+            by: CountedBy::Envoy,
+            clusters: [("v1".into(), "a".into()), ("v2".into(), "b".into())].into(),
+        };
+        let note = filter.filter_cost_note("checkout", false).unwrap();
+        assert!(
+            note.starts_with("checkout is counted by the filter"),
+            "{note}"
+        );
+        assert!(note.contains("by: envoy"), "{note}");
+        assert_eq!(envoy.filter_cost_note("checkout", false), None);
+        assert_eq!(filter.filter_cost_note("new-cart", true), None, "a flag");
     }
 }
