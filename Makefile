@@ -9,7 +9,7 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
 export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: bench-latency .wasm-target .kubernetes .etcd .prometheus .skopeo .browser screenshot demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults bench-polls bench-etcd bench-registry soak fuzz .cargo-fuzz clean
+.PHONY: bench-latency .wasm-target .kubernetes .etcd .prometheus .skopeo .browser screenshot demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults bench-polls bench-etcd bench-registry bench-memory soak fuzz .cargo-fuzz clean
 
 setup: $(ENVOY) .wasm-target .prometheus .skopeo .browser .etcd .kubernetes
 
@@ -137,6 +137,11 @@ bench-etcd: build
 	target/release/dimmer-etcd-bench $(BENCH_ARGS)
 
 # What sharing the proxy lists between controllers costs (bench/RESULTS.md).
+# The filter's VM memory and config apply time with 100 rollouts and 100
+# flags through the real controller (bench/RESULTS.md).
+bench-memory: build
+	target/release/dimmer-memory-bench $(BENCH_ARGS)
+
 bench-registry: build
 	target/release/dimmer-registry-bench $(BENCH_ARGS)
 

@@ -115,6 +115,10 @@ pub const CONFIG_AGE_SECONDS: &str = "dimmer.config_age_seconds";
 /// the same code on the same config, so one stands for all; a leak shows as
 /// growth.
 pub const VM_MEMORY_BYTES: &str = "dimmer.vm_memory_bytes";
+/// Microseconds the VM that last took a config spent parsing and compiling
+/// it, stats defined included (gauge): what a reload costs a worker, which
+/// grows with the number of rollouts and flags.
+pub const CONFIG_APPLY_MICROSECONDS: &str = "dimmer.config_apply_us";
 
 #[cfg(test)]
 mod tests {

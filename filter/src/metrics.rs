@@ -169,6 +169,7 @@ pub struct Health {
     poll_failures: Option<u32>,
     age_seconds: Option<u32>,
     vm_memory: Option<u32>,
+    apply_us: Option<u32>,
 }
 
 impl Health {
@@ -181,6 +182,7 @@ impl Health {
             poll_failures: registry.id(MetricType::Counter, stats::POLL_FAILURES),
             age_seconds: registry.id(MetricType::Gauge, stats::CONFIG_AGE_SECONDS),
             vm_memory: registry.id(MetricType::Gauge, stats::VM_MEMORY_BYTES),
+            apply_us: registry.id(MetricType::Gauge, stats::CONFIG_APPLY_MICROSECONDS),
         }
     }
 
@@ -202,6 +204,9 @@ impl Health {
     }
     pub fn vm_memory(&self, bytes: u64) {
         set(self.vm_memory, bytes);
+    }
+    pub fn apply_took(&self, micros: u64) {
+        set(self.apply_us, micros);
     }
 }
 

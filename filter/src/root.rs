@@ -9,7 +9,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use crate::active::Active;
-use crate::host::{self, now_ms, property, random_seed};
+use crate::host::{self, now_ms, now_us, property, random_seed};
 use crate::metrics::{mix_table, shadow_table, variant_table, version_table, Health, Registry};
 use crate::poller::Poller;
 use crate::request::DimmerRequest;
@@ -65,10 +65,12 @@ impl DimmerRoot {
 
     /// Applies a controller config body; `Err` leaves the last good one serving.
     fn apply_doc(&mut self, body: &[u8]) -> Result<u64, dimmer_core::ConfigError> {
+        let started = now_us();
         let doc = parse_config_doc(body)?;
         let cfg = Compiled::new(doc.revision, &self.route_header, &doc.rollouts)
             .with_flags(&self.flags_header, &doc.flags);
         self.install(cfg);
+        self.health.apply_took(now_us().saturating_sub(started));
         Ok(doc.revision)
     }
 

@@ -8,7 +8,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use dimmer_e2e::controller::OPERATOR_TOKEN;
 use dimmer_e2e::fixtures::{spec_yaml, Stack};
+use dimmer_e2e::paths::workspace_root;
 
 /// Sends `n` requests, one per new user, and returns what the clients saw:
 /// `(v1 requests, v2 requests, v2 5xx)`.
@@ -85,6 +87,47 @@ async fn counts_equal_requests(counting: &str) -> anyhow::Result<()> {
     assert_eq!(e["canary_requests"].as_f64(), Some(v2 as f64), "{e}");
     assert_eq!(e["canary_errors"].as_f64(), Some(v2_errors as f64), "{e}");
     assert_eq!(e["baseline_errors"].as_f64(), Some(0.0), "{e}");
+    Ok(())
+}
+
+/// `dimmer apply` tells the author of a rollout the filter counts that
+/// Envoy could count it more cheaply, and says nothing of one Envoy counts
+/// (the documented example).
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_names_the_cheap_path_to_a_rollout_the_filter_counts() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let dir = stack.controller.dir().to_path_buf();
+    let filter_counted = dir.join("filter-counted.yaml");
+    std::fs::write(
+        &filter_counted,
+        spec_yaml(&[(10.0, "1m"), (100.0, "1m")], 20),
+    )?;
+    let example = workspace_root().join("examples/checkout-rollout.yaml");
+    let run = |args: &[&str]| -> anyhow::Result<(String, String)> {
+        let out = stack.controller.cli(Some(OPERATOR_TOKEN), args)?;
+        anyhow::ensure!(out.status.success(), "{args:?}: {out:?}");
+        Ok((
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let (plan, _) = run(&[
+        "apply",
+        "--dry-run",
+        "-f",
+        &filter_counted.display().to_string(),
+    ])?;
+    assert!(
+        plan.contains("note: checkout is counted by the filter") && plan.contains("by: envoy"),
+        "{plan}"
+    );
+    let (plan, _) = run(&["apply", "--dry-run", "-f", &example.display().to_string()])?;
+    assert!(!plan.contains("note:"), "{plan}");
+    let (_, told) = run(&["apply", "-f", &filter_counted.display().to_string()])?;
+    assert!(
+        told.contains("note: checkout is counted by the filter"),
+        "{told}"
+    );
     Ok(())
 }
 

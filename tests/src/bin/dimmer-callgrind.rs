@@ -47,6 +47,10 @@ struct Args {
     /// 600-byte cookie (12 more headers).
     #[arg(long)]
     browser_headers: bool,
+    /// Keep each variant's callgrind dumps in DIR/<index>/, for
+    /// `callgrind_annotate` (where the instructions go, function by function).
+    #[arg(long)]
+    keep: Option<PathBuf>,
 }
 
 /// What a browser request carries besides the identity.
@@ -216,6 +220,16 @@ async fn count(v: Variant, a: &Args, v1: u16, v2: u16) -> anyhow::Result<Count> 
     control(pid, &["--dump"])?;
     let idle = wait_dump(out_dir.path(), pid, 2).await?;
     drop(envoy);
+    if let Some(keep) = &a.keep {
+        let to = keep.join(format!("{v:?}"));
+        std::fs::create_dir_all(&to)?;
+        for entry in std::fs::read_dir(out_dir.path())? {
+            let from = entry?.path();
+            if let Some(name) = from.file_name() {
+                std::fs::copy(&from, to.join(name))?;
+            }
+        }
+    }
     let n = a.requests as f64;
     Ok(Count {
         per_request: (busy as f64 - idle as f64) / n,

@@ -30,10 +30,11 @@ struct Args {
     rounds: usize,
 }
 
-const MEASURED: [Variant; 5] = [
+const MEASURED: [Variant; 6] = [
     Variant::NoFilter,
     Variant::NoopWasm,
     Variant::NativeSplit,
+    Variant::Documented,
     Variant::Dimmer,
     Variant::DimmerEnvoyHost,
 ];
