@@ -34,7 +34,7 @@ fn rollout(i: usize) -> String {
 }
 
 fn flag(i: usize) -> String {
-    let overrides = if i % 2 == 0 {
+    let overrides = if i.is_multiple_of(2) {
         "overrides:\n  - header: x-beta-tester\n    values: [\"yes\"]\n    variant: \"on\"\n"
     } else {
         ""
