@@ -46,10 +46,15 @@ screenshot: setup build
 # kustomize renders the overlays, and kubernetes-validate (PyPI, pinned)
 # holds every built-in to Kubernetes' schemas.
 KUBERNETES_VALIDATE := 1.37.0
+# Istio's and prometheus-operator's CRD schemas, as pydantic models
+# (scripts/check-crds.py): Istio 1.24, prometheus-operator 0.80.1.
+CLOUDCOIL_ISTIO ?= 1.24.2.1
+CLOUDCOIL_PROMETHEUS_OPERATOR ?= 0.80.1.0
 .kubernetes: $(ENVOY)
 	@command -v kubectl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null 2>&1; } || true
 	@command -v kubectl >/dev/null || { echo "kubectl is needed (kubectl kustomize renders deploy/overlays): install it from your distribution or kubernetes.io"; exit 1; }
 	@test -x $(VENV)/bin/kubernetes-validate || $(VENV)/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==$(KUBERNETES_VALIDATE)
+	@$(VENV)/bin/python -c "import cloudcoil.models.istio, cloudcoil.models.prometheus_operator, yaml" 2>/dev/null || $(VENV)/bin/pip install --quiet --disable-pip-version-check cloudcoil-models-istio==$(CLOUDCOIL_ISTIO) cloudcoil-models-prometheus-operator==$(CLOUDCOIL_PROMETHEUS_OPERATOR) pyyaml
 
 $(ENVOY):
 	python3 -m venv $(VENV)

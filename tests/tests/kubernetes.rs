@@ -118,6 +118,26 @@ fn validator() -> PathBuf {
     workspace_root().join(".venv/bin/kubernetes-validate")
 }
 
+/// Kinds `scripts/check-crds.py` holds to their upstream CRD schema.
+const CRD_KINDS: [&str; 4] = [
+    "WasmPlugin",
+    "EnvoyFilter",
+    "ServiceMonitor",
+    "PrometheusRule",
+];
+
+/// `scripts/check-crds.py FILE` with the project's venv: (passed, what it said).
+fn check_crds(file: &Path) -> (bool, String) {
+    let out = Command::new(workspace_root().join(".venv/bin/python"))
+        .arg(workspace_root().join("scripts/check-crds.py"))
+        .arg(file)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), said)
+}
+
 /// What keeps a pod spec out of the `restricted` Pod Security level (the
 /// checks of its current version), or nothing.
 fn restricted(pod: &Value) -> Vec<String> {
@@ -237,6 +257,16 @@ fn every_overlay_renders_and_passes_kubernetes_schemas_strictly() {
                 "{overlay} against {version}:\n{said}"
             );
         }
+        // Istio's and prometheus-operator's kinds against their CRDs, strictly.
+        let crds = check_crds(&file);
+        assert!(crds.0, "{overlay}:\n{}", crds.1);
+        for kind in kinds.iter().filter(|k| CRD_KINDS.contains(k)) {
+            assert!(
+                crds.1.contains(&format!("{kind} dimmer: ok")),
+                "{overlay}: {}",
+                crds.1
+            );
+        }
         for doc in &docs {
             if doc["kind"] == "Deployment" {
                 let pod = &doc["spec"]["template"]["spec"];
@@ -244,6 +274,10 @@ fn every_overlay_renders_and_passes_kubernetes_schemas_strictly() {
             }
         }
     }
+    // The EnvoyFilter alternative (for Istio before 1.20) is not in an
+    // overlay: checked as it is shipped.
+    let (ok, said) = check_crds(&workspace_root().join("deploy/istio/envoyfilter.yaml"));
+    assert!(ok && said.contains("EnvoyFilter dimmer: ok"), "{said}");
     // The filter polls with the Secret's own proxy token, on the client side.
     let (_, istio) = kustomize(d, "overlays/istio").unwrap();
     let plugin = of_kind(&istio, "WasmPlugin");
@@ -298,6 +332,16 @@ fn a_strict_check_that_can_fail_and_missing_secrets_named() {
         .unwrap();
     assert!(!v.status.success());
     assert!(String::from_utf8_lossy(&v.stdout).contains("'replicaz' was unexpected"));
+    // The CRD check catches an unknown field too, naming where it is.
+    let (text, _) = kustomize(d, "overlays/istio").unwrap();
+    let bad = d.join("bad-istio.yaml");
+    std::fs::write(
+        &bad,
+        text.replacen("  phase: STATS", "  phase: STATS\n  phaze: AUTHN", 1),
+    )
+    .unwrap();
+    let (ok, said) = check_crds(&bad);
+    assert!(!ok && said.contains("spec.phaze: unknown field"), "{said}");
     // And the Pod Security check a privileged container.
     let pod =
         serde_json::json!({"containers": [{"name": "x", "securityContext": {"privileged": true}}]});
