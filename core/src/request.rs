@@ -48,7 +48,9 @@ impl<'a, R: Request> CachedRequest<'a, R> {
     pub fn new(inner: &'a R) -> Self {
         CachedRequest {
             inner,
-            seen: RefCell::new(Vec::new()),
+            // The identity, a cookie, an override or two: room for them
+            // from the start, not grown one by one.
+            seen: RefCell::new(Vec::with_capacity(4)),
         }
     }
 }

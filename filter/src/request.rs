@@ -124,11 +124,14 @@ impl DimmerRequest {
     fn flags(&mut self, req: &impl Request, rng: &mut fastrand::Rng) {
         let flags = &self.active.cfg.flags;
         let results = flags.evaluate(&HeaderContext::new(flags, req), &mut || rng.u64(..));
-        self.flags = results
-            .iter()
-            .enumerate()
-            .filter_map(|(f, e)| Some((f as u16, e.as_ref()?.variant as u16)))
-            .collect();
+        // Sized once (a filter_map's collect grows from nothing).
+        self.flags = Vec::with_capacity(results.len());
+        self.flags.extend(
+            results
+                .iter()
+                .enumerate()
+                .filter_map(|(f, e)| Some((f as u16, e.as_ref()?.variant as u16))),
+        );
         let value = header_value(flags, &results);
         let header = &self.active.cfg.flags_header;
         if value.is_empty() {
