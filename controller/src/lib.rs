@@ -3,6 +3,7 @@
 //! (specs, analysis, the rollout engine) are the `dimmer_decide` crate;
 //! this crate does their I/O. From the bottom up:
 //!
+//! - `tls`: the HTTPS listener and the one maker of HTTP clients;
 //! - `store`: where the state and the audit chain live (SQLite, etcd);
 //! - `metrics`: where counts and the team's metrics are read from;
 //! - `notify`: webhooks;
@@ -24,3 +25,4 @@ pub mod notify;
 pub mod service;
 pub mod store;
 pub mod sync;
+pub mod tls;

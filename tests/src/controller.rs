@@ -63,6 +63,10 @@ pub struct Controller {
     pub host: String,
     /// The words that start it on its test host; none on loopback.
     wrapper: Vec<std::ffi::OsString>,
+    /// With TLS: the CA that signed its certificate (`--tls-cert` among
+    /// `extra`); its URL is then `https://`, and the CLI and the harness
+    /// verify it against this CA.
+    ca: Option<PathBuf>,
 }
 
 impl Controller {
@@ -72,12 +76,43 @@ impl Controller {
         Self::start_on(None, metrics, extra).await
     }
 
+    /// The same over TLS: `certs` is the controller's certificate and the
+    /// CA that signed it (`crate::tls`).
+    pub async fn start_tls(
+        metrics: MetricsFrom,
+        certs: &crate::tls::TestCerts,
+        extra: &[&str],
+    ) -> anyhow::Result<Controller> {
+        let mut args = vec![
+            "--tls-cert".to_string(),
+            certs.cert.display().to_string(),
+            "--tls-key".to_string(),
+            certs.key.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut c = Self::unstarted(None, metrics, &args)?;
+        c.ca = Some(certs.ca.clone());
+        c.spawn().await?;
+        Ok(c)
+    }
+
     /// The same, on a test host of its own (`crate::netns`), listening on
     /// its address.
     pub async fn start_on(
         host: Option<&crate::netns::Host>,
         metrics: MetricsFrom,
         extra: &[&str],
+    ) -> anyhow::Result<Controller> {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut c = Self::unstarted(host, metrics, &extra)?;
+        c.spawn().await?;
+        Ok(c)
+    }
+
+    fn unstarted(
+        host: Option<&crate::netns::Host>,
+        metrics: MetricsFrom,
+        extra: &[String],
     ) -> anyhow::Result<Controller> {
         let dir = tempfile::tempdir()?;
         std::fs::write(
@@ -93,7 +128,7 @@ impl Controller {
         let addr = host.map_or("127.0.0.1".to_string(), |h| h.ip.clone());
         // `{URL}` in an argument is this controller's own URL (--advertise).
         let url = format!("http://{addr}:{port}");
-        let mut c = Controller {
+        let c = Controller {
             child: None,
             port,
             metrics,
@@ -101,8 +136,8 @@ impl Controller {
             extra: extra.iter().map(|s| s.replace("{URL}", &url)).collect(),
             host: addr,
             wrapper: host.map(crate::netns::Host::wrapper).unwrap_or_default(),
+            ca: None,
         };
-        c.spawn().await?;
         Ok(c)
     }
 
@@ -120,7 +155,16 @@ impl Controller {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}:{}", self.host, self.port)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.port)
+    }
+
+    /// An HTTP client that verifies this controller (over TLS, against its
+    /// CA).
+    pub fn http(&self) -> anyhow::Result<reqwest::Client> {
+        Ok(dimmer::tls::http_client(self.ca.as_deref())?
+            .tls_info(true)
+            .build()?)
     }
 
     pub fn log(&self) -> String {
@@ -149,7 +193,7 @@ impl Controller {
             .context("starting dimmer serve")?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        let http = reqwest::Client::new();
+        let http = self.http()?;
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Some(status) = c.try_wait()? {
@@ -196,7 +240,11 @@ impl Controller {
         let mut cmd = Command::new(dimmer_binary()?);
         cmd.args(args)
             .env("DIMMER_SERVER", self.url())
-            .env_remove("DIMMER_TOKEN");
+            .env_remove("DIMMER_TOKEN")
+            .env_remove("DIMMER_CA");
+        if let Some(ca) = &self.ca {
+            cmd.env("DIMMER_CA", ca);
+        }
         if let Some(t) = token {
             cmd.env("DIMMER_TOKEN", t);
         }
@@ -217,7 +265,8 @@ impl Controller {
 
     /// `GET path` with `token`, as JSON.
     pub async fn get(&self, path: &str, token: &str) -> anyhow::Result<serde_json::Value> {
-        let resp = reqwest::Client::new()
+        let resp = self
+            .http()?
             .get(format!("{}{path}", self.url()))
             .bearer_auth(token)
             .send()

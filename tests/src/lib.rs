@@ -18,6 +18,7 @@ pub mod ports;
 pub mod prometheus;
 pub mod stats;
 pub mod stub_controller;
+pub mod tls;
 pub mod upstream;
 pub mod wrapped;
 

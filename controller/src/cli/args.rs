@@ -17,7 +17,7 @@ use super::simulate::SimArgs;
     about = "Progressive delivery inside the proxy",
     after_help = "Every command but `serve`, `simulate` and `apply --dry-run` talks to a controller: \
                   --server URL (or DIMMER_SERVER; default http://127.0.0.1:8080) and --token TOKEN \
-                  (or DIMMER_TOKEN), before or after the command's name."
+                  (or DIMMER_TOKEN), and for an https:// server --ca FILE (or DIMMER_CA), before or after the command's name."
 )]
 pub struct Cli {
     /// The controller's API. Hidden from each command's help (`serve` does
@@ -39,6 +39,11 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// The CA that signed the controller's certificate (PEM), for an
+    /// `https://` server: the only roots trusted then. Verification is never
+    /// switched off.
+    #[arg(long, global = true, hide = true, env = "DIMMER_CA")]
+    pub ca: Option<std::path::PathBuf>,
     /// How the log looks: `text` (coloured only on a terminal) or `json`
     /// (one object a line, for log shippers).
     #[arg(

@@ -52,7 +52,7 @@ pub struct Client {
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Client {
         Client {
-            http: reqwest::Client::builder()
+            http: crate::tls::client_builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap_or_default(),
@@ -60,6 +60,23 @@ impl Client {
             token,
             warned: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The same, verifying an `https://` controller against `ca` (`--ca`,
+    /// the PEM of the CA that signed its certificate) instead of the
+    /// system's roots. A CA file that cannot be read is an error here, not
+    /// a client that trusts nothing or everything.
+    pub fn with_ca(
+        base: &str,
+        token: Option<String>,
+        ca: Option<&std::path::Path>,
+    ) -> anyhow::Result<Client> {
+        Ok(Client {
+            http: crate::tls::http_client(ca)?
+                .timeout(Duration::from_secs(10))
+                .build()?,
+            ..Client::new(base, token)
+        })
     }
 
     /// Sends, and again while the controller answers 503 with

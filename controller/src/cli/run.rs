@@ -17,7 +17,7 @@ use super::output::{self, Output};
 use super::{promotion, render, serve, simulate, status, token};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::new(&cli.server, cli.token.clone());
+    let client = Client::with_ca(&cli.server, cli.token.clone(), cli.ca.as_deref())?;
     let reason = |r: &str| Some(Body::Json(serde_json::json!({ "reason": r })));
     match cli.command {
         Cmd::Serve(args) => serve::serve(args).await,

@@ -19,6 +19,13 @@ use anyhow::{bail, Context};
 pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    /// Serve HTTPS with this certificate chain (PEM), re-read when the file
+    /// changes; with --tls-key. TLS 1.2 and 1.3 only (docs/security.md).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM), with --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Converge on this directory of specs (GitOps; kept by git-sync or a
     /// CI checkout): every few seconds while this controller leads, as
     /// `dimmer sync DIR` does (docs/pipeline.md).
@@ -121,7 +128,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sync,
         sync_prune,
         sync_every,
+        tls_cert,
+        tls_key,
     } = args;
+    let args_tls = (tls_cert, tls_key);
     let auth = match (tokens, no_auth) {
         (Some(path), _) => Auth::from_file(&path)?,
         (None, true) => {
@@ -202,10 +212,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some((fleet, _)) = fleet {
         tokio::spawn(Arc::new(fleet).run(Arc::clone(&service)));
     }
+    // Checked before binding: a bad certificate is an error at start.
+    let tls = match (&args_tls.0, &args_tls.1) {
+        (Some(cert), Some(key)) => Some(crate::tls::ReloadingCert::load(crate::tls::CertFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        })?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    tracing::info!(%listen, db = %db.display(), "dimmer controller serving");
+    tracing::info!(%listen, db = %db.display(), tls = tls.is_some(), "dimmer controller serving");
     tokio::spawn(Arc::clone(&service).run());
     if let Some(dir) = sync {
         // Checked now: a directory that is not there is a mistake at start.
@@ -236,6 +254,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
     let app = api::router(app);
+    if let Some(cert) = tls {
+        tokio::spawn(Arc::clone(&cert).watch());
+        crate::tls::serve(listener, app, cert, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+        return Ok(());
+    }
     // Each connection's address: live streams are limited per address too.
     axum::serve(
         listener,

@@ -193,7 +193,7 @@ impl Fleet {
     /// controller's view of the proxies is the fleet's. Each ask has its own
     /// timeout and they run side by side: a hung peer delays nothing.
     async fn exchange_proxies(self: Arc<Self>, service: Arc<Service>) {
-        let http = match reqwest::Client::builder()
+        let http = match crate::tls::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(PEER_TIMEOUT)
             .build()

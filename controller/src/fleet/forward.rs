@@ -66,7 +66,7 @@ pub async fn to_leader(State(service): State<Arc<Service>>, req: Request, next: 
     let Ok(body) = axum::body::to_bytes(body, MAX_FORWARDED).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response();
     };
-    let http = reqwest::Client::builder()
+    let http = crate::tls::client_builder()
         .timeout(std::time::Duration::from_secs(15))
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -16,7 +16,7 @@ pub struct Http {
 
 pub fn client(timeout: Duration) -> Http {
     Http {
-        client: reqwest::Client::builder()
+        client: crate::tls::client_builder()
             .connect_timeout(Duration::from_secs(1).min(timeout))
             .timeout(timeout)
             .build()

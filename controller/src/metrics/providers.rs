@@ -39,7 +39,7 @@ pub struct HttpQuery {
 impl HttpQuery {
     pub fn new(default_prometheus: Option<String>, timeout: Duration) -> HttpQuery {
         HttpQuery {
-            http: reqwest::Client::builder()
+            http: crate::tls::client_builder()
                 .connect_timeout(Duration::from_secs(1).min(timeout))
                 .timeout(timeout)
                 .redirect(reqwest::redirect::Policy::none())

@@ -100,7 +100,7 @@ async fn deliver_all(
     policy: Policy,
     stats: Arc<Mutex<BTreeMap<String, HookStats>>>,
 ) {
-    let http = reqwest::Client::builder()
+    let http = crate::tls::client_builder()
         .connect_timeout(Duration::from_secs(1).min(policy.timeout))
         .timeout(policy.timeout)
         .build()

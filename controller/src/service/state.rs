@@ -142,7 +142,7 @@ impl Service {
             reading: Arc::default(),
             key_problem: RwLock::new(key),
             hooks: super::hooks::HookRuns::default(),
-            hook_http: reqwest::Client::new(),
+            hook_http: crate::tls::client_builder().build().unwrap_or_default(),
         }))
     }
 

@@ -1,0 +1,193 @@
+//! The HTTPS listener: `--tls-cert`/`--tls-key` (PEM), TLS 1.2 and 1.3,
+//! and a certificate re-read when its files change, so that a rotation
+//! (cert-manager renewing a Secret, an operator replacing the files) takes
+//! effect at the next handshake with no restart and no dropped poll:
+//! connections already open keep the certificate they began with.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use axum::extract::ConnectInfo;
+use axum::{Extension, Router};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// How long a client may take over its handshake before it is dropped:
+/// a stalled one must hold no task or socket for long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the certificate's files are looked at.
+const RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("--tls-cert {path}: {why}")]
+    Cert { path: String, why: String },
+    #[error("--tls-key {path}: {why}")]
+    Key { path: String, why: String },
+    #[error("--tls-cert and --tls-key: {0}")]
+    Pair(String),
+}
+
+/// Where the certificate chain and its private key are.
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl CertFiles {
+    /// The chain and key, checked to belong together.
+    fn load(&self) -> Result<CertifiedKey, TlsError> {
+        let cert_err = |why: String| TlsError::Cert {
+            path: self.cert.display().to_string(),
+            why,
+        };
+        let chain = CertificateDer::pem_file_iter(&self.cert)
+            .map_err(|e| cert_err(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| cert_err(e.to_string()))?;
+        if chain.is_empty() {
+            return Err(cert_err("no PEM certificate in it".into()));
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| TlsError::Key {
+            path: self.key.display().to_string(),
+            why: e.to_string(),
+        })?;
+        let provider = rustls::crypto::ring::default_provider();
+        CertifiedKey::from_der(chain, key, &provider).map_err(|e| TlsError::Pair(e.to_string()))
+    }
+
+    /// When the files last changed, to notice a rotation.
+    fn stamp(&self) -> Option<(SystemTime, SystemTime)> {
+        let at = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        Some((at(&self.cert)?, at(&self.key)?))
+    }
+}
+
+/// The certificate being served, swapped whole when its files change.
+#[derive(Debug)]
+pub struct ReloadingCert {
+    files: CertFiles,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ReloadingCert {
+    /// Loads the files now: a bad certificate is an error at start.
+    pub fn load(files: CertFiles) -> Result<Arc<ReloadingCert>, TlsError> {
+        let key = files.load()?;
+        Ok(Arc::new(ReloadingCert {
+            files,
+            current: RwLock::new(Arc::new(key)),
+        }))
+    }
+
+    /// Looks at the files every second; a change that loads is served from
+    /// the next handshake, one that does not (a key written before its
+    /// certificate, a typo) is logged and the last good pair kept.
+    pub async fn watch(self: Arc<Self>) {
+        let mut seen = self.files.stamp();
+        loop {
+            tokio::time::sleep(RELOAD_EVERY).await;
+            let now = self.files.stamp();
+            if now == seen {
+                continue;
+            }
+            match self.files.load() {
+                Ok(key) => {
+                    if let Ok(mut current) = self.current.write() {
+                        *current = Arc::new(key);
+                    }
+                    seen = now;
+                    tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS certificate not reloaded; serving the last good one")
+                }
+            }
+        }
+    }
+
+    fn config(self: &Arc<Self>) -> Arc<ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12]);
+        // Both versions are the provider's own: this cannot fail with ring.
+        let mut config = match builder {
+            Ok(b) => b
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>),
+            Err(e) => {
+                tracing::error!(error = %e, "TLS versions refused by the crypto provider");
+                ServerConfig::builder()
+                    .with_no_client_auth()
+                    .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>)
+            }
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|c| Arc::clone(&c))
+    }
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` completes. Each
+/// handshake runs in a task of its own, bounded in time, so a slow or
+/// silent client never holds up the accept loop. Handlers see the peer's
+/// address as `ConnectInfo<SocketAddr>`, as over plain HTTP.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    cert: Arc<ReloadingCert>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(cert.config());
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of descriptors and the like: pause, then go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = TowerToHyperService::new(app.layer(Extension(ConnectInfo(addr))));
+            let served = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service)
+                .with_upgrades()
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(%addr, error = %e, "connection ended");
+            }
+        });
+    }
+}

@@ -1,0 +1,54 @@
+//! Test certificates, made fresh by each test with `rcgen`: a CA, and the
+//! controller's certificate for `localhost` and 127.0.0.1 signed by it,
+//! written as PEM files the controller and Envoy read.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+/// The name the controller's certificate is for, and the one Envoy checks.
+pub const SERVER_NAME: &str = "localhost";
+
+pub struct TestCerts {
+    /// The CA's certificate: what clients trust.
+    pub ca: PathBuf,
+    /// The controller's certificate and key (`--tls-cert`, `--tls-key`).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl TestCerts {
+    /// A new CA and a first server certificate, in `dir`.
+    pub fn new(dir: &Path) -> anyhow::Result<TestCerts> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "dimmer test CA");
+        let key = KeyPair::generate()?;
+        let ca = params.self_signed(&key)?;
+        let certs = TestCerts {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("controller.pem"),
+            key: dir.join("controller.key"),
+            issuer: Issuer::new(params, key),
+        };
+        std::fs::write(&certs.ca, ca.pem())?;
+        certs.issue()?;
+        Ok(certs)
+    }
+
+    /// Writes a new server certificate, with a new key, over the files (as a
+    /// rotation does); returns it, DER, to compare with what is served.
+    pub fn issue(&self) -> anyhow::Result<Vec<u8>> {
+        let params = CertificateParams::new(vec![SERVER_NAME.to_string(), "127.0.0.1".into()])?;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        // The key first: a reader that sees the new certificate with the
+        // old key refuses the pair and keeps serving, then sees both.
+        std::fs::write(&self.key, key.serialize_pem())?;
+        std::fs::write(&self.cert, cert.pem())?;
+        Ok(cert.der().to_vec())
+    }
+}
