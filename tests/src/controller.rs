@@ -301,10 +301,11 @@ impl Controller {
     /// Runs `dimmer status NAME --watch --until-done` on this terminal, as a
     /// person would, for at most `within`.
     pub async fn watch_until_done(&self, name: &str, within: Duration) -> anyhow::Result<()> {
-        let mut watch = Command::new(dimmer_binary()?)
-            .args(["status", name, "--watch", "--until-done"])
-            .env("DIMMER_SERVER", self.url())
-            .env("DIMMER_TOKEN", VIEWER_TOKEN)
+        let mut watch = self
+            .cli_command(
+                Some(VIEWER_TOKEN),
+                &["status", name, "--watch", "--until-done"],
+            )?
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
             .spawn()

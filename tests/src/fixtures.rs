@@ -66,6 +66,8 @@ pub struct Stack {
     pub controller: crate::controller::Controller,
     /// With [`Stack::start_gated`]: the gate the controller reads metrics through.
     pub gate: Option<crate::faults::MetricsGate>,
+    /// With [`Stack::start_tls`]: where the test CA and certificate are.
+    pub certs: Option<(tempfile::TempDir, crate::tls::TestCerts)>,
 }
 
 impl Stack {
@@ -75,6 +77,49 @@ impl Stack {
 
     pub async fn start_with(controller_args: &[&str]) -> anyhow::Result<Stack> {
         Self::start_inner(controller_args, false).await
+    }
+
+    /// The same over TLS, as `make demo` runs: the controller serves HTTPS
+    /// with a certificate from a test CA, the CLI verifies it, and Envoy's
+    /// filter polls it through `envoy-configs/envoy-tls.yaml.tmpl`.
+    pub async fn start_tls() -> anyhow::Result<Stack> {
+        let dir = tempfile::tempdir()?;
+        let certs = crate::tls::TestCerts::new(dir.path())?;
+        let admin = crate::ports::free_port()?;
+        let controller = crate::controller::Controller::start_tls(
+            crate::controller::MetricsFrom::EnvoyAdmin(admin),
+            &certs,
+            &[],
+        )
+        .await?;
+        let port = controller.port;
+        let (ca, name) = (certs.ca.display().to_string(), crate::tls::SERVER_NAME);
+        let lab = Lab::start_with(
+            json!({
+                "controller": {
+                    "cluster": "dimmer-controller",
+                    "authority": name,
+                    "poll_interval_ms": 1000,
+                    "timeout_ms": 500,
+                    "token": crate::controller::ENVOY_TOKEN
+                }
+            }),
+            |o| {
+                o.controller_port = port;
+                o.admin_port = admin;
+                o.node_id = "edge-1".into();
+                o.template =
+                    Some(crate::paths::workspace_root().join("envoy-configs/envoy-tls.yaml.tmpl"));
+                o.vars = vec![("CONTROLLER_CA", ca), ("CONTROLLER_NAME", name.to_string())];
+            },
+        )
+        .await?;
+        Ok(Stack {
+            lab,
+            controller,
+            gate: None,
+            certs: Some((dir, certs)),
+        })
     }
 
     /// The controller reads Envoy's admin through a [`crate::faults::MetricsGate`]
@@ -117,6 +162,7 @@ impl Stack {
             lab,
             controller,
             gate,
+            certs: None,
         })
     }
 

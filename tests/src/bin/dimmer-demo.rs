@@ -32,7 +32,9 @@ async fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("CANARY must be healthy or faulty, not {other:?}"),
     };
     println!("Dimmer demo: a {} canary\n", args.canary);
-    let stack = Stack::start().await?;
+    // Over TLS, as a controller should run: its certificate from a CA made
+    // for this run; Envoy and the CLI verify it.
+    let stack = Stack::start_tls().await?;
     if faulty {
         stack.lab.v2.fault.error_bp.store(500, Ordering::Relaxed);
         stack.lab.v2.fault.delay_ms.store(120, Ordering::Relaxed);
