@@ -83,11 +83,14 @@ impl Controller {
         certs: &crate::tls::TestCerts,
         extra: &[&str],
     ) -> anyhow::Result<Controller> {
+        // --ca: what it verifies its fleet's peers with (the same CA).
         let mut args = vec![
             "--tls-cert".to_string(),
             certs.cert.display().to_string(),
             "--tls-key".to_string(),
             certs.key.display().to_string(),
+            "--ca".to_string(),
+            certs.ca.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut c = Self::unstarted(None, metrics, &args)?;
@@ -127,7 +130,12 @@ impl Controller {
         let port = free_port()?;
         let addr = host.map_or("127.0.0.1".to_string(), |h| h.ip.clone());
         // `{URL}` in an argument is this controller's own URL (--advertise).
-        let url = format!("http://{addr}:{port}");
+        let scheme = if extra.iter().any(|a| a == "--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{addr}:{port}");
         let c = Controller {
             child: None,
             port,

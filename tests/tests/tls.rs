@@ -9,7 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use dimmer_e2e::controller::{Controller, MetricsFrom, ENVOY_TOKEN, OPERATOR_TOKEN};
+use dimmer_e2e::controller::{Controller, MetricsFrom, ENVOY_TOKEN, OPERATOR_TOKEN, VIEWER_TOKEN};
+use dimmer_e2e::etcd::Etcd;
 use dimmer_e2e::fixtures::{spec_yaml, users, Lab};
 use dimmer_e2e::paths::workspace_root;
 use dimmer_e2e::ports::free_port;
@@ -178,5 +179,45 @@ async fn a_bad_certificate_stops_the_controller_at_start_naming_the_file() -> an
         err.contains("--tls-cert") && err.contains("missing.pem"),
         "{err}"
     );
+    Ok(())
+}
+
+/// A fleet over TLS: a call to the follower is forwarded to the leader over
+/// HTTPS, each verifying the other against the fleet's CA (`--ca`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleets_controllers_forward_to_each_other_over_tls() -> anyhow::Result<()> {
+    let etcd = Etcd::start(1).await?;
+    let dir = tempfile::tempdir()?;
+    let certs = TestCerts::new(dir.path())?;
+    let key = dir.path().join("audit.key").display().to_string();
+    let store = etcd.store_url();
+    let args = [
+        "--store",
+        &store,
+        "--advertise",
+        "{URL}",
+        "--lease-ttl",
+        "2s",
+        "--audit-key",
+        &key,
+    ];
+    let admin = free_port()?; // no Envoy: the decisions here are people's
+    let a = Controller::start_tls(MetricsFrom::EnvoyAdmin(admin), &certs, &args).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.get("/v1/health", VIEWER_TOKEN).await?["leading"] != true {
+        assert!(Instant::now() < deadline, "a never led:\n{}", a.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = Controller::start_tls(MetricsFrom::EnvoyAdmin(admin), &certs, &args).await?;
+    assert!(a.url().starts_with("https://") && b.url().starts_with("https://"));
+    let path = b.dir().join("spec.yaml");
+    std::fs::write(&path, spec_yaml(&[(10.0, "1h"), (100.0, "1s")], 30))?;
+    // Sent to the follower, applied by the leader.
+    let out = b.ok(&["apply", "-f", &path.display().to_string()])?;
+    assert!(out.contains("checkout"), "{out}");
+    assert_eq!(a.rollout("checkout").await?["phase"], "progressing");
+    let out = b.ok(&["abort", "checkout", "--reason", "over TLS"])?;
+    assert!(out.contains("aborted"), "{out}");
+    assert_eq!(a.rollout("checkout").await?["phase"], "aborted");
     Ok(())
 }

@@ -109,7 +109,9 @@ fn etcd_endpoints(store: &str) -> anyhow::Result<Vec<String>> {
     Ok(endpoints)
 }
 
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// `ca`: the global `--ca`, the CA of the fleet's controllers' certificates
+/// (their peer calls verify against it).
+pub async fn serve(args: ServeArgs, ca: Option<PathBuf>) -> anyhow::Result<()> {
     let ServeArgs {
         listen,
         db,
@@ -185,7 +187,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
             .await
             .with_context(|| format!("connecting to {url}"))?;
-            let role = Arc::new(crate::service::Role::new(&me, lease_ttl, peer_secret));
+            // Peers are verified against --ca (the fleet's own CA) when
+            // given; no redirects: a peer answers for itself.
+            let peers = crate::tls::http_client(ca.as_deref())?
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?;
+            let role = Arc::new(crate::service::Role::new(
+                &me,
+                lease_ttl,
+                peer_secret,
+                peers,
+            ));
             let fleet = crate::fleet::Fleet {
                 client: etcd.client(),
                 election: "/dimmer-election/leader".into(),

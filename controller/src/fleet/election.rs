@@ -193,17 +193,7 @@ impl Fleet {
     /// controller's view of the proxies is the fleet's. Each ask has its own
     /// timeout and they run side by side: a hung peer delays nothing.
     async fn exchange_proxies(self: Arc<Self>, service: Arc<Service>) {
-        let http = match crate::tls::client_builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(PEER_TIMEOUT)
-            .build()
-        {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::error!(error = %e, "no HTTP client: proxies seen by peers are not shared");
-                return;
-            }
-        };
+        let http = self.role.peers.clone();
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let mut c = self.client.clone();
@@ -227,6 +217,7 @@ impl Fleet {
                 async move {
                     let answer = http
                         .get(format!("{}/v1/fleet/proxies", peer.trim_end_matches('/')))
+                        .timeout(PEER_TIMEOUT)
                         .bearer_auth(secret)
                         .send()
                         .await

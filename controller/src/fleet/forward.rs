@@ -66,13 +66,10 @@ pub async fn to_leader(State(service): State<Arc<Service>>, req: Request, next: 
     let Ok(body) = axum::body::to_bytes(body, MAX_FORWARDED).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response();
     };
-    let http = crate::tls::client_builder()
-        .timeout(std::time::Duration::from_secs(15))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default();
-    let mut out = http
+    let mut out = role
+        .peers
         .request(parts.method.clone(), &url)
+        .timeout(std::time::Duration::from_secs(15))
         .header(FORWARDED, "1")
         .body(body.to_vec());
     for name in ["authorization", "content-type"] {

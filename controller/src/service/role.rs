@@ -22,14 +22,18 @@ pub struct Role {
     pub ttl: Duration,
     /// What controllers of this fleet call each other with.
     peer_secret: String,
+    /// The client for calls to peers (forwarding, the proxy exchange): it
+    /// verifies their certificates against `--ca` when given.
+    pub peers: reqwest::Client,
 }
 
 impl Role {
-    pub fn new(me: &str, ttl: Duration, peer_secret: String) -> Role {
+    pub fn new(me: &str, ttl: Duration, peer_secret: String, peers: reqwest::Client) -> Role {
         Role {
             me: me.to_owned(),
             ttl,
             peer_secret,
+            peers,
             ..Role::default()
         }
     }
