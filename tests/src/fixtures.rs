@@ -59,6 +59,19 @@ pub fn users(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
 
+/// The filter's plugin config of a [`Stack`]: polling the controller's
+/// cluster every second with the proxy token.
+fn polling_config() -> Value {
+    json!({
+        "controller": {
+            "cluster": "dimmer-controller",
+            "poll_interval_ms": 1000,
+            "timeout_ms": 500,
+            "token": crate::controller::ENVOY_TOKEN
+        }
+    })
+}
+
 /// Envoy with the filter polling a real `dimmer serve`, which reads that
 /// Envoy's admin stats: the single-proxy setup (docs/controller.md, "One proxy or many").
 pub struct Stack {
@@ -94,25 +107,16 @@ impl Stack {
         .await?;
         let port = controller.port;
         let (ca, name) = (certs.ca.display().to_string(), crate::tls::SERVER_NAME);
-        let lab = Lab::start_with(
-            json!({
-                "controller": {
-                    "cluster": "dimmer-controller",
-                    "authority": name,
-                    "poll_interval_ms": 1000,
-                    "timeout_ms": 500,
-                    "token": crate::controller::ENVOY_TOKEN
-                }
-            }),
-            |o| {
-                o.controller_port = port;
-                o.admin_port = admin;
-                o.node_id = "edge-1".into();
-                o.template =
-                    Some(crate::paths::workspace_root().join("envoy-configs/envoy-tls.yaml.tmpl"));
-                o.vars = vec![("CONTROLLER_CA", ca), ("CONTROLLER_NAME", name.to_string())];
-            },
-        )
+        let mut config = polling_config();
+        config["controller"]["authority"] = json!(name);
+        let lab = Lab::start_with(config, |o| {
+            o.controller_port = port;
+            o.admin_port = admin;
+            o.node_id = "edge-1".into();
+            o.template =
+                Some(crate::paths::workspace_root().join("envoy-configs/envoy-tls.yaml.tmpl"));
+            o.vars = vec![("CONTROLLER_CA", ca), ("CONTROLLER_NAME", name.to_string())];
+        })
         .await?;
         Ok(Stack {
             lab,
@@ -142,21 +146,11 @@ impl Stack {
         )
         .await?;
         let port = controller.port;
-        let lab = Lab::start_with(
-            json!({
-                "controller": {
-                    "cluster": "dimmer-controller",
-                    "poll_interval_ms": 1000,
-                    "timeout_ms": 500,
-                    "token": crate::controller::ENVOY_TOKEN
-                }
-            }),
-            |o| {
-                o.controller_port = port;
-                o.admin_port = admin;
-                o.node_id = "edge-1".into();
-            },
-        )
+        let lab = Lab::start_with(polling_config(), |o| {
+            o.controller_port = port;
+            o.admin_port = admin;
+            o.node_id = "edge-1".into();
+        })
         .await?;
         Ok(Stack {
             lab,
