@@ -51,4 +51,20 @@ impl TestCerts {
         std::fs::write(&self.cert, cert.pem())?;
         Ok(cert.der().to_vec())
     }
+
+    /// A client certificate for `name` signed by this CA (a proxy's, for
+    /// mutual TLS), written beside the others: `(certificate, key)`.
+    pub fn issue_client(&self, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let params = CertificateParams::new(vec![name.to_string()])?;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let dir = self.ca.parent().unwrap_or(Path::new("."));
+        let (cert_path, key_path) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&key_path, key.serialize_pem())?;
+        std::fs::write(&cert_path, cert.pem())?;
+        Ok((cert_path, key_path))
+    }
 }

@@ -221,3 +221,77 @@ async fn a_fleets_controllers_forward_to_each_other_over_tls() -> anyhow::Result
     assert_eq!(a.rollout("checkout").await?["phase"], "aborted");
     Ok(())
 }
+
+/// Mutual TLS: a proxy whose client certificate the controller's
+/// `--client-ca` verifies polls with no token at all; the same Envoy
+/// without the certificate (and no token) gets nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_polls_by_its_client_certificate_with_no_token() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let certs = TestCerts::new(dir.path())?;
+    let (client_cert, client_key) = certs.issue_client("edge-1.proxies.test")?;
+    let admin = free_port()?;
+    let controller = Controller::start_tls(
+        MetricsFrom::EnvoyAdmin(admin),
+        &certs,
+        &["--client-ca", &certs.ca.display().to_string()],
+    )
+    .await?;
+    // The shipped TLS template with a client certificate in its upstream
+    // TLS context (docs/security.md shows the same lines).
+    let template = std::fs::read_to_string(workspace_root().join("envoy-configs/envoy-tls.yaml.tmpl"))?
+        .replacen(
+            "        common_tls_context:\n",
+            "        common_tls_context:\n          tls_certificates:\n          - certificate_chain: { filename: \"{{CLIENT_CERT}}\" }\n            private_key: { filename: \"{{CLIENT_KEY}}\" }\n",
+            1,
+        );
+    assert!(template.contains("{{CLIENT_CERT}}"));
+    let with_cert = dir.path().join("envoy-mtls.yaml.tmpl");
+    std::fs::write(&with_cert, template)?;
+    let lab = Lab::start_with(
+        json!({
+            "controller": {
+                "cluster": "dimmer-controller",
+                "authority": SERVER_NAME,
+                "poll_interval_ms": 500,
+                "timeout_ms": 500
+            }
+        }),
+        |o| {
+            o.controller_port = controller.port;
+            o.admin_port = admin;
+            o.template = Some(with_cert.clone());
+            o.vars = vec![
+                ("CONTROLLER_CA", certs.ca.display().to_string()),
+                ("CONTROLLER_NAME", SERVER_NAME.to_string()),
+                ("CLIENT_CERT", client_cert.display().to_string()),
+                ("CLIENT_KEY", client_key.display().to_string()),
+            ];
+        },
+    )
+    .await?;
+    let path = controller.dir().join("spec.yaml");
+    std::fs::write(&path, spec_yaml(&[(50.0, "10m"), (100.0, "10m")], 1000))?;
+    controller.ok(&["apply", "-f", &path.display().to_string()])?;
+    controller
+        .wait_for(
+            "checkout",
+            Duration::from_secs(10),
+            "the proxy applied",
+            |s| s["proxies_applied"].as_u64() == Some(1),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let versions = lab.client.versions_of(&users("mtls", 200), 16).await?;
+    let on_v2 = versions.iter().filter(|v| *v == "v2").count();
+    assert!((50..150).contains(&on_v2), "{on_v2} of 200 on v2");
+
+    // No certificate and no token: refused, as ever.
+    let anonymous = controller
+        .http()?
+        .get(format!("{}/v1/config", controller.url()))
+        .send()
+        .await?;
+    assert_eq!(anonymous.status(), 401);
+    Ok(())
+}

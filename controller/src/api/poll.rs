@@ -4,10 +4,11 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 
-use super::auth::{Auth, Role};
+use super::auth::{Auth, Principal, Role};
 use super::state::{ApiError, App};
+use crate::tls::PeerCert;
 
 /// A peer controller asking which proxies poll this one: only with the
 /// fleet's peer secret (derived from the audit key all of them share).
@@ -44,9 +45,26 @@ pub(super) async fn livez() -> &'static str {
 
 pub(super) async fn config(
     State(app): State<App>,
+    peer: Option<Extension<PeerCert>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let who = app.require(&headers, Role::Proxy)?;
+    let who = match peer {
+        // Mutual TLS: a client certificate the --client-ca verified is a
+        // proxy, without a token; a token, when sent, still decides.
+        Some(Extension(PeerCert(Some(fingerprint))))
+            if !headers.contains_key(header::AUTHORIZATION) =>
+        {
+            Principal {
+                name: format!(
+                    "proxy certificate {}",
+                    &fingerprint[..16.min(fingerprint.len())]
+                ),
+                role: Role::Proxy,
+                teams: None,
+            }
+        }
+        _ => app.require(&headers, Role::Proxy)?,
+    };
     // The proxy keeps its last weights and asks again (another controller,
     // through its cluster): better than weights an abort has overtaken.
     if !app.service.in_touch_with_store() {

@@ -61,7 +61,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Run the controller.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply a rollout spec (YAML).
     Apply {
         #[arg(short = 'f', long = "file")]

@@ -20,7 +20,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::with_ca(&cli.server, cli.token.clone(), cli.ca.as_deref())?;
     let reason = |r: &str| Some(Body::Json(serde_json::json!({ "reason": r })));
     match cli.command {
-        Cmd::Serve(args) => serve::serve(args, cli.ca.clone()).await,
+        Cmd::Serve(args) => serve::serve(*args, cli.ca.clone()).await,
         Cmd::Apply {
             file,
             dry_run,

@@ -26,6 +26,11 @@ pub struct ServeArgs {
     /// The certificate's private key (PEM), with --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Mutual TLS for proxies: the CA (PEM) that signs their client
+    /// certificates. A poll with a certificate it verifies needs no token;
+    /// such a certificate is a proxy, never more (docs/security.md).
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
     /// Converge on this directory of specs (GitOps; kept by git-sync or a
     /// CI checkout): every few seconds while this controller leads, as
     /// `dimmer sync DIR` does (docs/pipeline.md).
@@ -132,6 +137,7 @@ pub async fn serve(args: ServeArgs, ca: Option<PathBuf>) -> anyhow::Result<()> {
         sync_every,
         tls_cert,
         tls_key,
+        client_ca,
     } = args;
     let args_tls = (tls_cert, tls_key);
     let auth = match (tokens, no_auth) {
@@ -226,10 +232,14 @@ pub async fn serve(args: ServeArgs, ca: Option<PathBuf>) -> anyhow::Result<()> {
     }
     // Checked before binding: a bad certificate is an error at start.
     let tls = match (&args_tls.0, &args_tls.1) {
-        (Some(cert), Some(key)) => Some(crate::tls::ReloadingCert::load(crate::tls::CertFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-        })?),
+        (Some(cert), Some(key)) => {
+            let cert = crate::tls::ReloadingCert::load(crate::tls::CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })?;
+            let config = cert.config(client_ca.as_deref())?;
+            Some((cert, config))
+        }
         _ => None,
     };
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -266,9 +276,9 @@ pub async fn serve(args: ServeArgs, ca: Option<PathBuf>) -> anyhow::Result<()> {
         }
     });
     let app = api::router(app);
-    if let Some(cert) = tls {
-        tokio::spawn(Arc::clone(&cert).watch());
-        crate::tls::serve(listener, app, cert, async {
+    if let Some((cert, config)) = tls {
+        tokio::spawn(cert.watch());
+        crate::tls::serve(listener, app, config, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await;

@@ -17,6 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -36,6 +37,42 @@ pub enum TlsError {
     Key { path: String, why: String },
     #[error("--tls-cert and --tls-key: {0}")]
     Pair(String),
+    #[error("--client-ca {path}: {why}")]
+    ClientCa { path: String, why: String },
+}
+
+/// The client certificate a connection presented and the `--client-ca`
+/// verified, by its SHA-256 fingerprint (hex): a proxy's identity in
+/// mutual TLS. Every request of a TLS connection carries one (`None`
+/// without a certificate).
+#[derive(Debug, Clone)]
+pub struct PeerCert(pub Option<String>);
+
+/// A verifier of client certificates against the CA in `path`, for mutual
+/// TLS: a client may still come without one (people with tokens do).
+fn client_verifier(
+    path: &std::path::Path,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let bad = |why: String| TlsError::ClientCa {
+        path: path.display().to_string(),
+        why,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no PEM certificate in it".into()));
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| bad(e.to_string()))
 }
 
 /// Where the certificate chain and its private key are.
@@ -117,24 +154,24 @@ impl ReloadingCert {
         }
     }
 
-    fn config(self: &Arc<Self>) -> Arc<ServerConfig> {
+    /// The server's TLS config; with `client_ca`, client certificates are
+    /// asked for and verified against it (mutual TLS), but not required.
+    pub fn config(
+        self: &Arc<Self>,
+        client_ca: Option<&std::path::Path>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12]);
-        // Both versions are the provider's own: this cannot fail with ring.
-        let mut config = match builder {
-            Ok(b) => b
-                .with_no_client_auth()
-                .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>),
-            Err(e) => {
-                tracing::error!(error = %e, "TLS versions refused by the crypto provider");
-                ServerConfig::builder()
-                    .with_no_client_auth()
-                    .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>)
-            }
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::Pair(e.to_string()))?;
+        let builder = match client_ca {
+            Some(path) => builder.with_client_cert_verifier(client_verifier(path)?),
+            None => builder.with_no_client_auth(),
         };
+        let mut config =
+            builder.with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(config)
+        Ok(Arc::new(config))
     }
 }
 
@@ -151,10 +188,10 @@ impl ResolvesServerCert for ReloadingCert {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    cert: Arc<ReloadingCert>,
+    config: Arc<ServerConfig>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(cert.config());
+    let acceptor = TlsAcceptor::from(config);
     tokio::pin!(shutdown);
     loop {
         let (tcp, addr) = tokio::select! {
@@ -180,7 +217,17 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
-            let service = TowerToHyperService::new(app.layer(Extension(ConnectInfo(addr))));
+            let peer = PeerCert(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(<[_]>::first)
+                    .map(|leaf| hex::encode(Sha256::digest(leaf.as_ref()))),
+            );
+            let service = TowerToHyperService::new(
+                app.layer(Extension(ConnectInfo(addr)))
+                    .layer(Extension(peer)),
+            );
             let served = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), service)
                 .with_upgrades()
