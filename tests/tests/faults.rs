@@ -563,7 +563,7 @@ async fn inputs_are_limited_before_work_and_refused_naming_the_field() -> anyhow
     Ok(())
 }
 
-/// Failure 6: a viewer token cannot register proxies; made-up ids from a
+/// Failure 6: a viewer token cannot register proxies (refused); made-up ids from a
 /// proxy token are bounded and, at an old revision, hold a step only up to
 /// the stale limit, then are reported.
 #[tokio::test(flavor = "multi_thread")]
@@ -583,9 +583,11 @@ async fn made_up_proxies_cannot_hold_a_rollout_or_grow_the_registry() -> anyhow:
                 .map(|r| r.status())
         }
     };
+    // A viewer's token naming a proxy is refused outright (it would take
+    // the config and never count as one).
     assert_eq!(
         poll(VIEWER_TOKEN, "viewer-made-up".into()).await?,
-        StatusCode::OK
+        StatusCode::FORBIDDEN
     );
     assert_eq!(
         poll(ENVOY_TOKEN, "x".repeat(16 * 1024)).await?,

@@ -252,3 +252,52 @@ async fn the_audit_key_rotates_and_every_record_still_verifies_naming_its_key() 
         String::from_utf8_lossy(&api.stderr)
     );
 }
+
+/// A filter given a token of another role (a viewer's, an operator's) is
+/// refused on every poll, and the controller says which proxy and which
+/// token; the proxy never counts as one and takes no config.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_with_a_token_of_another_role_is_refused_naming_it() -> anyhow::Result<()> {
+    let admin = dimmer_e2e::ports::free_port()?;
+    let controller = Controller::start(MetricsFrom::EnvoyAdmin(admin), &[]).await?;
+    let lab = dimmer_e2e::fixtures::Lab::start_with(
+        serde_json::json!({
+            "controller": {
+                "cluster": "dimmer-controller",
+                "poll_interval_ms": 300,
+                "timeout_ms": 500,
+                "token": dimmer_e2e::controller::VIEWER_TOKEN
+            }
+        }),
+        |o| {
+            o.controller_port = controller.port;
+            o.admin_port = admin;
+            o.node_id = "edge-7".into();
+        },
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let said = loop {
+        let log = controller.log();
+        if log.contains("poll refused") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "never said:\n{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        said.contains("proxy edge-7 polls with the token of dashboard (Viewer)"),
+        "{said}"
+    );
+    let text = lab.envoy.prometheus().await?;
+    assert!(dimmer_e2e::stats::sample(&text, "dimmer_poll_failures", &[]) >= 1.0);
+    assert_eq!(
+        dimmer_e2e::stats::sample(&text, "dimmer_config_updates", &[]),
+        0.0
+    );
+    let health = controller
+        .get("/v1/health", dimmer_e2e::controller::VIEWER_TOKEN)
+        .await?;
+    assert_eq!(health["proxies_known"], 0, "{health}");
+    Ok(())
+}

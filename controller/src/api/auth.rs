@@ -79,6 +79,12 @@ pub enum AuthError {
     },
     #[error("tokens file {path}: {reason}")]
     File { path: String, reason: String },
+    #[error("proxy {proxy} polls with the token of {name} ({role:?}): a proxy needs a token of the proxy role (`dimmer token create NAME --role proxy`); a {role:?} token in every proxy's config is one to leak")]
+    NotAProxy {
+        proxy: String,
+        name: String,
+        role: Role,
+    },
     #[error(
         "{name} may change the rollouts and flags of {teams} only, and {what} belongs to {owner}"
     )]

@@ -6,7 +6,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
-use super::auth::{Auth, Principal, Role};
+use super::auth::{Auth, AuthError, Principal, Role};
 use super::state::{ApiError, App};
 use crate::tls::PeerCert;
 
@@ -65,17 +65,30 @@ pub(super) async fn config(
         }
         _ => app.require(&headers, Role::Proxy)?,
     };
-    // The proxy keeps its last weights and asks again (another controller,
-    // through its cluster): better than weights an abort has overtaken.
-    if !app.service.in_touch_with_store() {
-        return Err(ApiError::CutOff);
-    }
     let text = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     };
+    // A proxy (it names itself) with a viewer's or an operator's token would
+    // take the config yet never count as a proxy, and spread a stronger
+    // token than it needs: refused, saying which token it was.
+    let proxy = text("x-dimmer-proxy-id");
+    if !proxy.is_empty() && who.role != Role::Proxy && !matches!(*app.auth, Auth::Open) {
+        let err = AuthError::NotAProxy {
+            proxy: proxy.chars().take(64).collect(),
+            name: who.name,
+            role: who.role,
+        };
+        warn_now_and_then(&err);
+        return Err(err.into());
+    }
+    // The proxy keeps its last weights and asks again (another controller,
+    // through its cluster): better than weights an abort has overtaken.
+    if !app.service.in_touch_with_store() {
+        return Err(ApiError::CutOff);
+    }
     // Only proxies (or anyone, on an open loopback controller) register:
     // a viewer looking at the config is not a proxy to wait for.
     if who.role == Role::Proxy || matches!(*app.auth, Auth::Open) {
@@ -89,6 +102,20 @@ pub(super) async fn config(
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     Ok(([(header::ETAG, etag)], Json(&*doc)).into_response())
+}
+
+/// Logs a misconfigured proxy at most every 10 s: every proxy of a fleet
+/// polls each second, and one line says it.
+fn warn_now_and_then(err: &AuthError) {
+    static LAST_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let last = LAST_MS.load(std::sync::atomic::Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10_000 {
+        LAST_MS.store(now, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(error = %err, "poll refused");
+    }
 }
 
 pub(super) async fn proxies(

@@ -60,9 +60,11 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
-            ApiError::Auth(AuthError::Forbidden { .. } | AuthError::OutOfScope { .. }) => {
-                StatusCode::FORBIDDEN
-            }
+            ApiError::Auth(
+                AuthError::Forbidden { .. }
+                | AuthError::OutOfScope { .. }
+                | AuthError::NotAProxy { .. },
+            ) => StatusCode::FORBIDDEN,
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::Spec(_)
             | ApiError::UnknownAction(_)
