@@ -7,6 +7,7 @@ use dimmer::cli;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    dimmer::tls::install_provider();
     let cli = cli::Cli::parse();
     cli::init_log(cli.log_format);
     match cli::run(cli).await {

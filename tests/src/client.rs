@@ -38,6 +38,8 @@ impl Client {
     }
 
     fn with_pool(base: impl Into<String>, idle: usize) -> Self {
+        // The process's TLS provider, before the first client is built.
+        dimmer::tls::install_provider();
         Client {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))

@@ -28,6 +28,27 @@ async fn served_cert(c: &Controller) -> anyhow::Result<Vec<u8>> {
     info.ok_or_else(|| anyhow::anyhow!("no TLS info: not TLS?"))
 }
 
+/// Applies the rollout at 50% through the CLI and checks that the proxy
+/// took it (it polled and applied revision 1) and splits users by it.
+async fn applies_half_and_routes_by_it(c: &Controller, lab: &Lab, tag: &str) -> anyhow::Result<()> {
+    let path = c.dir().join("spec.yaml");
+    std::fs::write(&path, spec_yaml(&[(50.0, "10m"), (100.0, "10m")], 1000))?;
+    c.ok(&["apply", "-f", &path.display().to_string()])?;
+    c.wait_for(
+        "checkout",
+        Duration::from_secs(10),
+        "the proxy applied",
+        |s| s["revision"].as_u64() == Some(1) && s["proxies_applied"].as_u64() == Some(1),
+    )
+    .await?;
+    // Every worker takes it on its next tick.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let versions = lab.client.versions_of(&users(tag, 200), 16).await?;
+    let on_v2 = versions.iter().filter(|v| *v == "v2").count();
+    assert!((50..150).contains(&on_v2), "{on_v2} of 200 on v2");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_filter_polls_over_tls_and_a_rotated_certificate_is_served_without_a_restart(
 ) -> anyhow::Result<()> {
@@ -58,29 +79,14 @@ async fn the_filter_polls_over_tls_and_a_rotated_certificate_is_served_without_a
     )
     .await?;
 
-    // The CLI over TLS, verifying with --ca (DIMMER_CA, set by the harness).
-    let path = controller.dir().join("spec.yaml");
-    std::fs::write(&path, spec_yaml(&[(50.0, "10m"), (100.0, "10m")], 1000))?;
-    controller.ok(&["apply", "-f", &path.display().to_string()])?;
-
-    // Envoy took the weights over TLS: users are split.
+    // The CLI over TLS, verifying with --ca (DIMMER_CA, set by the harness);
+    // Envoy takes the weights over TLS.
+    applies_half_and_routes_by_it(&controller, &lab, "tls").await?;
     let applied = |rev: u64| {
         move |s: &serde_json::Value| {
             s["revision"].as_u64() == Some(rev) && s["proxies_applied"].as_u64() == Some(1)
         }
     };
-    controller
-        .wait_for(
-            "checkout",
-            Duration::from_secs(10),
-            "the proxy applied",
-            applied(1),
-        )
-        .await?;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let versions = lab.client.versions_of(&users("tls", 200), 16).await?;
-    let on_v2 = versions.iter().filter(|v| *v == "v2").count();
-    assert!((50..150).contains(&on_v2), "{on_v2} of 200 on v2");
 
     // Without the CA the CLI refuses the certificate; it never skips the check.
     let out = controller
@@ -270,21 +276,7 @@ async fn a_proxy_polls_by_its_client_certificate_with_no_token() -> anyhow::Resu
         },
     )
     .await?;
-    let path = controller.dir().join("spec.yaml");
-    std::fs::write(&path, spec_yaml(&[(50.0, "10m"), (100.0, "10m")], 1000))?;
-    controller.ok(&["apply", "-f", &path.display().to_string()])?;
-    controller
-        .wait_for(
-            "checkout",
-            Duration::from_secs(10),
-            "the proxy applied",
-            |s| s["proxies_applied"].as_u64() == Some(1),
-        )
-        .await?;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let versions = lab.client.versions_of(&users("mtls", 200), 16).await?;
-    let on_v2 = versions.iter().filter(|v| *v == "v2").count();
-    assert!((50..150).contains(&on_v2), "{on_v2} of 200 on v2");
+    applies_half_and_routes_by_it(&controller, &lab, "mtls").await?;
 
     // No certificate and no token: refused, as ever.
     let anonymous = controller

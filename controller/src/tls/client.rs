@@ -15,8 +15,10 @@ pub enum TlsClientError {
 }
 
 /// rustls needs one crypto provider for the process; reqwest is built
-/// without a default one, so it is installed before the first client.
-fn install_provider() {
+/// without a default one (and panics building a client without one), so
+/// every process installs it first: `main` does, and so does every maker
+/// of clients here.
+pub fn install_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Err only if one is installed already: that one serves as well.

@@ -7,5 +7,5 @@
 mod client;
 mod server;
 
-pub use client::{client_builder, http_client, TlsClientError};
+pub use client::{client_builder, http_client, install_provider, TlsClientError};
 pub use server::{serve, CertFiles, PeerCert, ReloadingCert, TlsError};

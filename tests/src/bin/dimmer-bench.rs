@@ -120,6 +120,8 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider: one for the process.
+    dimmer::tls::install_provider();
     let args = Args::parse();
     dimmer_e2e::bench::find_native_module();
     let v1 = Upstream::start("v1").await?;

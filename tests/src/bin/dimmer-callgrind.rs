@@ -239,6 +239,8 @@ async fn count(v: Variant, a: &Args, v1: u16, v2: u16) -> anyhow::Result<Count> 
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider: one for the process.
+    dimmer::tls::install_provider();
     let a = Args::parse();
     dimmer_e2e::bench::find_native_module();
     let v1 = Upstream::start("v1").await?;

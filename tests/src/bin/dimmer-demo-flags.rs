@@ -46,6 +46,8 @@ fn shares(served: &[Served], t0: u64, secs: u64) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider: one for the process.
+    dimmer::tls::install_provider();
     let args = Args::parse();
     let faulty = match args.flag.as_str() {
         "healthy" => false,

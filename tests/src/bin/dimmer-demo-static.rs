@@ -12,6 +12,8 @@ const CANARY_BP: u32 = 1000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider: one for the process.
+    dimmer::tls::install_provider();
     println!("Starting two versions of an app and Envoy with the Dimmer filter (static mode)...");
     let lab = Lab::start(static_config(vec![rollout(CANARY_BP)])).await?;
     println!(

@@ -25,6 +25,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider: one for the process.
+    dimmer::tls::install_provider();
     let args = Args::parse();
     let faulty = match args.canary.as_str() {
         "healthy" => false,

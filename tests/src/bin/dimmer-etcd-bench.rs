@@ -17,6 +17,8 @@ use dimmer_e2e::fixtures::spec_yaml;
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider: one for the process.
+    dimmer::tls::install_provider();
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

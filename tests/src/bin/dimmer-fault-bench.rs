@@ -93,6 +93,8 @@ async fn measure(c: &Controller, a: &Args) -> anyhow::Result<Figures> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider: one for the process.
+    dimmer::tls::install_provider();
     let a = Args::parse();
     // A healthy source: an endpoint that answers at once with no counts.
     let healthy = {

@@ -108,6 +108,8 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider: one for the process.
+    dimmer::tls::install_provider();
     let args = Args::parse();
     let v1 = Upstream::start("v1").await?;
     let v2 = Upstream::start("v2").await?;

@@ -141,6 +141,8 @@ async fn traffic(stack: &Stack, rollouts: usize) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider: one for the process.
+    dimmer::tls::install_provider();
     let a = Args::parse();
     let stack = Stack::start().await?;
     println!(

@@ -20,6 +20,8 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider: one for the process.
+    dimmer::tls::install_provider();
     let a = Args::parse();
     let wasm_path = match a.wasm {
         Some(p) => p,

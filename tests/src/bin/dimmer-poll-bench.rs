@@ -112,6 +112,8 @@ async fn hammer(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider: one for the process.
+    dimmer::tls::install_provider();
     let a = Args::parse();
     let limit = (a.proxies + 1000).to_string();
     // No metrics source answers: the rollouts hold, the document stays put.

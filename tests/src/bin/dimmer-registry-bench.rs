@@ -30,6 +30,8 @@ fn time<T>(reps: usize, mut f: impl FnMut() -> T) -> Duration {
 }
 
 fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider: one for the process.
+    dimmer::tls::install_provider();
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())

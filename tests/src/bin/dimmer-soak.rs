@@ -125,6 +125,8 @@ async fn baseline(a: &Args) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider: one for the process.
+    dimmer::tls::install_provider();
     let a = Args::parse();
     if a.no_filter {
         return baseline(&a).await;
