@@ -9,9 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use dimmer_e2e::controller::{Controller, MetricsFrom, ENVOY_TOKEN, OPERATOR_TOKEN, VIEWER_TOKEN};
+use dimmer_e2e::controller::{Controller, MetricsFrom, OPERATOR_TOKEN, VIEWER_TOKEN};
 use dimmer_e2e::etcd::Etcd;
-use dimmer_e2e::fixtures::{spec_yaml, users, Lab};
+use dimmer_e2e::fixtures::{spec_yaml, users, Lab, Stack};
 use dimmer_e2e::paths::workspace_root;
 use dimmer_e2e::ports::free_port;
 use dimmer_e2e::stats::sample;
@@ -52,36 +52,20 @@ async fn applies_half_and_routes_by_it(c: &Controller, lab: &Lab, tag: &str) -> 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_filter_polls_over_tls_and_a_rotated_certificate_is_served_without_a_restart(
 ) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let certs = TestCerts::new(dir.path())?;
-    let admin = free_port()?;
-    let controller = Controller::start_tls(MetricsFrom::EnvoyAdmin(admin), &certs, &[]).await?;
+    // The stack `make demo` runs: the controller over TLS, Envoy polling it
+    // through envoy-configs/envoy-tls.yaml.tmpl.
+    let stack = Stack::start_tls().await?;
+    let (controller, lab) = (&stack.controller, &stack.lab);
+    let certs = &stack
+        .certs
+        .as_ref()
+        .expect("a TLS stack has certificates")
+        .1;
     assert!(controller.url().starts_with("https://"));
-    let lab = Lab::start_with(
-        json!({
-            "controller": {
-                "cluster": "dimmer-controller",
-                "authority": SERVER_NAME,
-                "poll_interval_ms": 500,
-                "timeout_ms": 500,
-                "token": ENVOY_TOKEN
-            }
-        }),
-        |o| {
-            o.controller_port = controller.port;
-            o.admin_port = admin;
-            o.template = Some(workspace_root().join("envoy-configs/envoy-tls.yaml.tmpl"));
-            o.vars = vec![
-                ("CONTROLLER_CA", certs.ca.display().to_string()),
-                ("CONTROLLER_NAME", SERVER_NAME.to_string()),
-            ];
-        },
-    )
-    .await?;
 
     // The CLI over TLS, verifying with --ca (DIMMER_CA, set by the harness);
     // Envoy takes the weights over TLS.
-    applies_half_and_routes_by_it(&controller, &lab, "tls").await?;
+    applies_half_and_routes_by_it(controller, lab, "tls").await?;
     let applied = |rev: u64| {
         move |s: &serde_json::Value| {
             s["revision"].as_u64() == Some(rev) && s["proxies_applied"].as_u64() == Some(1)
@@ -110,12 +94,12 @@ async fn the_filter_polls_over_tls_and_a_rotated_certificate_is_served_without_a
     // Rotation: a new certificate and key over the files; served from the
     // next handshake within a couple of seconds, with no restart.
     let pid = controller.pid();
-    let before = served_cert(&controller).await?;
+    let before = served_cert(controller).await?;
     let new = certs.issue()?;
     assert_ne!(before, new);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        if served_cert(&controller).await? == new {
+        if served_cert(controller).await? == new {
             break;
         }
         assert!(

@@ -51,11 +51,16 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Client {
+        let http = crate::tls::client_builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Self::with_http(http, base, token)
+    }
+
+    fn with_http(http: reqwest::Client, base: &str, token: Option<String>) -> Client {
         Client {
-            http: crate::tls::client_builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
+            http,
             base: base.trim_end_matches('/').to_owned(),
             token,
             warned: std::sync::atomic::AtomicBool::new(false),
@@ -71,12 +76,10 @@ impl Client {
         token: Option<String>,
         ca: Option<&std::path::Path>,
     ) -> anyhow::Result<Client> {
-        Ok(Client {
-            http: crate::tls::http_client(ca)?
-                .timeout(Duration::from_secs(10))
-                .build()?,
-            ..Client::new(base, token)
-        })
+        let http = crate::tls::http_client(ca)?
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Self::with_http(http, base, token))
     }
 
     /// Sends, and again while the controller answers 503 with

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// What this controller is in the fleet now.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Role {
     leading: AtomicBool,
     /// The leader's advertised URL, as the election says.
@@ -34,7 +34,9 @@ impl Role {
             ttl,
             peer_secret,
             peers,
-            ..Role::default()
+            leading: AtomicBool::new(false),
+            leader_url: Mutex::new(None),
+            contact: Mutex::new(None),
         }
     }
 
