@@ -9,9 +9,9 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
 export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: bench-latency .wasm-target .kubernetes .etcd .prometheus .skopeo .browser screenshot demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults bench-polls bench-etcd bench-registry bench-memory soak fuzz .cargo-fuzz clean
+.PHONY: bench-latency .wasm-target .kubernetes .etcd .prometheus .skopeo .browser .oidc screenshot demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults bench-polls bench-etcd bench-registry bench-memory soak fuzz .cargo-fuzz clean
 
-setup: $(ENVOY) .wasm-target .prometheus .skopeo .browser .etcd .kubernetes
+setup: $(ENVOY) .wasm-target .prometheus .skopeo .browser .oidc .etcd .kubernetes
 
 # Prometheus, from Debian's packages: the multi-proxy tests scrape with it.
 .prometheus:
@@ -36,6 +36,12 @@ setup: $(ENVOY) .wasm-target .prometheus .skopeo .browser .etcd .kubernetes
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 	@test -f tests/browser/node_modules/playwright-core/package.json || npm ci --prefix tests/browser --no-audit --no-fund --silent
+
+# A real OpenID Connect provider for the sign-in tests (tests/tests/oidc.rs):
+# panva's oidc-provider, OpenID Certified, at the version tests/oidc's lock
+# file pins.
+.oidc: .browser
+	@test -f tests/oidc/node_modules/oidc-provider/package.json || npm ci --prefix tests/oidc --no-audit --no-fund --silent
 
 # The on-call view's picture in docs/, from the browser test's run.
 screenshot: setup build

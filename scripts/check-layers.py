@@ -36,7 +36,7 @@ CRATES = {
 # Modules of a crate not listed are not held to an order (only to no circle).
 LAYERS = {
     "decide": ["counts", "spec", "analysis", "engine", "simulate"],
-    "controller": ["tls", "store", "metrics", "notify", "service", "sync", "fleet", "api", "cli"],
+    "controller": ["tls", "auth", "store", "metrics", "notify", "service", "sync", "fleet", "api", "cli"],
 }
 
 MAX_LINES = 600

@@ -83,6 +83,17 @@ impl Controller {
         certs: &crate::tls::TestCerts,
         extra: &[&str],
     ) -> anyhow::Result<Controller> {
+        Self::start_tls_at(free_port()?, metrics, certs, extra).await
+    }
+
+    /// The same on `port`: for what must know its URL before it starts
+    /// (an OpenID provider's redirect URI).
+    pub async fn start_tls_at(
+        port: u16,
+        metrics: MetricsFrom,
+        certs: &crate::tls::TestCerts,
+        extra: &[&str],
+    ) -> anyhow::Result<Controller> {
         // --ca: what it verifies its fleet's peers with (the same CA).
         let mut args = vec![
             "--tls-cert".to_string(),
@@ -93,7 +104,7 @@ impl Controller {
             certs.ca.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut c = Self::unstarted(None, metrics, &args)?;
+        let mut c = Self::unstarted(None, metrics, &args, Some(port))?;
         c.ca = Some(certs.ca.clone());
         c.spawn().await?;
         Ok(c)
@@ -107,7 +118,7 @@ impl Controller {
         extra: &[&str],
     ) -> anyhow::Result<Controller> {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let mut c = Self::unstarted(host, metrics, &extra)?;
+        let mut c = Self::unstarted(host, metrics, &extra, None)?;
         c.spawn().await?;
         Ok(c)
     }
@@ -116,6 +127,7 @@ impl Controller {
         host: Option<&crate::netns::Host>,
         metrics: MetricsFrom,
         extra: &[String],
+        port: Option<u16>,
     ) -> anyhow::Result<Controller> {
         let dir = tempfile::tempdir()?;
         std::fs::write(
@@ -127,7 +139,10 @@ impl Controller {
                  - {{name: envoy, role: proxy, token: {ENVOY_TOKEN}}}\n"
             ),
         )?;
-        let port = free_port()?;
+        let port = match port {
+            Some(p) => p,
+            None => free_port()?,
+        };
         let addr = host.map_or("127.0.0.1".to_string(), |h| h.ip.clone());
         // `{URL}` in an argument is this controller's own URL (--advertise).
         let scheme = if extra.iter().any(|a| a == "--tls-cert") {

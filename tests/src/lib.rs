@@ -13,6 +13,7 @@ pub mod fixtures;
 pub mod load;
 pub mod netns;
 pub mod oci;
+pub mod oidc;
 pub mod paths;
 pub mod ports;
 pub mod prometheus;

@@ -6,19 +6,19 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::auth::Role;
 use super::state::{ApiError, App};
+use crate::auth::Role;
 
 pub(super) async fn webhooks(
     State(app): State<App>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.require(&headers, Role::Viewer)?;
+    app.require(&headers, Role::Viewer).await?;
     Ok(Json(app.service.webhook_stats()).into_response())
 }
 
 pub(super) async fn head(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
-    app.require(&headers, Role::Viewer)?;
+    app.require(&headers, Role::Viewer).await?;
     Ok(Json(app.service.audit_head()).into_response())
 }
 
@@ -26,7 +26,7 @@ pub(super) async fn health(
     State(app): State<App>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.require(&headers, Role::Viewer)?;
+    app.require(&headers, Role::Viewer).await?;
     let now = app.service.check_source().await;
     Ok(Json(serde_json::json!({
         "metrics_source": app.service.source_health(),
@@ -50,7 +50,7 @@ pub(super) async fn verify(
     State(app): State<App>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.require(&headers, Role::Admin)?;
+    app.require(&headers, Role::Admin).await?;
     // Checkpoints can be verified only with the chain's key: this
     // controller says its key is the wrong one, not that records are forged.
     if let Some(why) = app.service.key_problem() {
@@ -80,7 +80,7 @@ pub(super) async fn metrics(
     State(app): State<App>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.require(&headers, Role::Viewer)?;
+    app.require(&headers, Role::Viewer).await?;
     let s = &app.service;
     let now = crate::service::now_ms();
     let rollouts = s.status(None).await?;

@@ -17,8 +17,8 @@ use dimmer_core::{Evaluation, FlagContext, FlagReason};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::auth::Role;
 use super::state::{read_body, ApiError, App};
+use crate::auth::Role;
 use crate::service::FlagTable;
 
 /// Largest evaluation request body.
@@ -160,7 +160,7 @@ pub async fn evaluate_one(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    app.require(&headers, Role::Proxy)?;
+    app.require(&headers, Role::Proxy).await?;
     let (ctx, _) = match context_of(&headers, body, Some(&key)).await {
         Ok(c) => c,
         Err(resp) => return Ok(resp),
@@ -189,7 +189,7 @@ pub async fn evaluate_all(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    app.require(&headers, Role::Proxy)?;
+    app.require(&headers, Role::Proxy).await?;
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

@@ -6,8 +6,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
-use super::auth::{Auth, AuthError, Principal, Role};
 use super::state::{ApiError, App};
+use crate::auth::{Auth, AuthError, Principal, Role};
 use crate::tls::PeerCert;
 
 /// A peer controller asking which proxies poll this one: only with the
@@ -16,7 +16,7 @@ pub(super) async fn fleet_proxies(State(app): State<App>, headers: HeaderMap) ->
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(super::auth::bearer_token)
+        .and_then(crate::auth::tokens::bearer_token)
         .unwrap_or("");
     match app.service.fleet() {
         Some(role) if role.is_peer(given) => {
@@ -63,7 +63,7 @@ pub(super) async fn config(
                 teams: None,
             }
         }
-        _ => app.require(&headers, Role::Proxy)?,
+        _ => app.require(&headers, Role::Proxy).await?,
     };
     let text = |name: &str| {
         headers
@@ -122,6 +122,6 @@ pub(super) async fn proxies(
     State(app): State<App>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.require(&headers, Role::Viewer)?;
+    app.require(&headers, Role::Viewer).await?;
     Ok(Json(app.service.proxies()).into_response())
 }

@@ -13,14 +13,14 @@ use dimmer_decide::spec::{document_count, yaml_guard, RolloutSpec};
 
 use crate::service::Command;
 
-use super::auth::{AuthError, Role};
 use super::state::{read_body, ApiError, App};
+use crate::auth::{AuthError, Role};
 
 /// Largest body of a command (`{"reason": …}`).
 const MAX_REASON_BODY: usize = 8 * 1024;
 
 pub(super) async fn list(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
-    app.require(&headers, Role::Viewer)?;
+    app.require(&headers, Role::Viewer).await?;
     Ok(Json(app.service.status(None).await?).into_response())
 }
 
@@ -29,7 +29,7 @@ pub(super) async fn one(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.require(&headers, Role::Viewer)?;
+    app.require(&headers, Role::Viewer).await?;
     let mut views = app.service.status(Some(&name)).await?;
     Ok(Json(views.pop()).into_response())
 }
@@ -48,7 +48,7 @@ pub(super) async fn apply(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let who = app.require(&headers, Role::Operator)?;
+    let who = app.require(&headers, Role::Operator).await?;
     let bytes = read_body(&headers, body, yaml_guard::MAX_BYTES).await?;
     let text = String::from_utf8(bytes).map_err(|_| ApiError::BadBody("not UTF-8".into()))?;
     // Several documents: one change, all or none, answered with a list.
@@ -107,7 +107,7 @@ pub(super) async fn command(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let who = app.require(&headers, Role::Operator)?;
+    let who = app.require(&headers, Role::Operator).await?;
     let cmd = match action.as_str() {
         "pause" => Command::Pause,
         "resume" => Command::Resume,
@@ -126,7 +126,7 @@ pub(super) async fn delete(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let who = app.require(&headers, Role::Admin)?;
+    let who = app.require(&headers, Role::Admin).await?;
     app.may_change_named(&who, &name).await?;
     let reason = reason_of(&headers, body).await?;
     app.service.delete(&name, &who.name, &reason).await?;
@@ -138,7 +138,7 @@ pub(super) async fn history(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.require(&headers, Role::Viewer)?;
+    app.require(&headers, Role::Viewer).await?;
     Ok(Json(app.service.history(&name)?).into_response())
 }
 
@@ -155,7 +155,7 @@ pub(super) async fn flags(
     Query(q): Query<FlagsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.require(&headers, Role::Viewer)?;
+    app.require(&headers, Role::Viewer).await?;
     let ready_after_ms = q.ready_after_days.map_or(
         dimmer_decide::spec::flag::READY_AFTER.as_millis() as u64,
         |d| u64::from(d) * 24 * 3600 * 1000,
@@ -169,7 +169,7 @@ pub(super) async fn switch_flag(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let who = app.require(&headers, Role::Operator)?;
+    let who = app.require(&headers, Role::Operator).await?;
     let on = match state.as_str() {
         "on" => true,
         "off" => false,
@@ -211,7 +211,7 @@ pub(super) async fn sync(
     } else {
         Role::Operator
     };
-    let who = app.require(&headers, needed)?;
+    let who = app.require(&headers, needed).await?;
     // A directory is the truth for every team in it: only an unscoped
     // token may converge on one.
     if who.teams.is_some() {

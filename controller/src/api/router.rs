@@ -1,5 +1,6 @@
 //! The HTTP API: `GET /v1/config` for the filters, and the endpoints the CLI
-//! uses. Every endpoint but `/healthz` needs a bearer token whose role
+//! uses. Every endpoint but `/healthz`, `/livez` and the sign-in's own
+//! (`/auth/…`) needs a bearer token (or the page's session) whose role
 //! allows it, checked before any body is read; bodies are read only up to
 //! their limit. The router is the one place that names every handler.
 
@@ -13,7 +14,7 @@ use super::health::{head, health, metrics, verify, webhooks};
 use super::poll::{config, fleet_proxies, healthz, livez, proxies};
 use super::rollouts::{apply, command, delete, flags, history, list, one, switch_flag, sync};
 use super::state::App;
-use super::{ofrep, warning, web};
+use super::{login, ofrep, warning, web};
 
 pub fn router(app: App) -> Router {
     Router::new()
@@ -37,6 +38,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/audit/head", get(head))
         .route("/v1/audit/verify", get(verify))
         .merge(web::routes())
+        .merge(login::routes())
         // Handlers read bodies themselves, after the token and up to their
         // own limits.
         .layer(DefaultBodyLimit::disable())

@@ -12,8 +12,11 @@ use dimmer_decide::spec::SpecError;
 
 use crate::service::{RegistryError, Service, ServiceError};
 
-use super::auth::{Auth, AuthError, Principal, Role};
 use super::streams::{StreamLimits, Streams};
+use crate::auth::oidc::looks_like_jwt;
+use crate::auth::session::cookie;
+use crate::auth::tokens::{bearer_token, permit};
+use crate::auth::{Auth, AuthError, Oidc, OidcError, Principal, Role, Sessions};
 
 #[derive(Clone)]
 pub struct App {
@@ -21,7 +24,14 @@ pub struct App {
     pub auth: Arc<Auth>,
     /// The live streams open, and who may open one more.
     pub streams: Arc<Streams>,
+    /// People's sign-in, when `serve --oidc` is given.
+    pub oidc: Option<Arc<Oidc>>,
+    /// The page's signed sessions (with `oidc`).
+    pub sessions: Option<Arc<Sessions>>,
 }
+
+/// The header a change from the page carries: its session's CSRF secret.
+pub const CSRF_HEADER: &str = "x-dimmer-csrf";
 
 impl App {
     pub fn new(service: Arc<Service>, auth: Auth) -> App {
@@ -29,7 +39,15 @@ impl App {
             service,
             auth: Arc::new(auth),
             streams: Arc::new(Streams::new(StreamLimits::default())),
+            oidc: None,
+            sessions: None,
         }
+    }
+
+    pub fn with_oidc(mut self, oidc: Oidc, sessions: Sessions) -> App {
+        self.oidc = Some(Arc::new(oidc));
+        self.sessions = Some(Arc::new(sessions));
+        self
     }
 }
 
@@ -63,7 +81,9 @@ impl IntoResponse for ApiError {
             ApiError::Auth(
                 AuthError::Forbidden { .. }
                 | AuthError::OutOfScope { .. }
-                | AuthError::NotAProxy { .. },
+                | AuthError::NotAProxy { .. }
+                | AuthError::Csrf
+                | AuthError::Oidc(OidcError::NoRole { .. }),
             ) => StatusCode::FORBIDDEN,
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::Spec(_)
@@ -142,10 +162,39 @@ impl App {
         }
     }
 
-    pub(crate) fn require(&self, headers: &HeaderMap, role: Role) -> Result<Principal, ApiError> {
+    /// Who asks, if they may do what needs `role`: a bearer token of the
+    /// tokens file, an ID token of the OpenID provider (the CLI's, after
+    /// `dimmer login`), or the page's session cookie. A change (operator
+    /// and above) by session also needs the session's CSRF header.
+    pub(crate) async fn require(
+        &self,
+        headers: &HeaderMap,
+        role: Role,
+    ) -> Result<Principal, ApiError> {
         let authorization = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
+        if let (Some(oidc), Some(token)) = (&self.oidc, authorization.and_then(bearer_token)) {
+            if looks_like_jwt(token) {
+                let who = oidc.bearer(token).await.map_err(AuthError::from)?;
+                return Ok(permit(who, role)?);
+            }
+        }
+        if let (None, Some(sessions)) = (authorization, &self.sessions) {
+            let session = headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|h| cookie(h, sessions.session_cookie_name()))
+                .and_then(|c| sessions.session(c));
+            if let Some(session) = session {
+                let given = headers.get(CSRF_HEADER).map(|v| v.as_bytes());
+                if role >= Role::Operator && !session.csrf_matches(given) {
+                    return Err(AuthError::Csrf.into());
+                }
+                return Ok(permit(session.principal(), role)?);
+            }
+        }
         Ok(self.auth.require(authorization, role)?)
     }
 }

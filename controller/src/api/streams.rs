@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use super::auth::{Principal, Role};
+use crate::auth::{Principal, Role};
 
 #[derive(Debug, Clone, Copy)]
 pub struct StreamLimits {

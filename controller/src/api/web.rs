@@ -15,8 +15,8 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 
-use super::auth::Role;
 use super::state::{ApiError, App};
+use crate::auth::Role;
 
 const INDEX: &str = include_str!("../../ui/index.html");
 const APP_JS: &str = include_str!("../../ui/app.js");
@@ -75,12 +75,12 @@ fn asset(body: &'static str, kind: &'static str) -> Response {
 }
 
 async fn whoami(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let who = app.require(&headers, Role::Proxy)?;
+    let who = app.require(&headers, Role::Proxy).await?;
     Ok(Json(serde_json::json!({"name": who.name, "role": who.role})).into_response())
 }
 
 async fn overview(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
-    app.require(&headers, Role::Viewer)?;
+    app.require(&headers, Role::Viewer).await?;
     Ok(Json(app.service.overview().await?).into_response())
 }
 
@@ -96,7 +96,7 @@ async fn series(
     Query(q): Query<After>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    app.require(&headers, Role::Viewer)?;
+    app.require(&headers, Role::Viewer).await?;
     Ok(Json(app.service.series_of(&name, q.after)).into_response())
 }
 
@@ -116,7 +116,7 @@ async fn events(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let who = app.require(&headers, Role::Viewer)?;
+    let who = app.require(&headers, Role::Viewer).await?;
     let address = peer.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ConnectInfo(a))| {
         a.ip()
     });

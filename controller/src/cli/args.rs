@@ -218,6 +218,22 @@ pub enum Cmd {
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
+    /// Sign in with the company's OpenID Connect provider (the device flow:
+    /// open the link it prints, check the code); the token is kept for
+    /// the next commands, until it expires (docs/security.md).
+    Login {
+        /// Where the token is kept (default `~/.config/dimmer/token`).
+        #[arg(long, env = "DIMMER_TOKEN_FILE")]
+        file: Option<PathBuf>,
+        /// The provider's CA (PEM), when not a public one.
+        #[arg(long)]
+        provider_ca: Option<PathBuf>,
+    },
+    /// Forget the token `dimmer login` kept.
+    Logout {
+        #[arg(long, env = "DIMMER_TOKEN_FILE")]
+        file: Option<PathBuf>,
+    },
     /// Tokens in a tokens file (`serve --tokens`), which holds only their
     /// digests; a running controller picks a change up within a second.
     Token {
@@ -238,7 +254,7 @@ pub enum TokenCmd {
     Create {
         name: String,
         #[arg(long, value_enum)]
-        role: crate::api::auth::Role,
+        role: crate::auth::tokens::Role,
         /// A team whose rollouts and flags it may change (repeat for
         /// several); without any, every team's.
         #[arg(long = "team")]

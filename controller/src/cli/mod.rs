@@ -9,6 +9,7 @@ mod args;
 pub mod client;
 mod exit;
 mod logging;
+mod login;
 mod output;
 mod promotion;
 pub mod render;

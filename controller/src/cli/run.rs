@@ -14,10 +14,15 @@ use crate::store::{self, Store};
 use super::args::{AuditCmd, Cli, Cmd, TokenCmd};
 use super::client::{seg, Body, Client};
 use super::output::{self, Output};
-use super::{promotion, render, serve, simulate, status, token};
+use super::{login, promotion, render, serve, simulate, status, token};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::with_ca(&cli.server, cli.token.clone(), cli.ca.as_deref())?;
+    // A token given wins; else the one `dimmer login` kept for this server.
+    let token = cli
+        .token
+        .clone()
+        .or_else(|| login::saved_token(&cli.server));
+    let client = Client::with_ca(&cli.server, token, cli.ca.as_deref())?;
     let reason = |r: &str| Some(Body::Json(serde_json::json!({ "reason": r })));
     match cli.command {
         Cmd::Serve(args) => serve::serve(*args, cli.ca.clone()).await,
@@ -264,6 +269,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }
             Ok(())
+        }
+        Cmd::Login { file, provider_ca } => {
+            let file = file
+                .or_else(login::default_file)
+                .context("no HOME to keep the token in: give --file")?;
+            let controller = crate::tls::http_client(cli.ca.as_deref())?
+                .timeout(std::time::Duration::from_secs(10))
+                .build()?;
+            let provider = crate::tls::http_client(provider_ca.as_deref())?
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?;
+            login::login(&cli.server, &controller, &provider, &file).await
+        }
+        Cmd::Logout { file } => {
+            let file = file
+                .or_else(login::default_file)
+                .context("no HOME: give --file")?;
+            login::logout(&file)
         }
         Cmd::Token {
             command:

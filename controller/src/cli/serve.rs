@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::auth::Auth;
 use crate::api::{self, App};
+use crate::auth::tokens::Auth;
 use crate::metrics::envoy_admin::EnvoyAdmin;
 use crate::metrics::prometheus::Prometheus;
 use crate::metrics::MetricsSource;
@@ -56,8 +56,13 @@ pub struct ServeArgs {
     #[arg(long)]
     prometheus: Option<String>,
     /// Tokens and roles (YAML); see docs/controller.md.
-    #[arg(long, required_unless_present = "no_auth")]
+    #[arg(long, required_unless_present_any = ["no_auth", "oidc"])]
     tokens: Option<PathBuf>,
+    /// People sign in with this OpenID Connect provider: the file names it
+    /// and maps its groups to roles and teams (docs/security.md). The
+    /// controller does not start if the provider does not answer.
+    #[arg(long, conflicts_with = "no_auth")]
+    oidc: Option<PathBuf>,
     /// Accept every request as admin: only for a controller bound to loopback.
     #[arg(long)]
     no_auth: bool,
@@ -138,10 +143,13 @@ pub async fn serve(args: ServeArgs, ca: Option<PathBuf>) -> anyhow::Result<()> {
         tls_cert,
         tls_key,
         client_ca,
+        oidc,
     } = args;
     let args_tls = (tls_cert, tls_key);
     let auth = match (tokens, no_auth) {
         (Some(path), _) => Auth::from_file(&path)?,
+        // People sign in; proxies use their client certificates.
+        (None, false) if oidc.is_some() => Auth::Tokens(Vec::new()),
         (None, true) => {
             let addr: SocketAddr = listen
                 .parse()
@@ -168,6 +176,33 @@ pub async fn serve(args: ServeArgs, ca: Option<PathBuf>) -> anyhow::Result<()> {
     };
     let key_path = audit_key.unwrap_or_else(|| store::default_key_path(&db));
     let key = AuditKey::load_or_create(&key_path)?;
+    // Checked before anything is opened: no sign-in, no start (never a
+    // controller that quietly lets nobody, or everybody, in).
+    let oidc = match oidc {
+        None => None,
+        Some(path) => {
+            let config = crate::auth::OidcConfig::load(&path)?;
+            let http = crate::tls::http_client(config.ca.as_deref())?
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?;
+            let sessions = crate::auth::Sessions::new(
+                &key.derive("session"),
+                config.session_ttl,
+                config.secure_cookies(),
+            );
+            let issuer = config.issuer.clone();
+            let oidc = crate::auth::Oidc::start(config, http)
+                .await
+                .with_context(|| {
+                    format!(
+                        "--oidc {}: the provider {issuer} is needed to sign anyone in; not starting",
+                        path.display()
+                    )
+                })?;
+            tracing::info!(issuer = %issuer, "people sign in with OpenID Connect");
+            Some((oidc, sessions))
+        }
+    };
     let (store, fleet) = match &store_url {
         None => (
             Store::open(&db, key).with_context(|| format!("opening {}", db.display()))?,
@@ -257,7 +292,10 @@ pub async fn serve(args: ServeArgs, ca: Option<PathBuf>) -> anyhow::Result<()> {
             sync_every.max(Duration::from_millis(200)),
         ));
     }
-    let app = App::new(service, auth);
+    let mut app = App::new(service, auth);
+    if let Some((oidc, sessions)) = oidc {
+        app = app.with_oidc(oidc, sessions);
+    }
     // The tokens file is read again when it changes: a token created or
     // revoked takes effect within a second, and a bad edit keeps the last
     // good tokens.

@@ -6,14 +6,14 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use crate::api::auth::{self, Role, TokenEntry, TokensFile};
+use crate::auth::tokens::{self, Role, TokenEntry, TokensFile};
 
 fn read(file: &Path) -> anyhow::Result<TokensFile> {
     match std::fs::read_to_string(file) {
         Ok(text) => {
             // Checked as the controller checks it, so nothing is written
             // over a file it would refuse.
-            auth::parse_tokens(&text, file)?;
+            tokens::parse_tokens(&text, file)?;
             Ok(serde_norway::from_str(&text)?)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TokensFile::default()),
@@ -32,7 +32,7 @@ fn write(file: &Path, tokens: &TokensFile) -> anyhow::Result<()> {
 }
 
 pub fn create(name: &str, role: Role, teams: &[String], file: &Path) -> anyhow::Result<()> {
-    crate::api::auth::check_token_name(name)?;
+    crate::auth::tokens::check_token_name(name)?;
     let mut tokens = read(file)?;
     if tokens.tokens.iter().any(|t| t.name == name) {
         bail!("{}: a token named {name:?} exists; revoke it first, or create the next one under a new name (two may be valid at once while you rotate)", file.display());
@@ -42,11 +42,11 @@ pub fn create(name: &str, role: Role, teams: &[String], file: &Path) -> anyhow::
         name: name.to_owned(),
         role,
         token: None,
-        sha256: Some(hex::encode(auth::digest(&token))),
+        sha256: Some(hex::encode(tokens::digest(&token))),
         teams: (!teams.is_empty()).then(|| teams.to_vec()),
     });
     // The file as the controller will read it, before it is written.
-    auth::parse_tokens(&serde_norway::to_string(&tokens)?, file)?;
+    tokens::parse_tokens(&serde_norway::to_string(&tokens)?, file)?;
     write(file, &tokens)?;
     println!("{token}");
     eprintln!(

@@ -72,7 +72,9 @@ pub async fn to_leader(State(service): State<Arc<Service>>, req: Request, next: 
         .timeout(std::time::Duration::from_secs(15))
         .header(FORWARDED, "1")
         .body(body.to_vec());
-    for name in ["authorization", "content-type"] {
+    // Who asks goes along: a token, or the page's session and its CSRF
+    // header (signed with the fleet's shared key, so the leader knows it).
+    for name in ["authorization", "content-type", "cookie", "x-dimmer-csrf"] {
         if let Some(v) = parts.headers.get(name) {
             out = out.header(name, v);
         }

@@ -22,48 +22,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Deserialize,
-    serde::Serialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Polls `GET /v1/config` and nothing else; its polls register the proxy.
-    Proxy,
-    /// Reads config, status, history and proxies.
-    Viewer,
-    /// Also applies specs and pauses, resumes, promotes and aborts.
-    Operator,
-    /// Also deletes rollouts and verifies the audit chain.
-    Admin,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub name: String,
-    pub role: Role,
-    /// The teams whose rollouts and flags it may change; `None`: every one.
-    pub teams: Option<Vec<String>>,
-}
-
-impl Principal {
-    /// Whether it may change what belongs to `team` (`None`: to no team,
-    /// which only an unscoped token may change).
-    pub fn may_change(&self, team: Option<&str>) -> bool {
-        match &self.teams {
-            None => true,
-            Some(teams) => team.is_some_and(|t| teams.iter().any(|x| x == t)),
-        }
-    }
-}
+use super::principal::valid_name;
+pub use super::principal::{Principal, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -77,6 +37,10 @@ pub enum AuthError {
         role: Role,
         needed: Role,
     },
+    #[error(transparent)]
+    Oidc(#[from] super::oidc::OidcError),
+    #[error("a change from the page needs its x-dimmer-csrf header (the session's, from GET /auth/session)")]
+    Csrf,
     #[error("tokens file {path}: {reason}")]
     File { path: String, reason: String },
     #[error("proxy {proxy} polls with the token of {name} ({role:?}): a proxy needs a token of the proxy role (`dimmer token create NAME --role proxy`); a {role:?} token in every proxy's config is one to leak")]
@@ -137,12 +101,7 @@ pub enum Auth {
 
 /// A token's name: who did it, in the audit log.
 pub fn check_token_name(name: &str) -> Result<(), AuthError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if ok {
+    if valid_name(name) {
         Ok(())
     } else {
         Err(AuthError::File {
@@ -294,16 +253,20 @@ impl Auth {
         authorization: Option<&str>,
         needed: Role,
     ) -> Result<Principal, AuthError> {
-        let p = self.authenticate(authorization)?;
-        if p.role >= needed {
-            Ok(p)
-        } else {
-            Err(AuthError::Forbidden {
-                name: p.name,
-                role: p.role,
-                needed,
-            })
-        }
+        permit(self.authenticate(authorization)?, needed)
+    }
+}
+
+/// `p`, if its role is `needed` or above.
+pub fn permit(p: Principal, needed: Role) -> Result<Principal, AuthError> {
+    if p.role >= needed {
+        Ok(p)
+    } else {
+        Err(AuthError::Forbidden {
+            name: p.name,
+            role: p.role,
+            needed,
+        })
     }
 }
 

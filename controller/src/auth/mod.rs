@@ -1,0 +1,19 @@
+//! Who is asking, and what they may do (`principal`). Bearer tokens from a file of
+//! digests (`tokens`); people signed in with the company's OpenID Connect
+//! provider (`oidc`: the provider's keys and ID tokens; `oidc_config`: the
+//! file that says which groups are which roles); the page's session, a
+//! signed cookie (`session`).
+//!
+//! May import: `tls` (the one maker of HTTP clients); nothing above it.
+
+pub mod oidc;
+pub mod oidc_config;
+pub mod principal;
+pub mod session;
+pub mod tokens;
+
+pub use oidc::{Identity, Oidc, OidcError};
+pub use oidc_config::OidcConfig;
+pub use principal::{Principal, Role};
+pub use session::{LoginState, Session, Sessions};
+pub use tokens::{Auth, AuthError};
