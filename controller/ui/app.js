@@ -57,12 +57,16 @@ setInterval(() => {
 }, 1000);
 
 const token = () => sessionStorage.getItem("dimmer-token") || "";
+// Signed in with the company's provider: the session is an HttpOnly cookie
+// the page never sees; a change carries the session's CSRF secret.
+let csrf = "";
+const auth = () => (token() ? { authorization: `Bearer ${token()}` } : csrf ? { "x-dimmer-csrf": csrf } : {});
 const may = (role) => me && ROLES.indexOf(me.role) >= ROLES.indexOf(role);
 
 async function api(path, opts = {}) {
   const resp = await fetch(path, {
     ...opts,
-    headers: { ...(opts.headers || {}), authorization: `Bearer ${token()}` },
+    headers: { ...(opts.headers || {}), ...auth() },
   });
   const text = await resp.text();
   let body = null;
@@ -78,7 +82,7 @@ async function stream(path, onUpdate) {
   live = ctl;
   while (!ctl.signal.aborted) {
     try {
-      const resp = await fetch(path, { headers: { authorization: `Bearer ${token()}` }, signal: ctl.signal });
+      const resp = await fetch(path, { headers: auth(), signal: ctl.signal });
       if (!resp.ok) {
         let why = `${resp.status}`;
         try { why = (await resp.json()).error || why; } catch { /* not JSON */ }
@@ -472,7 +476,11 @@ window.addEventListener("DOMContentLoaded", () => {
     signIn($("#token").value.trim());
     $("#token").value = "";
   });
-  $("#signout").addEventListener("click", () => {
+  $("#signout").addEventListener("click", async () => {
+    if (csrf) {
+      await fetch("/auth/logout", { method: "POST", headers: { "x-dimmer-csrf": csrf } }).catch(() => {});
+      csrf = "";
+    }
     sessionStorage.removeItem("dimmer-token");
     me = null;
     if (live) live.abort();
@@ -481,4 +489,20 @@ window.addEventListener("DOMContentLoaded", () => {
     main(el("p", { class: "hint" }, "Signed out."));
   });
   if (token()) signIn(token());
+  else signedInWithProvider();
 });
+
+// The provider's sign-in, when the controller has one: the link to it, and
+// the session if this browser has one already.
+async function signedInWithProvider() {
+  const config = await fetch("/auth/config").catch(() => null);
+  if (!config || !config.ok) return;
+  $("#sso").hidden = false;
+  const resp = await fetch("/auth/session").catch(() => null);
+  if (!resp || !resp.ok) return;
+  const session = await resp.json();
+  csrf = session.csrf;
+  me = { name: session.name, role: session.role, teams: session.teams };
+  showWho();
+  route();
+}

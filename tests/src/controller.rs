@@ -110,6 +110,19 @@ impl Controller {
         Ok(c)
     }
 
+    /// The same on `port` (plain HTTP, loopback): for what must know its
+    /// URL before it starts.
+    pub async fn start_at(
+        port: u16,
+        metrics: MetricsFrom,
+        extra: &[&str],
+    ) -> anyhow::Result<Controller> {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut c = Self::unstarted(None, metrics, &extra, Some(port))?;
+        c.spawn().await?;
+        Ok(c)
+    }
+
     /// The same, on a test host of its own (`crate::netns`), listening on
     /// its address.
     pub async fn start_on(

@@ -31,12 +31,16 @@ fn people() -> serde_json::Value {
 }
 
 fn oidc_file(dir: &std::path::Path, issuer: &str, controller_port: u16) -> String {
+    oidc_file_for(dir, issuer, &format!("https://127.0.0.1:{controller_port}"))
+}
+
+fn oidc_file_for(dir: &std::path::Path, issuer: &str, controller: &str) -> String {
     let path = dir.join("oidc.yaml");
     std::fs::write(
         &path,
         format!(
             "issuer: {issuer}\nclient_id: dimmer\ncli_client_id: dimmer-cli\n\
-             redirect_url: https://127.0.0.1:{controller_port}/auth/callback\n\
+             redirect_url: {controller}/auth/callback\n\
              groups:\n  - {{group: sre, role: admin}}\n  \
              - {{group: payments-dev, role: operator, teams: [payments]}}\n  \
              - {{group: engineering, role: viewer}}\n"
@@ -381,12 +385,69 @@ async fn the_cli_signs_in_by_the_device_flow() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_real_browser_the_page_signs_in_with_the_provider_and_acts_with_csrf() {
+    // Plain HTTP on loopback (a browser has no test CA): the cookies are
+    // then not `Secure` and not `__Host-`, as the file's http:// says.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let controller_url = format!("http://127.0.0.1:{port}");
+    let provider = Provider::start(&format!("{controller_url}/auth/callback"), &people())
+        .await
+        .unwrap();
+    let file = oidc_file_for(dir.path(), &provider.issuer(), &controller_url);
+    let c = Controller::start_at(
+        port,
+        MetricsFrom::Prometheus("http://127.0.0.1:9".into()),
+        &["--oidc", &file],
+    )
+    .await
+    .unwrap();
+    let spec = dir.path().join("checkout.yaml");
+    std::fs::write(&spec, rollout("checkout", "payments")).unwrap();
+    c.cli(
+        Some(ADMIN_TOKEN),
+        &["apply", "--file", spec.to_str().unwrap()],
+    )
+    .unwrap();
+    let browser = dimmer_e2e::paths::workspace_root().join("tests/browser");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(browser.join("sso.mjs"))
+            .env("DIMMER_URL", controller_url)
+            .env("DIMMER_LOGIN", "bob")
+            .env("DIMMER_ROLLOUT", "checkout")
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the browser run failed:\n{stdout}\n{}\nprovider: {}",
+        String::from_utf8_lossy(&out.stderr),
+        provider.log()
+    );
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(seen["role"], "operator", "{seen}");
+    assert!(
+        seen["provider_page"]
+            .as_str()
+            .unwrap()
+            .starts_with(&provider.issuer()),
+        "{seen}"
+    );
+    let abort = c.first_record("checkout", "abort").await.unwrap();
+    assert_eq!(abort["actor"], "bob", "{abort}");
+}
+
 async fn whoami(w: &World, token: &str) -> (u16, String) {
     let r = w
         .controller
         .http()
         .unwrap()
-        .get(format!("{}/auth/whoami", w.controller.url()))
+        .get(format!("{}/v1/whoami", w.controller.url()))
         .bearer_auth(token)
         .send()
         .await

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::auth::session::{cookie, now_secs, pkce, random, LoginState, LOGIN_TTL};
-use crate::auth::{AuthError, Oidc, Role, Sessions};
+use crate::auth::{AuthError, Oidc, Sessions};
 
 use super::state::{ApiError, App, CSRF_HEADER};
 
@@ -24,7 +24,6 @@ pub fn routes() -> Router<App> {
         .route("/auth/callback", get(callback))
         .route("/auth/session", get(session))
         .route("/auth/logout", post(logout))
-        .route("/auth/whoami", get(whoami))
 }
 
 fn not_configured() -> Response {
@@ -216,16 +215,4 @@ async fn logout(State(app): State<App>, headers: HeaderMap) -> Result<Response, 
         )],
     )
         .into_response())
-}
-
-/// Who the caller is, by whatever it signed in with (`dimmer login`
-/// checks its new token here).
-async fn whoami(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let who = app.require(&headers, Role::Proxy).await?;
-    Ok(Json(serde_json::json!({
-        "name": who.name,
-        "role": who.role,
-        "teams": who.teams,
-    }))
-    .into_response())
 }

@@ -24,7 +24,7 @@ const STYLE: &str = include_str!("../../ui/style.css");
 const ICON: &str = include_str!("../../ui/favicon.svg");
 
 /// Nothing the page loads comes from anywhere but this server.
-const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
+const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
 
 /// How often a stream sends an update.
 const EVERY: Duration = Duration::from_secs(1);
@@ -76,7 +76,10 @@ fn asset(body: &'static str, kind: &'static str) -> Response {
 
 async fn whoami(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
     let who = app.require(&headers, Role::Proxy).await?;
-    Ok(Json(serde_json::json!({"name": who.name, "role": who.role})).into_response())
+    Ok(
+        Json(serde_json::json!({"name": who.name, "role": who.role, "teams": who.teams}))
+            .into_response(),
+    )
 }
 
 async fn overview(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -184,7 +184,7 @@ pub async fn login(
     };
     // The controller says who that is (and refuses a person of no role).
     let resp = controller
-        .get(format!("{base}/auth/whoami"))
+        .get(format!("{base}/v1/whoami"))
         .bearer_auth(&id_token)
         .send()
         .await?;
