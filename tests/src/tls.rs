@@ -52,6 +52,49 @@ impl TestCerts {
         Ok(cert.der().to_vec())
     }
 
+    /// Writes a server certificate for `names` only (not [`SERVER_NAME`]:
+    /// a certificate of the wrong name for Envoy's check).
+    pub fn issue_named(&self, names: &[&str]) -> anyhow::Result<()> {
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        std::fs::write(&self.key, key.serialize_pem())?;
+        std::fs::write(&self.cert, cert.pem())?;
+        Ok(())
+    }
+
+    /// Writes a server certificate of the right names signed by a CA of
+    /// nobody's (a stranger's, as a man in the middle would show).
+    pub fn issue_by_stranger(&self) -> anyhow::Result<()> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate()?;
+        let stranger = Issuer::new(params, ca_key);
+        let params = CertificateParams::new(vec![SERVER_NAME.to_string(), "127.0.0.1".into()])?;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &stranger)?;
+        std::fs::write(&self.key, key.serialize_pem())?;
+        std::fs::write(&self.cert, cert.pem())?;
+        Ok(())
+    }
+
+    /// A certificate of the right names and CA that expired yesterday,
+    /// written beside the others: `(certificate, key)`.
+    pub fn expired(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let mut params = CertificateParams::new(vec![SERVER_NAME.to_string(), "127.0.0.1".into()])?;
+        let now = std::time::SystemTime::now();
+        params.not_before = (now - std::time::Duration::from_secs(30 * 86400)).into();
+        params.not_after = (now - std::time::Duration::from_secs(86400)).into();
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let dir = self.ca.parent().unwrap_or(Path::new("."));
+        let (cert_path, key_path) = (dir.join("expired.pem"), dir.join("expired.key"));
+        std::fs::write(&key_path, key.serialize_pem())?;
+        std::fs::write(&cert_path, cert.pem())?;
+        Ok((cert_path, key_path))
+    }
+
     /// A client certificate for `name` signed by this CA (a proxy's, for
     /// mutual TLS), written beside the others: `(certificate, key)`.
     pub fn issue_client(&self, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {

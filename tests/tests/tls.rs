@@ -169,6 +169,124 @@ async fn a_bad_certificate_stops_the_controller_at_start_naming_the_file() -> an
         err.contains("--tls-cert") && err.contains("missing.pem"),
         "{err}"
     );
+    // Expired: refused by name and date, never served.
+    let (cert, key) = certs.expired()?;
+    let err = match Controller::start(
+        MetricsFrom::EnvoyAdmin(free_port()?),
+        &[
+            "--tls-cert",
+            &cert.display().to_string(),
+            "--tls-key",
+            &key.display().to_string(),
+        ],
+    )
+    .await
+    {
+        Ok(_) => panic!("an expired certificate was served"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("expired.pem") && err.contains("expired at"),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// The filter's poll over TLS fails closed: shown a certificate of the
+/// wrong name, or one from a CA it does not trust (a man in the middle's),
+/// the proxy takes no config, keeps routing by its last good one, and
+/// counts failed polls; once the right certificate is back it takes the
+/// config it missed within seconds. The CLI, shown a stranger's
+/// certificate, says so rather than going on.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_filter_fails_closed_on_a_wrong_certificate_and_recovers_when_it_is_fixed(
+) -> anyhow::Result<()> {
+    let stack = Stack::start_tls().await?;
+    let (controller, lab) = (&stack.controller, &stack.lab);
+    let certs = &stack
+        .certs
+        .as_ref()
+        .expect("a TLS stack has certificates")
+        .1;
+    applies_half_and_routes_by_it(controller, lab, "before").await?;
+    let failures = || async {
+        let text = lab.envoy.prometheus().await?;
+        anyhow::Ok(sample(&text, "dimmer_poll_failures", &[]))
+    };
+    assert_eq!(failures().await?, 0.0);
+
+    // The wrong name for Envoy (127.0.0.1 only, still right for the CLI).
+    certs.issue_named(&["127.0.0.1", "other.example"])?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while failures().await? == 0.0 {
+        if Instant::now() > deadline {
+            let text = lab.envoy.prometheus().await?;
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("dimmer-controller") || l.contains("dimmer_poll"))
+                .filter(|l| !l.starts_with('#'))
+                .collect();
+            panic!(
+                "no poll failed on the wrong name:\n{}\n{}",
+                lines.join("\n"),
+                controller.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A new revision the proxy cannot take: it keeps the last good one.
+    controller.ok(&[
+        "promote",
+        "checkout",
+        "--reason",
+        "while the proxy cannot poll",
+    ])?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = controller.rollout("checkout").await?;
+    assert_eq!(s["revision"].as_u64(), Some(2), "{s}");
+    assert_eq!(s["proxies_applied"].as_u64(), Some(0), "{s}");
+    let versions = lab.client.versions_of(&users("during", 200), 16).await?;
+    let on_v2 = versions.iter().filter(|v| *v == "v2").count();
+    assert!(
+        (50..150).contains(&on_v2),
+        "still the last good split: {on_v2} of 200 on v2"
+    );
+
+    // A stranger's CA: refused too, by Envoy and by the CLI.
+    let before = failures().await?;
+    certs.issue_by_stranger()?;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let out = controller
+        .cli_command(Some(VIEWER_TOKEN), &["status"])?
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("not trusted") && said.contains("--ca"),
+        "{said}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while failures().await? <= before {
+        assert!(
+            Instant::now() < deadline,
+            "polls to a stranger's certificate did not fail"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Fixed: the proxy takes what it missed.
+    certs.issue()?;
+    controller
+        .wait_for(
+            "checkout",
+            Duration::from_secs(15),
+            "the proxy applied",
+            |s| s["revision"].as_u64() == Some(2) && s["proxies_applied"].as_u64() == Some(1),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let versions = lab.client.versions_of(&users("after", 100), 16).await?;
+    assert!(versions.iter().all(|v| v == "v2"), "{versions:?}");
     Ok(())
 }
 

@@ -7,8 +7,13 @@ use serde::de::DeserializeOwned;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the controller at {url}: {source}")]
-    Unreachable { url: String, source: reqwest::Error },
+    #[error("cannot reach the controller at {url}: {why}")]
+    Unreachable {
+        url: String,
+        /// The whole chain of causes, and what to do about a certificate.
+        why: String,
+        source: reqwest::Error,
+    },
     #[error("{status}: {message}")]
     Refused { status: StatusCode, message: String },
     #[error("unexpected answer from {url}: {source}")]
@@ -40,6 +45,27 @@ pub const RETRY_FOR: Duration = Duration::from_secs(15);
 /// How often: a polite pace that still lands an abort well within a
 /// second of the election.
 const RETRY_EVERY: Duration = Duration::from_millis(250);
+
+/// Every cause of a failed call, joined; a certificate the CLI does not
+/// trust is said plainly, with the flag that fixes it (verification is
+/// never switched off).
+fn unreachable_why(e: &reqwest::Error) -> String {
+    let mut causes = vec![e.to_string()];
+    let mut next = std::error::Error::source(e);
+    while let Some(cause) = next {
+        causes.push(cause.to_string());
+        next = cause.source();
+    }
+    let all = causes.join(": ");
+    let untrusted = ["UnknownIssuer", "BadSignature", "certificate"]
+        .iter()
+        .any(|w| all.contains(w));
+    if untrusted {
+        format!("{all}\n  the controller's certificate is not trusted here: give --ca FILE (or DIMMER_CA), the CA that signed it; if it is the right CA, the certificate may be a stranger's")
+    } else {
+        all
+    }
+}
 
 pub struct Client {
     http: reqwest::Client,
@@ -125,6 +151,7 @@ impl Client {
             .await
             .map_err(|source| ClientError::Unreachable {
                 url: url.clone(),
+                why: unreachable_why(&source),
                 source,
             })?;
         if let Some(w) = resp.headers().get(crate::api::WARNING_HEADER) {

@@ -315,8 +315,9 @@ pub async fn serve(args: ServeArgs, ca: Option<PathBuf>) -> anyhow::Result<()> {
     });
     let app = api::router(app);
     if let Some((cert, config)) = tls {
+        let rotations = cert.rotations();
         tokio::spawn(cert.watch());
-        crate::tls::serve(listener, app, config, async {
+        crate::tls::serve(listener, app, config, rotations, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await;

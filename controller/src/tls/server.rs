@@ -75,6 +75,25 @@ fn client_verifier(
     .map_err(|e| bad(e.to_string()))
 }
 
+/// Whether the leaf certificate is valid now: an expired (or not yet
+/// valid) one would be refused by every client, so it is refused here,
+/// saying when.
+fn check_validity(der: &[u8]) -> Result<(), String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let v = cert.validity();
+    if now > v.not_after.timestamp() {
+        return Err(format!("expired at {} (renew it)", v.not_after));
+    }
+    if now < v.not_before.timestamp() {
+        return Err(format!("not valid before {}", v.not_before));
+    }
+    Ok(())
+}
+
 /// Where the certificate chain and its private key are.
 #[derive(Debug, Clone)]
 pub struct CertFiles {
@@ -93,9 +112,10 @@ impl CertFiles {
             .map_err(|e| cert_err(e.to_string()))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| cert_err(e.to_string()))?;
-        if chain.is_empty() {
+        let Some(leaf) = chain.first() else {
             return Err(cert_err("no PEM certificate in it".into()));
-        }
+        };
+        check_validity(leaf.as_ref()).map_err(cert_err)?;
         let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| TlsError::Key {
             path: self.key.display().to_string(),
             why: e.to_string(),
@@ -116,6 +136,9 @@ impl CertFiles {
 pub struct ReloadingCert {
     files: CertFiles,
     current: RwLock<Arc<CertifiedKey>>,
+    /// Bumped on each reload: open connections then close once idle, so
+    /// every client handshakes again and sees the new certificate.
+    rotated: tokio::sync::watch::Sender<u64>,
 }
 
 impl ReloadingCert {
@@ -125,7 +148,13 @@ impl ReloadingCert {
         Ok(Arc::new(ReloadingCert {
             files,
             current: RwLock::new(Arc::new(key)),
+            rotated: tokio::sync::watch::Sender::new(0),
         }))
+    }
+
+    /// Changes on every reload (for [`serve`]).
+    pub fn rotations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.rotated.subscribe()
     }
 
     /// Looks at the files every second; a change that loads is served from
@@ -145,6 +174,7 @@ impl ReloadingCert {
                         *current = Arc::new(key);
                     }
                     seen = now;
+                    self.rotated.send_modify(|n| *n += 1);
                     tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
                 }
                 Err(e) => {
@@ -171,6 +201,12 @@ impl ReloadingCert {
         let mut config =
             builder.with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // No session resumption: a resumed session skips the certificate,
+        // so after a rotation (a name fixed, a compromised key replaced)
+        // clients would go on trusting the old one. Polls keep their
+        // connections open; a full handshake per new connection is cheap.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         Ok(Arc::new(config))
     }
 }
@@ -189,6 +225,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     config: Arc<ServerConfig>,
+    rotations: tokio::sync::watch::Receiver<u64>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(config);
@@ -208,6 +245,7 @@ pub async fn serve(
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let mut rotations = rotations.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -228,10 +266,19 @@ pub async fn serve(
                 app.layer(Extension(ConnectInfo(addr)))
                     .layer(Extension(peer)),
             );
-            let served = hyper::server::conn::http1::Builder::new()
+            let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), service)
-                .with_upgrades()
-                .await;
+                .with_upgrades();
+            tokio::pin!(conn);
+            rotations.mark_unchanged();
+            // A kept-alive connection would go on under the old certificate:
+            // after a rotation it ends once its request in flight is answered.
+            let served = loop {
+                tokio::select! {
+                    served = conn.as_mut() => break served,
+                    Ok(()) = rotations.changed() => conn.as_mut().graceful_shutdown(),
+                }
+            };
             if let Err(e) = served {
                 tracing::debug!(%addr, error = %e, "connection ended");
             }
