@@ -6,7 +6,9 @@
 //! current revision) and on the 200 path (it fetches the document).
 //! Client and controller share this machine's cores, so polls a second are
 //! a floor; the controller's CPU per poll is read from /proc and is what
-//! scales.
+//! scales. With `--tls`, the same over HTTPS in the same run (a test CA
+//! made by `rcgen`), plus polls that each open a new TLS connection (a
+//! full handshake each: the cost of every proxy reconnecting at once).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use clap::Parser;
 use dimmer_e2e::controller::{Controller, MetricsFrom, ENVOY_TOKEN, OPERATOR_TOKEN};
+use dimmer_e2e::tls::TestCerts;
 
 #[derive(Parser)]
 struct Args {
@@ -30,6 +33,9 @@ struct Args {
     /// Rollouts in the served document.
     #[arg(long, default_value_t = 10)]
     rollouts: usize,
+    /// Also over TLS, side by side.
+    #[arg(long)]
+    tls: bool,
 }
 
 /// The controller's CPU seconds so far (user + system), from /proc.
@@ -67,10 +73,9 @@ async fn hammer(
     pid: u32,
     etag: Option<String>,
     revision: u64,
+    client: reqwest::ClientBuilder,
 ) -> anyhow::Result<Run> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(a.concurrency)
-        .build()?;
+    let http = client.build()?;
     let polls = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(a.seconds);
     let cpu0 = cpu_seconds(pid)?;
@@ -110,16 +115,29 @@ async fn hammer(
     })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    // reqwest is built without a default TLS provider: one for the process.
-    dimmer::tls::install_provider();
-    let a = Args::parse();
+/// What one controller (plain or TLS) served.
+struct Measured {
+    not_modified: Run,
+    full: Run,
+    /// 304s, each on a new connection (a TLS handshake each).
+    reconnecting: Option<Run>,
+    doc_bytes: usize,
+    known: usize,
+    rss0: f64,
+    rss1: f64,
+}
+
+async fn measure(a: &Args, certs: Option<&TestCerts>) -> anyhow::Result<Measured> {
     let limit = (a.proxies + 1000).to_string();
     // No metrics source answers: the rollouts hold, the document stays put.
-    let c = Controller::start(MetricsFrom::EnvoyAdmin(1), &["--max-proxies", &limit]).await?;
+    let extra = ["--max-proxies", limit.as_str()];
+    let c = match certs {
+        None => Controller::start(MetricsFrom::EnvoyAdmin(1), &extra).await?,
+        Some(certs) => Controller::start_tls(MetricsFrom::EnvoyAdmin(1), certs, &extra).await?,
+    };
+    let client = || dimmer::tls::http_client(certs.map(|c| c.ca.as_path()));
     let pid = c.pid().context("no controller pid")?;
-    let http = reqwest::Client::new();
+    let http = client()?.build()?;
     for r in 0..a.rollouts {
         let spec = format!(
             "name: app-{r}\nidentity: [{{header: x-user-id}}]\nstable: v1\ncanary: v2\n\
@@ -183,19 +201,63 @@ async fn main() -> anyhow::Result<()> {
     let known = proxies.as_array().map_or(0, Vec::len);
     let rss1 = rss_kib(pid)?;
 
-    let not_modified = hammer(&url, &a, pid, Some(etag), revision).await?;
-    let full = hammer(&url, &a, pid, None, revision).await?;
+    let pooled = || anyhow::Ok(client()?.pool_max_idle_per_host(a.concurrency));
+    let not_modified = hammer(&url, a, pid, Some(etag.clone()), revision, pooled()?).await?;
+    let full = hammer(&url, a, pid, None, revision, pooled()?).await?;
+    let reconnecting = match certs {
+        None => None,
+        Some(_) => Some(
+            hammer(
+                &url,
+                a,
+                pid,
+                Some(etag),
+                revision,
+                client()?.pool_max_idle_per_host(0),
+            )
+            .await?,
+        ),
+    };
+    Ok(Measured {
+        not_modified,
+        full,
+        reconnecting,
+        doc_bytes,
+        known,
+        rss0,
+        rss1,
+    })
+}
 
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider: one for the process.
+    dimmer::tls::install_provider();
+    let a = Args::parse();
+    let plain = measure(&a, None).await?;
+    let dir = tempfile::tempdir()?;
+    let tls = match a.tls {
+        false => None,
+        true => Some(measure(&a, Some(&TestCerts::new(dir.path())?)).await?),
+    };
     println!(
-        "GET /v1/config on this machine's 2 cores (client and controller share them), {} rollouts in the document ({doc_bytes} bytes), {} concurrent polls, {} s per path\n",
-        a.rollouts, a.concurrency, a.seconds
+        "GET /v1/config on this machine's 2 cores (client and controller share them), {} rollouts in the document ({} bytes), {} concurrent polls, {} s per path\n",
+        a.rollouts, plain.doc_bytes, a.concurrency, a.seconds
     );
     println!("| path | polls/s | controller CPU per poll | one core's polls/s | CPU for 10,000 proxies polling once a second |");
     println!("|---|---:|---:|---:|---:|");
-    for (name, r) in [
-        ("304 (unchanged)", &not_modified),
-        ("200 (document)", &full),
-    ] {
+    let mut rows = vec![
+        ("304 (unchanged)", &plain.not_modified),
+        ("200 (document)", &plain.full),
+    ];
+    if let Some(t) = &tls {
+        rows.push(("TLS 304 (unchanged, connection kept)", &t.not_modified));
+        rows.push(("TLS 200 (document, connection kept)", &t.full));
+        if let Some(r) = &t.reconnecting {
+            rows.push(("TLS 304, a new connection (full handshake) each", r));
+        }
+    }
+    for (name, r) in rows {
         let per_poll_us = 1e6 * r.cpu_s / r.polls.max(1) as f64;
         println!(
             "| {name} | {:.0} | {:.1} µs | {:.0} | {:.2} cores |",
@@ -206,10 +268,19 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "\nregistry: {known} proxies known; controller RSS {:.1} MiB before they polled, {:.1} MiB after: {:.0} bytes per proxy",
-        rss0 / 1024.0,
-        rss1 / 1024.0,
-        (rss1 - rss0) * 1024.0 / known.max(1) as f64
+        "\nregistry: {} proxies known; controller RSS {:.1} MiB before they polled, {:.1} MiB after: {:.0} bytes per proxy",
+        plain.known,
+        plain.rss0 / 1024.0,
+        plain.rss1 / 1024.0,
+        (plain.rss1 - plain.rss0) * 1024.0 / plain.known.max(1) as f64
     );
+    if let Some(t) = &tls {
+        println!(
+            "over TLS: {} proxies known; RSS {:.1} → {:.1} MiB",
+            t.known,
+            t.rss0 / 1024.0,
+            t.rss1 / 1024.0
+        );
+    }
     Ok(())
 }
