@@ -160,7 +160,7 @@ bench-registry: build
 # Envoy Gateway; prints the digest to pin (deploy/, docs/istio.md).
 oci: wasm
 	cargo build --release -q -p dimmer-e2e --bin dimmer-oci
-	target/release/dimmer-oci
+	target/release/dimmer-oci $(OCI_ARGS)
 
 # Not in `make test`: SOAK_MINUTES of load, rollouts and config changes,
 # recording failures and memory (bench/RESULTS.md).

@@ -7,8 +7,9 @@
 #                 controllers, and every controller of a fleet gets the same
 #   viewer-token  for Prometheus' ServiceMonitor
 #   proxy-token   the filter's poll token, also written into
-#   filter-token/token.yaml, the patch the Istio and Envoy Gateway overlays
-#                 apply, so the filter polls with the Secret's own token.
+#   filter-token/token.yaml, the patch the Istio overlay applies, and
+#   envoyfilter/envoyfilter.yaml, the EnvoyFilter alternative with the token
+#                 in its JSON, so the filter polls with the Secret's own token.
 # Then: kubectl apply -k deploy/overlays/single (or fleet, istio, …).
 # Refuses to replace an audit key (records it checked would no longer
 # verify) unless FORCE=1.
@@ -20,7 +21,7 @@ if [ -e "$dir/audit.key" ] && [ -z "${FORCE:-}" ]; then
   exit 1
 fi
 umask 077
-mkdir -p "$dir/filter-token"
+mkdir -p "$dir/filter-token" "$dir/envoyfilter"
 # Every token by `dimmer token create`: tokens.yaml keeps only digests; the
 # tokens themselves go to files beside it, for you (admin-token,
 # operator-token) and for what must present them (viewer-token for
@@ -47,4 +48,12 @@ cat > "$dir/filter-token/token.yaml" <<YAML
   path: /spec/pluginConfig/controller/token
   value: "$proxy"
 YAML
+# The EnvoyFilter carries its config as a JSON string kustomize cannot
+# patch into: written whole, from the shipped one, with the token in it.
+placeholder='<the proxy token in deploy/secrets/proxy-token, made by deploy/new-secrets.sh>'
+sed "s|$placeholder|$proxy|" "$(dirname "$0")/istio/envoyfilter.yaml" > "$dir/envoyfilter/envoyfilter.yaml"
+if grep -q '<the proxy token' "$dir/envoyfilter/envoyfilter.yaml"; then
+  echo "deploy/istio/envoyfilter.yaml: its token placeholder changed; $dir/envoyfilter/envoyfilter.yaml still has one" >&2
+  exit 1
+fi
 echo "wrote $dir: tokens.yaml (digests only), the audit key, the filter's token patch; the tokens themselves in admin-token, operator-token (CI's DIMMER_TOKEN), viewer-token, proxy-token"

@@ -25,7 +25,7 @@ use serde_json::Value;
 const KUBERNETES: [&str; 2] = ["1.27.0", "1.37.0"];
 
 /// The overlays a user applies, and the kinds each renders.
-const OVERLAYS: [(&str, &[&str]); 5] = [
+const OVERLAYS: [(&str, &[&str]); 6] = [
     (
         "overlays/single",
         &[
@@ -47,6 +47,7 @@ const OVERLAYS: [(&str, &[&str]); 5] = [
         ],
     ),
     ("overlays/istio", &["WasmPlugin"]),
+    ("overlays/istio-envoyfilter", &["EnvoyFilter"]),
     ("envoy-gateway", &["EnvoyExtensionPolicy"]),
     (
         "prometheus-operator",
@@ -78,10 +79,56 @@ fn copy_deploy() -> tempfile::TempDir {
         "viewer-token",
         "proxy-token",
         "filter-token/token.yaml",
+        "envoyfilter/envoyfilter.yaml",
     ] {
         let _ = std::fs::remove_file(secrets.join(f));
     }
     dir
+}
+
+/// `make oci` pins what it built: the rendered Istio and Envoy Gateway
+/// manifests then name the module by the digest it printed.
+#[test]
+fn make_oci_pins_the_module_it_built_by_digest() {
+    let deploy = copy_deploy();
+    let d = deploy.path();
+    assert!(new_secrets(d).status.success());
+    let layout = tempfile::tempdir().unwrap();
+    let bin = dimmer_binary().unwrap().with_file_name("dimmer-oci");
+    let out = Command::new(&bin)
+        .arg("--out")
+        .arg(layout.path().join("dimmer-filter"))
+        .arg("--deploy")
+        .arg(d)
+        .args(["--repository", "registry.test/team/dimmer-filter"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digest = said
+        .lines()
+        .find_map(|l| l.strip_prefix("digest "))
+        .unwrap()
+        .to_owned();
+    let (_, istio) = kustomize(d, "overlays/istio").unwrap();
+    let plugin = of_kind(&istio, "WasmPlugin");
+    assert_eq!(
+        plugin["spec"]["url"],
+        format!("oci://registry.test/team/dimmer-filter@{digest}")
+    );
+    assert_eq!(
+        plugin["spec"]["sha256"],
+        digest.trim_start_matches("sha256:")
+    );
+    let (_, gateway) = kustomize(d, "envoy-gateway").unwrap();
+    assert_eq!(
+        of_kind(&gateway, "EnvoyExtensionPolicy")["spec"]["wasm"][0]["code"]["image"]["url"],
+        format!("registry.test/team/dimmer-filter@{digest}")
+    );
 }
 
 fn new_secrets(deploy: &Path) -> std::process::Output {
@@ -274,16 +321,38 @@ fn every_overlay_renders_and_passes_kubernetes_schemas_strictly() {
             }
         }
     }
-    // The EnvoyFilter alternative (for Istio before 1.20) is not in an
-    // overlay: checked as it is shipped.
-    let (ok, said) = check_crds(&workspace_root().join("deploy/istio/envoyfilter.yaml"));
-    assert!(ok && said.contains("EnvoyFilter dimmer: ok"), "{said}");
-    // The filter polls with the Secret's own proxy token, on the client side.
+    // The filter polls with the Secret's own proxy token, on the client side,
+    // in the WasmPlugin and in the EnvoyFilter alternative alike.
     let (_, istio) = kustomize(d, "overlays/istio").unwrap();
     let plugin = of_kind(&istio, "WasmPlugin");
     assert_eq!(
         plugin["spec"]["pluginConfig"]["controller"]["token"],
         proxy.as_str()
+    );
+    let (_, envoyfilter) = kustomize(d, "overlays/istio-envoyfilter").unwrap();
+    let patch = &of_kind(&envoyfilter, "EnvoyFilter")["spec"]["configPatches"][0];
+    assert_eq!(patch["match"]["context"], "SIDECAR_OUTBOUND");
+    let config: Value = serde_json::from_str(
+        patch["patch"]["value"]["typed_config"]["config"]["configuration"]["value"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["controller"]["token"], proxy.as_str());
+    // The module by digest, the same in the URL and in Istio's check.
+    let url = plugin["spec"]["url"].as_str().unwrap();
+    let hex = plugin["spec"]["sha256"].as_str().unwrap();
+    assert!(
+        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{hex}"
+    );
+    assert!(url.ends_with(&format!("@sha256:{hex}")), "{url}");
+    let (_, gateway) = kustomize(d, "envoy-gateway").unwrap();
+    let image =
+        &of_kind(&gateway, "EnvoyExtensionPolicy")["spec"]["wasm"][0]["code"]["image"]["url"];
+    assert!(
+        image.as_str().unwrap().ends_with(&format!("@sha256:{hex}")),
+        "{image}"
     );
     assert_eq!(
         plugin["spec"]["match"],
