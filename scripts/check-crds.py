@@ -26,11 +26,13 @@ from pydantic import ValidationError
 
 from cloudcoil.models.istio.extensions import v1alpha1 as istio_extensions
 from cloudcoil.models.istio.networking import v1alpha3 as istio_networking
+from cloudcoil.models.istio.security import v1 as istio_security
 from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
 
 MODELS = {
     ("extensions.istio.io/v1alpha1", "WasmPlugin"): istio_extensions.WasmPlugin,
     ("networking.istio.io/v1alpha3", "EnvoyFilter"): istio_networking.EnvoyFilter,
+    ("security.istio.io/v1", "PeerAuthentication"): istio_security.PeerAuthentication,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): prometheus_operator.ServiceMonitor,
     ("monitoring.coreos.com/v1", "PrometheusRule"): prometheus_operator.PrometheusRule,
 }

@@ -166,9 +166,10 @@ fn validator() -> PathBuf {
 }
 
 /// Kinds `scripts/check-crds.py` holds to their upstream CRD schema.
-const CRD_KINDS: [&str; 4] = [
+const CRD_KINDS: [&str; 5] = [
     "WasmPlugin",
     "EnvoyFilter",
+    "PeerAuthentication",
     "ServiceMonitor",
     "PrometheusRule",
 ];
@@ -419,7 +420,15 @@ fn a_strict_check_that_can_fail_and_missing_secrets_named() {
 
 /// The rendered Secret's files, decoded.
 fn secret_files(docs: &[Value]) -> BTreeMap<String, Vec<u8>> {
-    let secret = of_kind(docs, "Secret");
+    secret_named(docs, "dimmer-secrets")
+}
+
+/// The files of the rendered Secret `name`, decoded.
+fn secret_named(docs: &[Value], name: &str) -> BTreeMap<String, Vec<u8>> {
+    let secret = docs
+        .iter()
+        .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no Secret {name}"));
     secret["data"]
         .as_object()
         .unwrap()
@@ -444,7 +453,6 @@ fn start_rendered(
     port: u16,
     store: Option<&str>,
 ) -> (Child, Vec<String>) {
-    let files = secret_files(docs);
     let deployment = of_kind(docs, "Deployment");
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
@@ -462,6 +470,7 @@ fn start_rendered(
         let at = dir.join(name);
         std::fs::create_dir_all(&at).unwrap();
         if let Some(items) = v["secret"]["items"].as_array() {
+            let files = secret_named(docs, v["secret"]["secretName"].as_str().unwrap());
             for i in items {
                 let key = i["key"].as_str().unwrap();
                 let bytes = files
@@ -472,6 +481,8 @@ fn start_rendered(
         }
         moved.push((mounts[name].clone(), at));
     }
+    // The longest mount path first: /etc/dimmer-tls is not /etc/dimmer's.
+    moved.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
     let args: Vec<String> = container["args"]
         .as_array()
         .unwrap()
@@ -499,7 +510,17 @@ fn start_rendered(
 }
 
 async fn answers(child: &mut Child, args: &[String], url: &str, path: &str, token: &str) -> u16 {
-    let http = reqwest::Client::new();
+    answers_with(&reqwest::Client::new(), child, args, url, path, token).await
+}
+
+async fn answers_with(
+    http: &reqwest::Client,
+    child: &mut Child,
+    args: &[String],
+    url: &str,
+    path: &str,
+    token: &str,
+) -> u16 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -581,6 +602,98 @@ async fn the_controller_starts_from_the_rendered_single_and_fleet_overlays() {
             403,
             "{overlay}"
         );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The TLS and mesh components, composed as a platform team would: the
+/// rendered objects pass the same strict checks, and the controller starts
+/// from `single` + `tls` serving HTTPS with the Secret's certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tls_and_mesh_components_compose_with_the_overlays() {
+    let deploy = copy_deploy();
+    let d = deploy.path();
+    assert!(new_secrets(d).status.success());
+    let certs = dimmer_e2e::tls::TestCerts::new(d).unwrap();
+    let single_tls = d.join("overlays/single-tls");
+    std::fs::create_dir_all(&single_tls).unwrap();
+    std::fs::copy(&certs.cert, single_tls.join("tls.crt")).unwrap();
+    std::fs::copy(&certs.key, single_tls.join("tls.key")).unwrap();
+    std::fs::write(
+        single_tls.join("kustomization.yaml"),
+        "resources: [../single]\ncomponents: [../../components/tls]\n\
+         generatorOptions: {disableNameSuffixHash: true}\n\
+         secretGenerator:\n- {name: dimmer-tls, namespace: dimmer-system, type: kubernetes.io/tls, files: [tls.crt, tls.key]}\n",
+    )
+    .unwrap();
+    let fleet_mesh = d.join("overlays/fleet-mesh");
+    std::fs::create_dir_all(&fleet_mesh).unwrap();
+    std::fs::write(
+        fleet_mesh.join("kustomization.yaml"),
+        "resources: [../fleet]\ncomponents: [../../components/mesh]\n",
+    )
+    .unwrap();
+    for overlay in ["overlays/single-tls", "overlays/fleet-mesh"] {
+        let (text, docs) = kustomize(d, overlay).unwrap_or_else(|e| panic!("{overlay}: {e}"));
+        let file = d.join(format!("{}.rendered.yaml", overlay.replace('/', "-")));
+        std::fs::write(&file, &text).unwrap();
+        for version in KUBERNETES {
+            let v = Command::new(validator())
+                .args(["--strict", "--quiet", "-k", version])
+                .arg(&file)
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&v.stdout).into_owned()
+                + &String::from_utf8_lossy(&v.stderr);
+            assert!(
+                v.status.success() && !said.contains("ERROR"),
+                "{overlay} against {version}:\n{said}"
+            );
+        }
+        let crds = check_crds(&file);
+        assert!(crds.0, "{overlay}:\n{}", crds.1);
+        let pod = &of_kind(&docs, "Deployment")["spec"]["template"]["spec"];
+        assert_eq!(restricted(pod), Vec::<String>::new(), "{overlay}");
+        if overlay.ends_with("mesh") {
+            assert!(
+                crds.1.contains("PeerAuthentication dimmer: ok"),
+                "{}",
+                crds.1
+            );
+            let ns = of_kind(&docs, "Namespace");
+            assert_eq!(ns["metadata"]["labels"]["istio-injection"], "enabled");
+            continue;
+        }
+        let container = &pod["containers"][0];
+        assert_eq!(container["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+        assert_eq!(container["livenessProbe"]["httpGet"]["scheme"], "HTTPS");
+        // Started as rendered: HTTPS with the Secret's certificate, plain
+        // HTTP refused.
+        let state = tempfile::tempdir().unwrap();
+        let port = free_port().unwrap();
+        let (mut child, args) = start_rendered(&docs, state.path(), port, None);
+        let https = dimmer::tls::http_client(Some(&certs.ca))
+            .unwrap()
+            .build()
+            .unwrap();
+        let url = format!("https://127.0.0.1:{port}");
+        assert_eq!(
+            answers_with(&https, &mut child, &args, &url, "/livez", "").await,
+            200,
+            "{args:?}"
+        );
+        let viewer = String::from_utf8(secret_files(&docs)["viewer-token"].clone()).unwrap();
+        assert_eq!(
+            answers_with(&https, &mut child, &args, &url, "/v1/rollouts", &viewer).await,
+            200
+        );
+        let plain = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/livez"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        assert!(plain.is_err(), "{plain:?}");
         let _ = child.kill();
         let _ = child.wait();
     }
