@@ -2,6 +2,7 @@
 //! loopback ports or each on a test host of its own, each a process of its
 //! own that a test can kill.
 
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,15 @@ pub struct Member {
 pub struct Etcd {
     pub members: Vec<Member>,
     dir: tempfile::TempDir,
+    tls: Option<EtcdTls>,
+}
+
+/// An etcd that speaks only TLS and asks clients for a certificate.
+struct EtcdTls {
+    ca: PathBuf,
+    /// A client's certificate and key (the controllers', the harness's).
+    client: (PathBuf, PathBuf),
+    server: (PathBuf, PathBuf),
 }
 
 impl Etcd {
@@ -35,7 +45,71 @@ impl Etcd {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Self::start_at(sites).await
+        Self::start_at(sites, None).await
+    }
+
+    /// `n` members serving clients over TLS only (`--client-cert-auth`), with
+    /// certificates from `certs`' CA.
+    pub async fn start_tls(n: usize, certs: &crate::tls::TestCerts) -> anyhow::Result<Etcd> {
+        let sites = (0..n)
+            .map(|_| {
+                Ok(Site {
+                    address: "127.0.0.1".into(),
+                    client: free_port()?,
+                    peer: free_port()?,
+                    wrapper: Vec::new(),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let tls = EtcdTls {
+            ca: certs.ca.clone(),
+            client: certs.issue_client("etcd-client")?,
+            server: certs.issue_pair("etcd-server", &["localhost", "127.0.0.1"])?,
+        };
+        Self::start_at(sites, Some(tls)).await
+    }
+
+    /// `dimmer serve`'s flags for this etcd's TLS (none without).
+    pub fn client_args(&self) -> Vec<String> {
+        match &self.tls {
+            None => Vec::new(),
+            Some(t) => vec![
+                "--etcd-ca".into(),
+                t.ca.display().to_string(),
+                "--etcd-cert".into(),
+                t.client.0.display().to_string(),
+                "--etcd-key".into(),
+                t.client.1.display().to_string(),
+            ],
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// A client of etcd's JSON gateway (with the client certificate over TLS).
+    fn http(&self) -> reqwest::Client {
+        let Some(t) = &self.tls else {
+            return reqwest::Client::new();
+        };
+        let identity = std::fs::read(&t.client.0)
+            .and_then(|mut c| {
+                c.extend(std::fs::read(&t.client.1)?);
+                Ok(c)
+            })
+            .ok()
+            .and_then(|pem| reqwest::Identity::from_pem(&pem).ok());
+        let mut b =
+            dimmer::tls::http_client(Some(&t.ca)).unwrap_or_else(|_| dimmer::tls::client_builder());
+        if let Some(id) = identity {
+            b = b.identity(id);
+        }
+        b.build().unwrap_or_default()
     }
 
     /// One member on each of `hosts` (test hosts, `crate::netns`), on
@@ -50,10 +124,11 @@ impl Etcd {
                 wrapper: h.wrapper(),
             })
             .collect();
-        Self::start_at(sites).await
+        Self::start_at(sites, None).await
     }
 
-    async fn start_at(sites: Vec<Site>) -> anyhow::Result<Etcd> {
+    async fn start_at(sites: Vec<Site>, tls: Option<EtcdTls>) -> anyhow::Result<Etcd> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let dir = tempfile::tempdir()?;
         let cluster: Vec<String> = sites
             .iter()
@@ -66,11 +141,17 @@ impl Etcd {
             let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
             let mut cmd = crate::wrapped::wrapped(&site.wrapper, "etcd");
             let (a, client, peer) = (&site.address, site.client, site.peer);
+            if let Some(t) = &tls {
+                cmd.arg(format!("--cert-file={}", t.server.0.display()))
+                    .arg(format!("--key-file={}", t.server.1.display()))
+                    .arg(format!("--trusted-ca-file={}", t.ca.display()))
+                    .arg("--client-cert-auth");
+            }
             let child = cmd
                 .args(["--name", &name])
                 .arg(format!("--data-dir={}", dir.path().join(&name).display()))
-                .arg(format!("--listen-client-urls=http://{a}:{client}"))
-                .arg(format!("--advertise-client-urls=http://{a}:{client}"))
+                .arg(format!("--listen-client-urls={scheme}://{a}:{client}"))
+                .arg(format!("--advertise-client-urls={scheme}://{a}:{client}"))
                 .arg(format!("--listen-peer-urls=http://{a}:{peer}"))
                 .arg(format!("--initial-advertise-peer-urls=http://{a}:{peer}"))
                 .arg(format!("--initial-cluster={}", cluster.join(",")))
@@ -89,14 +170,16 @@ impl Etcd {
                 client_port: client,
             });
         }
-        let etcd = Etcd { members, dir };
+        let etcd = Etcd { members, dir, tls };
         etcd.wait_healthy(Duration::from_secs(30)).await?;
         Ok(etcd)
     }
 
-    /// `etcd://A:P,B:Q,…`, as `dimmer serve --store` takes it.
+    /// `etcd://A:P,B:Q,…` (`etcds://` over TLS), as `dimmer serve --store`
+    /// takes it.
     pub fn store_url(&self) -> String {
-        format!("etcd://{}", self.endpoints().join(","))
+        let scheme = if self.tls.is_some() { "etcds" } else { "etcd" };
+        format!("{scheme}://{}", self.endpoints().join(","))
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -109,13 +192,15 @@ impl Etcd {
     /// The member that leads etcd's Raft now, as the members that answer
     /// say (through etcd's JSON gateway).
     pub async fn raft_leader(&self) -> Option<usize> {
-        let http = reqwest::Client::new();
+        let http = self.http();
         let mut ids = Vec::new();
         let mut leader = None;
         for m in &self.members {
             let url = format!(
-                "http://{}:{}/v3/maintenance/status",
-                m.address, m.client_port
+                "{}://{}:{}/v3/maintenance/status",
+                self.scheme(),
+                m.address,
+                m.client_port
             );
             let answer = http
                 .post(url)
@@ -137,12 +222,17 @@ impl Etcd {
 
     async fn wait_healthy(&self, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
-        let http = reqwest::Client::new();
+        let http = self.http();
         loop {
             let mut healthy = 0;
             for m in &self.members {
                 let ok = http
-                    .get(format!("http://{}:{}/health", m.address, m.client_port))
+                    .get(format!(
+                        "{}://{}:{}/health",
+                        self.scheme(),
+                        m.address,
+                        m.client_port
+                    ))
                     .timeout(Duration::from_millis(500))
                     .send()
                     .await;

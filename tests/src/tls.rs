@@ -98,13 +98,20 @@ impl TestCerts {
     /// A client certificate for `name` signed by this CA (a proxy's, for
     /// mutual TLS), written beside the others: `(certificate, key)`.
     pub fn issue_client(&self, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
-        let params = CertificateParams::new(vec![name.to_string()])?;
+        self.issue_pair(name, &[name])
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses) signed by this
+    /// CA, written beside the others as `STEM.pem` and `STEM.key`.
+    pub fn issue_pair(&self, stem: &str, names: &[&str]) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         let dir = self.ca.parent().unwrap_or(Path::new("."));
         let (cert_path, key_path) = (
-            dir.join(format!("{name}.pem")),
-            dir.join(format!("{name}.key")),
+            dir.join(format!("{stem}.pem")),
+            dir.join(format!("{stem}.key")),
         );
         std::fs::write(&key_path, key.serialize_pem())?;
         std::fs::write(&cert_path, cert.pem())?;

@@ -640,6 +640,7 @@ async fn a_write_without_the_leaders_lease_is_refused_ever() -> anyhow::Result<(
         "/fence-test/",
         AuditKey::from_bytes([7; 32]),
         Duration::from_secs(2),
+        None,
     )
     .await?;
     let spec = RolloutSpec::from_yaml(&spec_yaml(&[(10.0, "1s")], 10))?;

@@ -339,10 +339,17 @@ async fn a_proxy_polls_by_its_client_certificate_with_no_token() -> anyhow::Resu
     let certs = TestCerts::new(dir.path())?;
     let (client_cert, client_key) = certs.issue_client("edge-1.proxies.test")?;
     let admin = free_port()?;
+    let revoked = dir.path().join("revoked.txt");
+    std::fs::write(&revoked, "# none yet\n")?;
     let controller = Controller::start_tls(
         MetricsFrom::EnvoyAdmin(admin),
         &certs,
-        &["--client-ca", &certs.ca.display().to_string()],
+        &[
+            "--client-ca",
+            &certs.ca.display().to_string(),
+            "--revoked-certs",
+            &revoked.display().to_string(),
+        ],
     )
     .await?;
     // The shipped TLS template with a client certificate in its upstream
@@ -387,5 +394,116 @@ async fn a_proxy_polls_by_its_client_certificate_with_no_token() -> anyhow::Resu
         .send()
         .await?;
     assert_eq!(anonymous.status(), 401);
+
+    // Revoking that one certificate: its polls are refused within a
+    // second or two, by name, with no restart; the proxy keeps its config.
+    let pem = std::fs::read_to_string(&client_cert)?;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD.decode(b64)?;
+    let fingerprint = dimmer_e2e::oci::sha256(&der);
+    let fingerprint = fingerprint.trim_start_matches("sha256:");
+    let text = lab.envoy.prometheus().await?;
+    let before = sample(&text, "dimmer_poll_failures", &[]);
+    std::fs::write(&revoked, format!("{fingerprint}  # edge-1, lost\n"))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = lab.envoy.prometheus().await?;
+        if sample(&text, "dimmer_poll_failures", &[]) > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a revoked certificate still polls"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut identity = std::fs::read(&client_cert)?;
+    identity.extend(std::fs::read(&client_key)?);
+    let as_proxy = dimmer::tls::http_client(Some(&certs.ca))?
+        .identity(reqwest::Identity::from_pem(&identity)?)
+        .build()?;
+    let r = as_proxy
+        .get(format!("{}/v1/config", controller.url()))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 403);
+    let said = r.text().await?;
+    assert!(
+        said.contains("edge-1.proxies.test") && said.contains("revoked"),
+        "{said}"
+    );
+    let versions = lab.client.versions_of(&users("revoked", 200), 16).await?;
+    let on_v2 = versions.iter().filter(|v| *v == "v2").count();
+    assert!((50..150).contains(&on_v2), "the last good split: {on_v2}");
+    Ok(())
+}
+
+/// A fleet's store over TLS: etcd serving clients only over TLS and asking
+/// each for a certificate (`--client-cert-auth`); the controller connects
+/// with `--store etcds://` and its own certificate, keeps its state there
+/// across a restart; without the CA, or without a client certificate, it
+/// does not start, and says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleets_store_is_reached_over_tls_with_a_client_certificate() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let certs = TestCerts::new(dir.path())?;
+    let etcd = Etcd::start_tls(1, &certs).await?;
+    let store = etcd.store_url();
+    assert!(store.starts_with("etcds://"), "{store}");
+    let tls_args = etcd.client_args();
+    let mut args: Vec<&str> = vec!["--store", &store, "--advertise", "{URL}"];
+    args.extend(tls_args.iter().map(String::as_str));
+    let admin = free_port()?;
+    let mut c = Controller::start(MetricsFrom::EnvoyAdmin(admin), &args).await?;
+    let path = c.dir().join("spec.yaml");
+    std::fs::write(&path, spec_yaml(&[(50.0, "10m"), (100.0, "10m")], 1000))?;
+    c.ok(&["apply", "-f", &path.display().to_string()])?;
+    c.restart().await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = c.rollout("checkout").await;
+        if s.as_ref().is_ok_and(|s| s["name"] == "checkout") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rollout is not in etcd: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let refused = |extra: &[&str]| {
+        let mut a: Vec<String> = vec![
+            "--store".into(),
+            store.clone(),
+            "--advertise".into(),
+            "{URL}".into(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    // No CA: refused before any connection, naming the flag.
+    let a = refused(&[]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let err = match Controller::start(MetricsFrom::EnvoyAdmin(admin), &a).await {
+        Ok(_) => panic!("started against a TLS etcd without its CA"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("needs --etcd-ca"), "{err}");
+    // The CA but no client certificate: etcd refuses the handshake.
+    let ca = certs.ca.display().to_string();
+    let a = refused(&["--etcd-ca", &ca]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let err = match Controller::start(MetricsFrom::EnvoyAdmin(admin), &a).await {
+        Ok(_) => panic!("started without a client certificate"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("connecting to etcds://")
+            && (err.contains("refused this controller's certificate")
+                || err.contains("give --etcd-cert")),
+        "{err}"
+    );
     Ok(())
 }

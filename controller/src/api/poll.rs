@@ -51,13 +51,19 @@ pub(super) async fn config(
     let who = match peer {
         // Mutual TLS: a client certificate the --client-ca verified is a
         // proxy, without a token; a token, when sent, still decides.
-        Some(Extension(PeerCert(Some(fingerprint))))
-            if !headers.contains_key(header::AUTHORIZATION) =>
-        {
+        Some(Extension(PeerCert(Some(cert)))) if !headers.contains_key(header::AUTHORIZATION) => {
+            let name = cert.name.clone().unwrap_or_else(|| "(no name)".into());
+            if app.revoked.contains(&cert.fingerprint) {
+                return Err(AuthError::Revoked {
+                    name,
+                    fingerprint: cert.fingerprint,
+                }
+                .into());
+            }
             Principal {
                 name: format!(
-                    "proxy certificate {}",
-                    &fingerprint[..16.min(fingerprint.len())]
+                    "proxy certificate {name} ({})",
+                    &cert.fingerprint[..16.min(cert.fingerprint.len())]
                 ),
                 role: Role::Proxy,
                 teams: None,

@@ -16,7 +16,7 @@ use super::streams::{StreamLimits, Streams};
 use crate::auth::oidc::looks_like_jwt;
 use crate::auth::session::cookie;
 use crate::auth::tokens::{bearer_token, permit};
-use crate::auth::{Auth, AuthError, Oidc, OidcError, Principal, Role, Sessions};
+use crate::auth::{Auth, AuthError, Oidc, OidcError, Principal, Revoked, Role, Sessions};
 
 #[derive(Clone)]
 pub struct App {
@@ -28,6 +28,8 @@ pub struct App {
     pub oidc: Option<Arc<Oidc>>,
     /// The page's signed sessions (with `oidc`).
     pub sessions: Option<Arc<Sessions>>,
+    /// Proxy certificates revoked (`--revoked-certs`).
+    pub revoked: Arc<Revoked>,
 }
 
 /// The header a change from the page carries: its session's CSRF secret.
@@ -41,6 +43,7 @@ impl App {
             streams: Arc::new(Streams::new(StreamLimits::default())),
             oidc: None,
             sessions: None,
+            revoked: Arc::new(Revoked::none()),
         }
     }
 
@@ -83,6 +86,7 @@ impl IntoResponse for ApiError {
                 | AuthError::OutOfScope { .. }
                 | AuthError::NotAProxy { .. }
                 | AuthError::Csrf
+                | AuthError::Revoked { .. }
                 | AuthError::Oidc(OidcError::NoRole { .. }),
             ) => StatusCode::FORBIDDEN,
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,

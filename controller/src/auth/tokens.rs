@@ -39,6 +39,8 @@ pub enum AuthError {
     },
     #[error(transparent)]
     Oidc(#[from] super::oidc::OidcError),
+    #[error("proxy certificate {name} ({fingerprint}) is revoked (--revoked-certs)")]
+    Revoked { name: String, fingerprint: String },
     #[error("a change from the page needs its x-dimmer-csrf header (the session's, from GET /auth/session)")]
     Csrf,
     #[error("tokens file {path}: {reason}")]

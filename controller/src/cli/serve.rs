@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// such a certificate is a proxy, never more (docs/security.md).
     #[arg(long, requires = "tls_cert")]
     client_ca: Option<PathBuf>,
+    /// With --client-ca: proxy certificates that no longer count, by their
+    /// SHA-256 fingerprints, one a line; read again when it changes.
+    #[arg(long, requires = "client_ca")]
+    revoked_certs: Option<PathBuf>,
     /// Converge on this directory of specs (GitOps; kept by git-sync or a
     /// CI checkout): every few seconds while this controller leads, as
     /// `dimmer sync DIR` does (docs/pipeline.md).
@@ -90,6 +94,15 @@ pub struct ServeArgs {
     /// controller serves the config (docs/operations.md, "A fleet").
     #[arg(long)]
     store: Option<String>,
+    /// With --store etcds://: the CA (PEM) of etcd's certificate.
+    #[arg(long, requires = "store")]
+    etcd_ca: Option<PathBuf>,
+    /// With --store etcds://: this controller's client certificate (PEM),
+    /// for an etcd that asks for one (`--client-cert-auth`); with --etcd-key.
+    #[arg(long, requires_all = ["store", "etcd_key"])]
+    etcd_cert: Option<PathBuf>,
+    #[arg(long, requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
     /// With --store etcd: the URL other controllers reach this one at, to
     /// forward mutating calls to it when it leads.
     #[arg(long, requires = "store")]
@@ -100,12 +113,15 @@ pub struct ServeArgs {
     lease_ttl: Duration,
 }
 
-/// `etcd://a:2379,b:2379` as its endpoints.
-fn etcd_endpoints(store: &str) -> anyhow::Result<Vec<String>> {
-    let Some(rest) = store.strip_prefix("etcd://") else {
-        bail!(
-            "--store {store:?}: only etcd://HOST:PORT[,HOST:PORT...] (SQLite is the default, --db)"
-        );
+/// `etcd://a:2379,b:2379` (or `etcds://…`, over TLS) as its endpoints, and
+/// whether TLS.
+fn etcd_endpoints(store: &str) -> anyhow::Result<(Vec<String>, bool)> {
+    let (rest, tls) = match (store.strip_prefix("etcds://"), store.strip_prefix("etcd://")) {
+        (Some(rest), _) => (rest, true),
+        (None, Some(rest)) => (rest, false),
+        _ => bail!(
+            "--store {store:?}: only etcd://HOST:PORT[,HOST:PORT...] or etcds:// for TLS (SQLite is the default, --db)"
+        ),
     };
     let endpoints: Vec<String> = rest
         .split(',')
@@ -116,7 +132,42 @@ fn etcd_endpoints(store: &str) -> anyhow::Result<Vec<String>> {
     if endpoints.is_empty() || endpoints.iter().any(|e| !e.contains(':')) {
         bail!("--store {store:?}: each endpoint is HOST:PORT");
     }
-    Ok(endpoints)
+    let endpoints = match tls {
+        true => endpoints.iter().map(|e| format!("https://{e}")).collect(),
+        false => endpoints,
+    };
+    Ok((endpoints, tls))
+}
+
+/// The TLS to etcd the flags ask for: `etcds://` needs `--etcd-ca`, and
+/// the flags mean nothing without it (never a quiet plain connection).
+fn etcd_tls(
+    tls: bool,
+    ca: Option<&std::path::Path>,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<Option<crate::store::etcd::EtcdTls>> {
+    let read = |flag: &str, p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("{flag} {}", p.display()))
+    };
+    match (tls, ca) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => bail!("--etcd-ca is for TLS: write the store as etcds://HOST:PORT"),
+        (true, None) => {
+            bail!("--store etcds:// needs --etcd-ca FILE, the CA of etcd's certificate")
+        }
+        (true, Some(ca)) => {
+            let ca_pem = read("--etcd-ca", ca)?;
+            if !String::from_utf8_lossy(&ca_pem).contains("-----BEGIN CERTIFICATE-----") {
+                bail!("--etcd-ca {}: no PEM certificate in it", ca.display());
+            }
+            let identity = match (cert, key) {
+                (Some(c), Some(k)) => Some((read("--etcd-cert", c)?, read("--etcd-key", k)?)),
+                _ => None,
+            };
+            Ok(Some(crate::store::etcd::EtcdTls { ca_pem, identity }))
+        }
+    }
 }
 
 /// `ca`: the global `--ca`, the CA of the fleet's controllers' certificates
@@ -144,6 +195,10 @@ pub async fn serve(args: ServeArgs, ca: Option<PathBuf>) -> anyhow::Result<()> {
         tls_key,
         client_ca,
         oidc,
+        revoked_certs,
+        etcd_ca,
+        etcd_cert,
+        etcd_key,
     } = args;
     let args_tls = (tls_cert, tls_key);
     let auth = match (tokens, no_auth) {
@@ -209,7 +264,13 @@ pub async fn serve(args: ServeArgs, ca: Option<PathBuf>) -> anyhow::Result<()> {
             None,
         ),
         Some(url) => {
-            let endpoints = etcd_endpoints(url)?;
+            let (endpoints, tls) = etcd_endpoints(url)?;
+            let tls = etcd_tls(
+                tls,
+                etcd_ca.as_deref(),
+                etcd_cert.as_deref(),
+                etcd_key.as_deref(),
+            )?;
             let Some(me) = advertise.clone() else {
                 bail!("--store etcd needs --advertise URL: where the other controllers reach this one");
             };
@@ -225,6 +286,7 @@ pub async fn serve(args: ServeArgs, ca: Option<PathBuf>) -> anyhow::Result<()> {
                 "/dimmer/",
                 key,
                 Duration::from_secs(2),
+                tls,
             )
             .await
             .with_context(|| format!("connecting to {url}"))?;
@@ -296,14 +358,25 @@ pub async fn serve(args: ServeArgs, ca: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some((oidc, sessions)) = oidc {
         app = app.with_oidc(oidc, sessions);
     }
+    if let Some(path) = &revoked_certs {
+        app.revoked = Arc::new(crate::auth::Revoked::from_file(path)?);
+    }
     // The tokens file is read again when it changes: a token created or
     // revoked takes effect within a second, and a bad edit keeps the last
     // good tokens.
     let auth = std::sync::Arc::clone(&app.auth);
+    let revoked = Arc::clone(&app.revoked);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_millis(250));
         loop {
             every.tick().await;
+            match revoked.reload() {
+                Ok(true) => tracing::info!("revoked certificates changed: the new list applies"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "revoked certificates not reloaded; the last good list still applies")
+                }
+            }
             match auth.reload() {
                 Ok(true) => tracing::info!("tokens file changed: its tokens now apply"),
                 Ok(false) => {}

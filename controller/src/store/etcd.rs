@@ -51,23 +51,63 @@ fn retryable(e: &str) -> bool {
     e.contains("connect error") || e.contains("unavailable") || e.contains("leader changed")
 }
 
+/// TLS to etcd: the CA that signed its certificate, and this controller's
+/// own certificate and key when etcd asks for one (`--client-cert-auth`).
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    pub ca_pem: Vec<u8>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 impl EtcdStore {
-    /// Connects to `endpoints` (`host:port`), keeping everything under
-    /// `prefix` (`/dimmer/`).
+    /// Connects to `endpoints` (`host:port`, or `https://host:port` with
+    /// `tls`), keeping everything under `prefix` (`/dimmer/`).
     pub async fn connect(
         endpoints: &[String],
         prefix: &str,
         key: AuditKey,
         timeout: Duration,
+        tls: Option<EtcdTls>,
     ) -> Result<EtcdStore, StoreError> {
-        let options = etcd_client::ConnectOptions::new()
+        let mut options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout)
             .with_keep_alive(Duration::from_secs(1), timeout);
-        let client = tokio::time::timeout(timeout, Client::connect(endpoints, Some(options)))
+        let tls_without_identity = tls.as_ref().is_some_and(|t| t.identity.is_none());
+        if let Some(tls) = tls {
+            let mut t = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(tls.ca_pem));
+            if let Some((cert, key)) = tls.identity {
+                t = t.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(t);
+        }
+        let mut client = tokio::time::timeout(timeout, Client::connect(endpoints, Some(options)))
             .await
             .map_err(|_| etcd(format!("no answer from {endpoints:?} within {timeout:?}")))?
             .map_err(etcd)?;
+        // The connection is made lazily: one read now, so that a refused
+        // certificate is said at start, plainly.
+        let probe = tokio::time::timeout(
+            timeout,
+            client.get(prefix, Some(GetOptions::new().with_limit(1))),
+        )
+        .await
+        .map_err(|_| etcd(format!("no answer from {endpoints:?} within {timeout:?}")))?;
+        if let Err(e) = probe {
+            let text = format!("{e:?}");
+            let hint = if text.contains("BadCertificate") || text.contains("CertificateRequired") {
+                ": etcd refused this controller's certificate (give --etcd-cert and --etcd-key, signed by a CA etcd trusts)"
+            } else if tls_without_identity && (text.contains("closed") || text.contains("Canceled"))
+            {
+                ": etcd closed the connection: it may ask clients for a certificate (--client-cert-auth); give --etcd-cert and --etcd-key"
+            } else if text.contains("UnknownIssuer") || text.contains("NotValidForName") {
+                ": etcd's certificate is not one --etcd-ca vouches for (or not for this address)"
+            } else {
+                ""
+            };
+            return Err(etcd(format!("{e}{hint}")));
+        }
         Ok(EtcdStore {
             client,
             key,

@@ -8,4 +8,4 @@ mod client;
 mod server;
 
 pub use client::{client_builder, http_client, install_provider, TlsClientError};
-pub use server::{serve, CertFiles, PeerCert, ReloadingCert, TlsError};
+pub use server::{serve, CertFiles, ClientCert, PeerCert, ReloadingCert, TlsError};

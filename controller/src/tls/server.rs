@@ -42,11 +42,50 @@ pub enum TlsError {
 }
 
 /// The client certificate a connection presented and the `--client-ca`
-/// verified, by its SHA-256 fingerprint (hex): a proxy's identity in
-/// mutual TLS. Every request of a TLS connection carries one (`None`
-/// without a certificate).
+/// verified: a proxy's identity in mutual TLS. Every request of a TLS
+/// connection carries one (`None` without a certificate).
 #[derive(Debug, Clone)]
-pub struct PeerCert(pub Option<String>);
+pub struct PeerCert(pub Option<ClientCert>);
+
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    /// SHA-256 of the certificate (hex): what `--revoked-certs` lists.
+    pub fingerprint: String,
+    /// Its first DNS or URI name (a SPIFFE ID, say), else its subject's
+    /// common name: who the proxy is in the log and the audit.
+    pub name: Option<String>,
+}
+
+impl ClientCert {
+    pub fn of(der: &[u8]) -> ClientCert {
+        ClientCert {
+            fingerprint: hex::encode(Sha256::digest(der)),
+            name: cert_name(der),
+        }
+    }
+}
+
+fn cert_name(der: &[u8]) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .and_then(|san| {
+            san.value.general_names.iter().find_map(|n| match n {
+                GeneralName::DNSName(d) | GeneralName::URI(d) => Some((*d).to_owned()),
+                _ => None,
+            })
+        });
+    san.or_else(|| {
+        cert.subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned)
+    })
+}
 
 /// A verifier of client certificates against the CA in `path`, for mutual
 /// TLS: a client may still come without one (people with tokens do).
@@ -260,7 +299,7 @@ pub async fn serve(
                     .1
                     .peer_certificates()
                     .and_then(<[_]>::first)
-                    .map(|leaf| hex::encode(Sha256::digest(leaf.as_ref()))),
+                    .map(|leaf| ClientCert::of(leaf.as_ref())),
             );
             let service = TowerToHyperService::new(
                 app.layer(Extension(ConnectInfo(addr)))

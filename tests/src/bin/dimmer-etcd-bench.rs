@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         "/bench/",
         AuditKey::from_bytes([9; 32]),
         Duration::from_secs(5),
+        None,
     )
     .await?;
     let mut c = store.client();
