@@ -12,10 +12,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::auth::session::{cookie, now_secs, pkce, random, LoginState, LOGIN_TTL};
+use crate::auth::session::{now_secs, pkce, random, LoginState, LOGIN_TTL};
 use crate::auth::{AuthError, Oidc, Sessions};
 
-use super::state::{ApiError, App, CSRF_HEADER};
+use super::state::{cookie_of, ApiError, App, CSRF_HEADER};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -98,14 +98,6 @@ fn refused(status: StatusCode, why: String) -> Response {
         .into_response()
 }
 
-fn cookie_of<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|h| cookie(h, name))
-}
-
 /// The provider's answer: the code exchanged for an ID token, checked
 /// (nonce included), the groups mapped to a role; then a session.
 async fn callback(
@@ -177,11 +169,11 @@ async fn callback(
 
 /// Who the page's session is, and its CSRF secret for changes.
 async fn session(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let Some((_, sessions)) = configured(&app) else {
+    if configured(&app).is_none() {
         return Ok(not_configured());
-    };
-    let s = cookie_of(&headers, sessions.session_cookie_name())
-        .and_then(|c| sessions.session(c))
+    }
+    let s = app
+        .session(&headers)
         .ok_or(ApiError::Auth(AuthError::Missing))?;
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
@@ -201,8 +193,8 @@ async fn logout(State(app): State<App>, headers: HeaderMap) -> Result<Response, 
     let Some((_, sessions)) = configured(&app) else {
         return Ok(not_configured());
     };
-    let s = cookie_of(&headers, sessions.session_cookie_name())
-        .and_then(|c| sessions.session(c))
+    let s = app
+        .session(&headers)
         .ok_or(ApiError::Auth(AuthError::Missing))?;
     if !s.csrf_matches(headers.get(CSRF_HEADER).map(|v| v.as_bytes())) {
         return Err(AuthError::Csrf.into());

@@ -16,7 +16,7 @@ use super::streams::{StreamLimits, Streams};
 use crate::auth::oidc::looks_like_jwt;
 use crate::auth::session::cookie;
 use crate::auth::tokens::{bearer_token, permit};
-use crate::auth::{Auth, AuthError, Oidc, OidcError, Principal, Revoked, Role, Sessions};
+use crate::auth::{Auth, AuthError, Oidc, OidcError, Principal, Revoked, Role, Session, Sessions};
 
 #[derive(Clone)]
 pub struct App {
@@ -166,6 +166,12 @@ impl App {
         }
     }
 
+    /// The page's session the request carries, if signed here and current.
+    pub(crate) fn session(&self, headers: &HeaderMap) -> Option<Session> {
+        let sessions = self.sessions.as_deref()?;
+        cookie_of(headers, sessions.session_cookie_name()).and_then(|c| sessions.session(c))
+    }
+
     /// Who asks, if they may do what needs `role`: a bearer token of the
     /// tokens file, an ID token of the OpenID provider (the CLI's, after
     /// `dimmer login`), or the page's session cookie. A change (operator
@@ -184,14 +190,8 @@ impl App {
                 return Ok(permit(who, role)?);
             }
         }
-        if let (None, Some(sessions)) = (authorization, &self.sessions) {
-            let session = headers
-                .get_all(header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find_map(|h| cookie(h, sessions.session_cookie_name()))
-                .and_then(|c| sessions.session(c));
-            if let Some(session) = session {
+        if authorization.is_none() {
+            if let Some(session) = self.session(headers) {
                 let given = headers.get(CSRF_HEADER).map(|v| v.as_bytes());
                 if role >= Role::Operator && !session.csrf_matches(given) {
                     return Err(AuthError::Csrf.into());
@@ -201,6 +201,15 @@ impl App {
         }
         Ok(self.auth.require(authorization, role)?)
     }
+}
+
+/// The value of cookie `name` among the request's `Cookie` headers.
+pub(crate) fn cookie_of<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|h| cookie(h, name))
 }
 
 /// Reads at most `limit` bytes of `body`; call only after authorising. A
