@@ -4,7 +4,7 @@
 // when calling an action directly; an operator aborts with a reason and
 // sees the abort. Prints one JSON line of what it saw; exits non-zero on
 // any failed expectation.
-import { chromium } from "playwright-core";
+import { expecter, launch } from "./lib.mjs";
 
 const url = process.env.DIMMER_URL;
 const viewer = process.env.DIMMER_VIEWER_TOKEN;
@@ -13,14 +13,9 @@ const rollout = process.env.DIMMER_ROLLOUT || "checkout";
 const shot = process.env.DIMMER_SCREENSHOT;
 const seen = {};
 
-function expect(ok, what) {
-  if (!ok) throw new Error(`expected ${what}; saw ${JSON.stringify(seen)}`);
-}
+const expect = expecter(seen);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-});
+const browser = await launch();
 try {
   // Nothing may be fetched from anywhere but the controller.
   const foreign = [];

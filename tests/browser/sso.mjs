@@ -5,21 +5,16 @@
 // CSRF header, and the same call without it is refused; signing out ends
 // the session. Prints one JSON line of what it saw; exits non-zero on any
 // failed expectation.
-import { chromium } from "playwright-core";
+import { expecter, launch } from "./lib.mjs";
 
 const url = process.env.DIMMER_URL;
 const login = process.env.DIMMER_LOGIN;
 const rollout = process.env.DIMMER_ROLLOUT;
 const seen = {};
 
-function expect(ok, what) {
-  if (!ok) throw new Error(`expected ${what}; saw ${JSON.stringify(seen)}`);
-}
+const expect = expecter(seen);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-});
+const browser = await launch();
 try {
   const page = await (await browser.newContext()).newPage();
   await page.goto(`${url}/ui/`);

@@ -9,7 +9,7 @@
 // - an aborted rollout is one click from the overview, filtered by
 //   outcome and by team.
 // Prints one JSON line of what it saw; exits non-zero on a failed expectation.
-import { chromium } from "playwright-core";
+import { expecter, launch } from "./lib.mjs";
 
 const url = process.env.DIMMER_URL;
 const viewer = process.env.DIMMER_VIEWER_TOKEN;
@@ -19,15 +19,10 @@ const share = Number(process.env.DIMMER_STREAMS_PER_PRINCIPAL || 8);
 const rollout = "checkout";
 const seen = {};
 
-function expect(ok, what) {
-  if (!ok) throw new Error(`expected ${what}; saw ${JSON.stringify(seen)}`);
-}
+const expect = expecter(seen);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-});
+const browser = await launch();
 try {
   const open = async (token) => {
     const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });

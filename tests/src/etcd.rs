@@ -35,32 +35,14 @@ struct EtcdTls {
 impl Etcd {
     /// `n` members forming one cluster on loopback ports, ready to serve.
     pub async fn start(n: usize) -> anyhow::Result<Etcd> {
-        let sites = (0..n)
-            .map(|_| {
-                Ok(Site {
-                    address: "127.0.0.1".into(),
-                    client: free_port()?,
-                    peer: free_port()?,
-                    wrapper: Vec::new(),
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let sites = loopback_sites(n)?;
         Self::start_at(sites, None).await
     }
 
     /// `n` members serving clients over TLS only (`--client-cert-auth`), with
     /// certificates from `certs`' CA.
     pub async fn start_tls(n: usize, certs: &crate::tls::TestCerts) -> anyhow::Result<Etcd> {
-        let sites = (0..n)
-            .map(|_| {
-                Ok(Site {
-                    address: "127.0.0.1".into(),
-                    client: free_port()?,
-                    peer: free_port()?,
-                    wrapper: Vec::new(),
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let sites = loopback_sites(n)?;
         let tls = EtcdTls {
             ca: certs.ca.clone(),
             client: certs.issue_client("etcd-client")?,
@@ -265,6 +247,20 @@ impl Etcd {
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("m{i}.log"))).unwrap_or_default()
     }
+}
+
+/// `n` members' places on loopback, each with ports of its own.
+fn loopback_sites(n: usize) -> anyhow::Result<Vec<Site>> {
+    (0..n)
+        .map(|_| {
+            Ok(Site {
+                address: "127.0.0.1".into(),
+                client: free_port()?,
+                peer: free_port()?,
+                wrapper: Vec::new(),
+            })
+        })
+        .collect()
 }
 
 struct Site {

@@ -84,6 +84,11 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// With [`Stack::start_tls`]: the test CA and the controller's certificate.
+    pub fn tls_certs(&self) -> Option<&crate::tls::TestCerts> {
+        self.certs.as_ref().map(|(_, c)| c)
+    }
+
     pub async fn start() -> anyhow::Result<Stack> {
         Self::start_with(&[]).await
     }

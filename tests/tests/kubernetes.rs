@@ -165,6 +165,31 @@ fn validator() -> PathBuf {
     workspace_root().join(".venv/bin/kubernetes-validate")
 }
 
+/// Asserts the rendered `text` of `overlay` passes Kubernetes' schemas for
+/// the oldest and newest version and the CRD schemas, strictly (unknown
+/// fields refused); returns what the CRD check said.
+fn passes_schemas(d: &Path, overlay: &str, text: &str) -> (bool, String) {
+    let file = d.join(format!("{}.rendered.yaml", overlay.replace('/', "-")));
+    std::fs::write(&file, text).unwrap();
+    for version in KUBERNETES {
+        let v = Command::new(validator())
+            .args(["--strict", "--quiet", "-k", version])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let said =
+            String::from_utf8_lossy(&v.stdout).into_owned() + &String::from_utf8_lossy(&v.stderr);
+        assert!(
+            v.status.success() && !said.contains("ERROR"),
+            "{overlay} against {version}:\n{said}"
+        );
+    }
+    // Istio's and prometheus-operator's kinds against their CRDs, strictly.
+    let crds = check_crds(&file);
+    assert!(crds.0, "{overlay}:\n{}", crds.1);
+    crds
+}
+
 /// Kinds `scripts/check-crds.py` holds to their upstream CRD schema.
 const CRD_KINDS: [&str; 5] = [
     "WasmPlugin",
@@ -289,25 +314,7 @@ fn every_overlay_renders_and_passes_kubernetes_schemas_strictly() {
         let mut got = rendered.clone();
         got.sort_unstable();
         assert_eq!(got, want, "{overlay}");
-        // Built-ins against Kubernetes' own schemas, unknown fields refused.
-        let file = d.join(format!("{}.rendered.yaml", overlay.replace('/', "-")));
-        std::fs::write(&file, &text).unwrap();
-        for version in KUBERNETES {
-            let v = Command::new(validator())
-                .args(["--strict", "--quiet", "-k", version])
-                .arg(&file)
-                .output()
-                .unwrap();
-            let said = String::from_utf8_lossy(&v.stdout).into_owned()
-                + &String::from_utf8_lossy(&v.stderr);
-            assert!(
-                v.status.success() && !said.contains("ERROR"),
-                "{overlay} against {version}:\n{said}"
-            );
-        }
-        // Istio's and prometheus-operator's kinds against their CRDs, strictly.
-        let crds = check_crds(&file);
-        assert!(crds.0, "{overlay}:\n{}", crds.1);
+        let crds = passes_schemas(d, overlay, &text);
         for kind in kinds.iter().filter(|k| CRD_KINDS.contains(k)) {
             assert!(
                 crds.1.contains(&format!("{kind} dimmer: ok")),
@@ -636,23 +643,7 @@ async fn the_tls_and_mesh_components_compose_with_the_overlays() {
     .unwrap();
     for overlay in ["overlays/single-tls", "overlays/fleet-mesh"] {
         let (text, docs) = kustomize(d, overlay).unwrap_or_else(|e| panic!("{overlay}: {e}"));
-        let file = d.join(format!("{}.rendered.yaml", overlay.replace('/', "-")));
-        std::fs::write(&file, &text).unwrap();
-        for version in KUBERNETES {
-            let v = Command::new(validator())
-                .args(["--strict", "--quiet", "-k", version])
-                .arg(&file)
-                .output()
-                .unwrap();
-            let said = String::from_utf8_lossy(&v.stdout).into_owned()
-                + &String::from_utf8_lossy(&v.stderr);
-            assert!(
-                v.status.success() && !said.contains("ERROR"),
-                "{overlay} against {version}:\n{said}"
-            );
-        }
-        let crds = check_crds(&file);
-        assert!(crds.0, "{overlay}:\n{}", crds.1);
+        let crds = passes_schemas(d, overlay, &text);
         let pod = &of_kind(&docs, "Deployment")["spec"]["template"]["spec"];
         assert_eq!(restricted(pod), Vec::<String>::new(), "{overlay}");
         if overlay.ends_with("mesh") {

@@ -484,27 +484,22 @@ async fn id_tokens_that_must_not_pass_do_not() {
         B64.encode(claims.to_string()),
         parts[2]
     );
-    let (s, b) = whoami(&w, &forged).await;
-    assert_eq!(s, 401, "{b}");
-    assert!(b.contains("signature"), "{b}");
-
     // Unsigned, and signed with a shared secret: refused by name.
     let none = format!(
         "{}.{}.",
         B64.encode(r#"{"alg":"none","typ":"JWT"}"#),
         B64.encode(claims.to_string())
     );
-    let (s, b) = whoami(&w, &none).await;
-    assert_eq!(s, 401, "{b}");
-    assert!(b.contains("unsigned"), "{b}");
     let hs = format!(
         "{}.{}.c2ln",
         B64.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
         B64.encode(claims.to_string())
     );
-    let (s, b) = whoami(&w, &hs).await;
-    assert_eq!(s, 401, "{b}");
-    assert!(b.contains("HS256"), "{b}");
+    for (token, says) in [(&forged, "signature"), (&none, "unsigned"), (&hs, "HS256")] {
+        let (s, b) = whoami(&w, token).await;
+        assert_eq!(s, 401, "{b}");
+        assert!(b.contains(says), "{says}: {b}");
+    }
 
     // A person the provider knows but no group maps: 403, saying so.
     let mallory = w

@@ -43,9 +43,14 @@ async fn applies_half_and_routes_by_it(c: &Controller, lab: &Lab, tag: &str) -> 
     .await?;
     // Every worker takes it on its next tick.
     tokio::time::sleep(Duration::from_millis(600)).await;
+    routes_half(lab, tag).await
+}
+
+/// 200 new users split about half and half (the 50% rollout's split).
+async fn routes_half(lab: &Lab, tag: &str) -> anyhow::Result<()> {
     let versions = lab.client.versions_of(&users(tag, 200), 16).await?;
     let on_v2 = versions.iter().filter(|v| *v == "v2").count();
-    assert!((50..150).contains(&on_v2), "{on_v2} of 200 on v2");
+    assert!((50..150).contains(&on_v2), "{tag}: {on_v2} of 200 on v2");
     Ok(())
 }
 
@@ -56,11 +61,7 @@ async fn the_filter_polls_over_tls_and_a_rotated_certificate_is_served_without_a
     // through envoy-configs/envoy-tls.yaml.tmpl.
     let stack = Stack::start_tls().await?;
     let (controller, lab) = (&stack.controller, &stack.lab);
-    let certs = &stack
-        .certs
-        .as_ref()
-        .expect("a TLS stack has certificates")
-        .1;
+    let certs = stack.tls_certs().expect("a TLS stack has certificates");
     assert!(controller.url().starts_with("https://"));
 
     // The CLI over TLS, verifying with --ca (DIMMER_CA, set by the harness);
@@ -203,11 +204,7 @@ async fn the_filter_fails_closed_on_a_wrong_certificate_and_recovers_when_it_is_
 ) -> anyhow::Result<()> {
     let stack = Stack::start_tls().await?;
     let (controller, lab) = (&stack.controller, &stack.lab);
-    let certs = &stack
-        .certs
-        .as_ref()
-        .expect("a TLS stack has certificates")
-        .1;
+    let certs = stack.tls_certs().expect("a TLS stack has certificates");
     applies_half_and_routes_by_it(controller, lab, "before").await?;
     let failures = || async {
         let text = lab.envoy.prometheus().await?;
@@ -245,12 +242,8 @@ async fn the_filter_fails_closed_on_a_wrong_certificate_and_recovers_when_it_is_
     let s = controller.rollout("checkout").await?;
     assert_eq!(s["revision"].as_u64(), Some(2), "{s}");
     assert_eq!(s["proxies_applied"].as_u64(), Some(0), "{s}");
-    let versions = lab.client.versions_of(&users("during", 200), 16).await?;
-    let on_v2 = versions.iter().filter(|v| *v == "v2").count();
-    assert!(
-        (50..150).contains(&on_v2),
-        "still the last good split: {on_v2} of 200 on v2"
-    );
+    // Still the last good split.
+    routes_half(lab, "during").await?;
 
     // A stranger's CA: refused too, by Envoy and by the CLI.
     let before = failures().await?;
@@ -433,10 +426,8 @@ async fn a_proxy_polls_by_its_client_certificate_with_no_token() -> anyhow::Resu
         said.contains("edge-1.proxies.test") && said.contains("revoked"),
         "{said}"
     );
-    let versions = lab.client.versions_of(&users("revoked", 200), 16).await?;
-    let on_v2 = versions.iter().filter(|v| *v == "v2").count();
-    assert!((50..150).contains(&on_v2), "the last good split: {on_v2}");
-    Ok(())
+    // The proxy keeps its last good split.
+    routes_half(&lab, "revoked").await
 }
 
 /// A fleet's store over TLS: etcd serving clients only over TLS and asking
