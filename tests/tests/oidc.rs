@@ -96,6 +96,8 @@ struct Page {
     http: reqwest::Client,
     url: String,
     csrf: String,
+    /// What `GET /auth/session` said after the sign-in.
+    session: serde_json::Value,
 }
 
 impl Page {
@@ -143,6 +145,7 @@ async fn sign_in(w: &World, login: &str) -> Page {
         http,
         url,
         csrf: session["csrf"].as_str().unwrap().to_owned(),
+        session,
     }
 }
 
@@ -173,15 +176,7 @@ async fn the_page_signs_in_by_code_flow_and_groups_become_roles_and_teams() {
     assert!(login_cookie.contains("SameSite=Lax") && login_cookie.contains("Secure"));
 
     let bob = sign_in(&w, "bob").await;
-    let me: serde_json::Value = bob
-        .http
-        .get(format!("{url}/auth/session"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = &bob.session;
     assert_eq!(me["name"], "bob");
     assert_eq!(me["role"], "operator");
     assert_eq!(me["teams"], serde_json::json!(["payments"]));
