@@ -190,6 +190,41 @@ fn passes_schemas(d: &Path, overlay: &str, text: &str) -> (bool, String) {
     crds
 }
 
+/// Every image and Wasm module a rendered tree names by tag rather than by
+/// digest, as `KIND NAME: where = reference`.
+fn unpinned(docs: &[Value]) -> Vec<String> {
+    let mut out = Vec::new();
+    let pinned = |r: &str| r.contains("@sha256:");
+    for d in docs {
+        let (kind, name) = (
+            d["kind"].as_str().unwrap_or(""),
+            d["metadata"]["name"].as_str().unwrap_or(""),
+        );
+        let spec = &d["spec"];
+        let mut refs: Vec<(String, &Value)> = Vec::new();
+        for c in spec["template"]["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            refs.push((format!("container {}", c["name"]), &c["image"]));
+        }
+        if kind == "WasmPlugin" {
+            refs.push(("url".into(), &spec["url"]));
+        }
+        for (i, w) in spec["wasm"].as_array().into_iter().flatten().enumerate() {
+            refs.push((format!("wasm[{i}]"), &w["code"]["image"]["url"]));
+        }
+        for (at, r) in refs {
+            let r = r.as_str().unwrap_or("");
+            if !pinned(r) {
+                out.push(format!("{kind} {name}: {at} = {r}"));
+            }
+        }
+    }
+    out
+}
+
 /// Kinds `scripts/check-crds.py` holds to their upstream CRD schema.
 const CRD_KINDS: [&str; 5] = [
     "WasmPlugin",
@@ -409,6 +444,23 @@ fn a_strict_check_that_can_fail_and_missing_secrets_named() {
         .unwrap();
     assert!(!v.status.success());
     assert!(String::from_utf8_lossy(&v.stdout).contains("'replicaz' was unexpected"));
+    // A module by tag (the digest patch gone) is named.
+    // (A patch that changes nothing: what a tree without `make oci` pulls.)
+    std::fs::write(
+        d.join("overlays/istio/wasm-digest.yaml"),
+        "- op: test\n  path: /kind\n  value: WasmPlugin\n",
+    )
+    .unwrap();
+    let (_, docs) = kustomize(d, "overlays/istio").unwrap();
+    assert_eq!(
+        unpinned(&docs),
+        ["WasmPlugin dimmer: url = oci://registry.example.com/dimmer-filter:0.1.0"]
+    );
+    std::fs::copy(
+        workspace_root().join("deploy/overlays/istio/wasm-digest.yaml"),
+        d.join("overlays/istio/wasm-digest.yaml"),
+    )
+    .unwrap();
     // The CRD check catches an unknown field too, naming where it is.
     let (text, _) = kustomize(d, "overlays/istio").unwrap();
     let bad = d.join("bad-istio.yaml");
