@@ -48,11 +48,15 @@ pub(super) async fn config(
     peer: Option<Extension<PeerCert>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // The name of the certificate a proxy polls by, which its registry id
+    // is bound to.
+    let mut cert_name: Option<String> = None;
     let who = match peer {
         // Mutual TLS: a client certificate the --client-ca verified is a
         // proxy, without a token; a token, when sent, still decides.
         Some(Extension(PeerCert(Some(cert)))) if !headers.contains_key(header::AUTHORIZATION) => {
             let name = cert.name.clone().unwrap_or_else(|| "(no name)".into());
+            cert_name = Some(name.clone());
             if app.revoked.contains(&cert.fingerprint) {
                 return Err(AuthError::Revoked {
                     name,
@@ -99,8 +103,15 @@ pub(super) async fn config(
     // a viewer looking at the config is not a proxy to wait for.
     if who.role == Role::Proxy || matches!(*app.auth, Auth::Open) {
         let applied = text("x-dimmer-revision").parse().unwrap_or(0);
-        app.service
-            .record_poll(text("x-dimmer-proxy-id"), applied)?;
+        // By certificate, the proxy is known by the certificate's name: the
+        // id it gives itself only tells apart proxies sharing one, and
+        // cannot pass for another certificate's.
+        let id = match (&cert_name, text("x-dimmer-proxy-id")) {
+            (None, id) => id.to_owned(),
+            (Some(name), id) if id.is_empty() || id == name => name.clone(),
+            (Some(name), id) => format!("{name}/{id}"),
+        };
+        app.service.record_poll(&id, applied)?;
     }
     let doc = app.service.config_doc();
     let etag = format!("\"r{}\"", doc.revision);
