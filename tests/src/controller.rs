@@ -299,6 +299,17 @@ impl Controller {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The ids of the proxies its registry knows (`GET /v1/proxies`).
+    pub async fn proxy_ids(&self) -> anyhow::Result<Vec<String>> {
+        let proxies = self.get("/v1/proxies", VIEWER_TOKEN).await?;
+        Ok(proxies
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["id"].as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// `GET path` with `token`, as JSON.
     pub async fn get(&self, path: &str, token: &str) -> anyhow::Result<serde_json::Value> {
         let resp = self

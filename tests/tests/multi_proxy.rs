@@ -60,14 +60,7 @@ async fn two_envoys(extra_spec: &str) -> anyhow::Result<()> {
     assert_eq!(done["phase"], "completed", "{done}");
     assert_eq!(done["proxies_live"], 2, "{done}");
 
-    let proxies = controller.get("/v1/proxies", VIEWER_TOKEN).await?;
-    let ids: Vec<&str> = proxies
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["id"].as_str())
-        .collect();
-    assert_eq!(ids, ["edge-1", "edge-2"]);
+    assert_eq!(controller.proxy_ids().await?, ["edge-1", "edge-2"]);
 
     // The decisions counted both proxies' requests: each step up needed 40
     // canary requests, and the evidence is the sum Prometheus returned.

@@ -125,6 +125,17 @@ impl Page {
     }
 }
 
+/// `who` is among checkout's audit records' actors.
+async fn assert_acted(w: &World, who: &str) {
+    let history = w
+        .controller
+        .get("/v1/rollouts/checkout/history", ADMIN_TOKEN)
+        .await
+        .unwrap()
+        .to_string();
+    assert!(history.contains(&format!("\"{who}\"")), "{history}");
+}
+
 async fn sign_in(w: &World, login: &str) -> Page {
     let http = browser_by_hand(Some(&w.certs.ca)).unwrap();
     let url = w.controller.url();
@@ -236,13 +247,7 @@ async fn the_page_signs_in_by_code_flow_and_groups_become_roles_and_teams() {
     assert!(b.contains("carol"), "{b}");
 
     // Who did what, in the audit log, by the name the provider gave.
-    let history = w
-        .controller
-        .get("/v1/rollouts/checkout/history", ADMIN_TOKEN)
-        .await
-        .unwrap()
-        .to_string();
-    assert!(history.contains("\"bob\""), "{history}");
+    assert_acted(&w, "bob").await;
 
     // A person in no mapped group never gets a session.
     let http = browser_by_hand(Some(&w.certs.ca)).unwrap();
@@ -347,13 +352,7 @@ async fn the_cli_signs_in_by_the_device_flow() {
         "{}",
         String::from_utf8_lossy(&apply.stderr)
     );
-    let history = w
-        .controller
-        .get("/v1/rollouts/checkout/history", ADMIN_TOKEN)
-        .await
-        .unwrap()
-        .to_string();
-    assert!(history.contains("\"alice\""), "{history}");
+    assert_acted(&w, "alice").await;
 
     // Signed out: the next command is refused.
     let out = w

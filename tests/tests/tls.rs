@@ -380,16 +380,10 @@ async fn a_proxy_polls_by_its_client_certificate_with_no_token() -> anyhow::Resu
     .await?;
     applies_half_and_routes_by_it(&controller, &lab, "mtls").await?;
     // The registry knows the proxy by its certificate's name.
-    let proxies = controller.get("/v1/proxies", VIEWER_TOKEN).await?;
-    let ids: Vec<&str> = proxies
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["id"].as_str())
-        .collect();
+    let ids = controller.proxy_ids().await?;
     assert!(
         ids.len() == 1 && ids[0].starts_with("edge-1.proxies.test"),
-        "{proxies}"
+        "{ids:?}"
     );
 
     // No certificate and no token: refused, as ever.

@@ -301,23 +301,33 @@ pub async fn serve(
                     .and_then(<[_]>::first)
                     .map(|leaf| ClientCert::of(leaf.as_ref())),
             );
+            // After a rotation a kept-alive connection would go on under
+            // the old certificate: its next answer says `Connection: close`,
+            // so the client handshakes again, with no request lost (closing
+            // an idle connection instead races the client's next request).
+            let born = *rotations.borrow_and_update();
+            let app = app.layer(axum::middleware::map_response(
+                move |mut resp: axum::response::Response| {
+                    let rotations = rotations.clone();
+                    async move {
+                        if *rotations.borrow() != born {
+                            resp.headers_mut().insert(
+                                axum::http::header::CONNECTION,
+                                axum::http::HeaderValue::from_static("close"),
+                            );
+                        }
+                        resp
+                    }
+                },
+            ));
             let service = TowerToHyperService::new(
                 app.layer(Extension(ConnectInfo(addr)))
                     .layer(Extension(peer)),
             );
-            let conn = hyper::server::conn::http1::Builder::new()
+            let served = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            rotations.mark_unchanged();
-            // A kept-alive connection would go on under the old certificate:
-            // after a rotation it ends once its request in flight is answered.
-            let served = loop {
-                tokio::select! {
-                    served = conn.as_mut() => break served,
-                    Ok(()) = rotations.changed() => conn.as_mut().graceful_shutdown(),
-                }
-            };
+                .with_upgrades()
+                .await;
             if let Err(e) = served {
                 tracing::debug!(%addr, error = %e, "connection ended");
             }
