@@ -48,7 +48,6 @@ async fn config(State(app): State<App>) -> Response {
         "client_id": oidc.config.client_id,
         "cli_client_id": oidc.config.cli_client_id,
         "scopes": oidc.config.scopes,
-        "device_authorization_endpoint": oidc.meta.device_authorization_endpoint,
     }))
     .into_response()
 }

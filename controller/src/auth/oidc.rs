@@ -416,8 +416,8 @@ impl Oidc {
 }
 
 /// A token's claims without checking anything: only to say, in an error,
-/// which audience or expiry it had.
-fn unverified_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+/// which audience or expiry it had (and the CLI, until when it keeps one).
+pub fn unverified_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
     let payload = token.split('.').nth(1)?;
     serde_json::from_slice(&B64.decode(payload.trim_end_matches('=')).ok()?).ok()
 }

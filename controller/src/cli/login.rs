@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::oidc::{discover, CALL_TIMEOUT};
+use crate::auth::oidc::{discover, unverified_claims, CALL_TIMEOUT};
 use crate::auth::session::now_secs;
 use crate::store::audit::write_private;
 
@@ -47,7 +47,6 @@ struct AuthConfig {
     issuer: String,
     cli_client_id: Option<String>,
     scopes: Vec<String>,
-    device_authorization_endpoint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -79,19 +78,6 @@ struct WhoAmI {
     teams: Option<Vec<String>>,
 }
 
-fn exp_of(token: &str) -> u64 {
-    use base64::Engine;
-    let claims = token.split('.').nth(1).and_then(|p| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(p.trim_end_matches('='))
-            .ok()
-    });
-    claims
-        .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
-        .and_then(|c| c.get("exp").and_then(|e| e.as_u64()))
-        .unwrap_or(0)
-}
-
 /// `controller`: verifies the controller (`--ca`); `provider`: the
 /// provider (system roots, or `--provider-ca`).
 pub async fn login(
@@ -117,14 +103,11 @@ pub async fn login(
     let Some(client_id) = config.cli_client_id else {
         bail!("the controller's --oidc file names no cli_client_id: sign in on the page, or use a token");
     };
-    let device = match config.device_authorization_endpoint {
-        Some(d) => d,
-        None => discover(provider, &config.issuer)
-            .await?
-            .device_authorization_endpoint
-            .with_context(|| format!("{} offers no device flow", config.issuer))?,
-    };
-    let token_endpoint = discover(provider, &config.issuer).await?.token_endpoint;
+    let meta = discover(provider, &config.issuer).await?;
+    let device = meta
+        .device_authorization_endpoint
+        .with_context(|| format!("{} offers no device flow", config.issuer))?;
+    let token_endpoint = meta.token_endpoint;
     let start: DeviceStart = provider
         .post(&device)
         .timeout(CALL_TIMEOUT)
@@ -197,7 +180,11 @@ pub async fn login(
         );
     }
     let who: WhoAmI = resp.json().await?;
-    let expires = exp_of(&id_token);
+    // Only to say until when and to stop sending it after: the controller
+    // checks the token itself.
+    let expires = unverified_claims(&id_token)
+        .and_then(|c| c.get("exp").and_then(|e| e.as_u64()))
+        .unwrap_or(0);
     let saved = Saved {
         server: server.to_owned(),
         id_token,
