@@ -12,7 +12,7 @@ use crate::config::Anonymous;
 use crate::cookie::cookie_value;
 use crate::matching::shadowed_host;
 use crate::request::{identity_in, LazyHeader};
-pub use crate::request::{identity_of, CachedRequest, Request};
+pub use crate::request::{identity_of, HeaderPairs, Request};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {

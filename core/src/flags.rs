@@ -4,10 +4,10 @@
 //! evaluation context. Both run this code, so a flag's answer is the same
 //! at the proxy and in an app.
 
-use alloc::rc::Rc;
+use alloc::borrow::Cow;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::cell::RefCell;
+use core::cell::OnceCell;
 
 use crate::cohort::{Cohort, BUCKETS};
 use crate::config::{Flag, FlagAnonymous, FlagState, IdentitySource};
@@ -19,6 +19,14 @@ pub struct CompiledFlags {
     pub flags: Vec<CompiledFlag>,
     /// Every flag after the flags it requires (validation refused cycles).
     order: Vec<usize>,
+    /// How many distinct identity chains the flags have.
+    chains: usize,
+    /// The longest header value the flags can make.
+    header_max: usize,
+    /// The distinct headers the flags' overrides test, numbered as each
+    /// override's `attribute` says: five flags with an override on one
+    /// header read it once.
+    pub attributes: Vec<String>,
     /// Whether any flag matches on host / path.
     pub needs_host: bool,
     pub needs_path: bool,
@@ -31,15 +39,21 @@ pub struct CompiledFlag {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub identity: Vec<IdentitySource>,
-    /// The index of the first flag with the same identity chain.
+    /// The number of this flag's identity chain: flags with equal chains
+    /// share it, so a request's identity is read once per chain.
     chain: usize,
     pub anonymous: FlagAnonymous,
     cohort: Cohort,
     pub default: usize,
     pub variants: Vec<String>,
+    /// `key=variant` for each variant: the header's pieces, made once.
+    segments: Vec<String>,
+    /// Neither a host nor a path to match: the flag applies everywhere.
+    anywhere: bool,
     /// `ends[i]` is one past the last bucket of `variants[i]`.
     ends: Vec<u16>,
-    overrides: Vec<(String, Vec<Vec<u8>>, usize)>,
+    /// `(header, its attribute number, values, variant)`.
+    overrides: Vec<(String, usize, Vec<Vec<u8>>, usize)>,
     pub enabled: bool,
     pub record_latency: bool,
     /// `(flag index, variant indices that satisfy it)`.
@@ -78,10 +92,11 @@ pub struct Evaluation {
 pub trait FlagContext {
     /// The first non-empty identity among `sources`. Flags with equal
     /// chains have the same `chain` number, so a context may read each
-    /// chain once.
-    fn identity(&self, chain: usize, sources: &[IdentitySource]) -> Option<Rc<[u8]>>;
-    /// The value an override on `header` compares.
-    fn attribute(&self, header: &str) -> Option<Vec<u8>>;
+    /// chain once; it lends the identity rather than copying it per flag.
+    fn identity(&self, chain: usize, sources: &[IdentitySource]) -> Option<&[u8]>;
+    /// The value an override on `header` compares; `attribute` numbers the
+    /// header among the flags' (a context may read each once).
+    fn attribute(&self, attribute: usize, header: &str) -> Option<Cow<'_, [u8]>>;
     fn matches(&self, flag: &CompiledFlag) -> bool;
 }
 
@@ -89,10 +104,39 @@ impl CompiledFlags {
     /// Compiles flags that have passed [`crate::validate::validate_flags`];
     /// names that do not resolve fall back to index 0 rather than panicking.
     pub fn new(flags: &[Flag]) -> Self {
-        let compiled: Vec<CompiledFlag> =
+        let mut compiled: Vec<CompiledFlag> =
             flags.iter().map(|f| CompiledFlag::new(f, flags)).collect();
+        let mut chains: Vec<Vec<IdentitySource>> = Vec::new();
+        for f in &mut compiled {
+            f.chain = match chains.iter().position(|c| *c == f.identity) {
+                Some(c) => c,
+                None => {
+                    chains.push(f.identity.clone());
+                    chains.len() - 1
+                }
+            };
+        }
+        let mut attributes: Vec<String> = Vec::new();
+        for f in &mut compiled {
+            for (header, attribute, _, _) in &mut f.overrides {
+                *attribute = match attributes.iter().position(|a| a == header) {
+                    Some(a) => a,
+                    None => {
+                        attributes.push(header.clone());
+                        attributes.len() - 1
+                    }
+                };
+            }
+        }
+        let header_max = compiled
+            .iter()
+            .map(|f| f.segments.iter().map(String::len).max().unwrap_or(0) + 1)
+            .sum();
         CompiledFlags {
             order: topological(&compiled),
+            chains: chains.len(),
+            header_max,
+            attributes,
             needs_host: compiled.iter().any(|f| f.host.is_some()),
             needs_path: compiled.iter().any(|f| f.path_prefix.is_some()),
             flags: compiled,
@@ -114,42 +158,57 @@ impl CompiledFlags {
         ctx: &impl FlagContext,
         random: &mut impl FnMut() -> u64,
     ) -> Vec<Option<Evaluation>> {
-        let mut out: Vec<Option<Evaluation>> = alloc::vec![None; self.flags.len()];
+        let mut out = Vec::new();
+        self.evaluate_into(ctx, random, &mut out);
+        out
+    }
+
+    /// The same into `out`, which is cleared first: a filter keeps one
+    /// buffer for all its requests instead of allocating one each.
+    pub fn evaluate_into(
+        &self,
+        ctx: &impl FlagContext,
+        random: &mut impl FnMut() -> u64,
+        out: &mut Vec<Option<Evaluation>>,
+    ) {
+        out.clear();
+        out.resize(self.flags.len(), None);
         for &i in &self.order {
-            let f = &self.flags[i];
+            let Some(f) = self.flags.get(i) else { continue };
             if ctx.matches(f) {
-                out[i] = Some(f.evaluate(ctx, &out, &self.flags, random));
+                let e = f.evaluate(ctx, out, &self.flags, random);
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(e);
+                }
             }
         }
-        out
     }
 }
 
 /// `key=variant;key2=variant`, in the config's order, for the flags that
 /// apply; empty if none does.
 pub fn header_value(flags: &CompiledFlags, results: &[Option<Evaluation>]) -> String {
-    // Sized once: grown piece by piece, the string was reallocated five
-    // times for ten flags, the better part of the flags' own cost a request.
-    let len: usize = flags
-        .flags
-        .iter()
-        .zip(results)
-        .filter_map(|(f, r)| Some(f.key.len() + f.variants.get(r.as_ref()?.variant)?.len() + 2))
-        .sum();
-    let mut v = String::with_capacity(len);
+    let mut v = String::new();
+    write_header_value(flags, results, &mut v);
+    v
+}
+
+/// The same into `v`, which is cleared first (a filter reuses one).
+pub fn write_header_value(flags: &CompiledFlags, results: &[Option<Evaluation>], v: &mut String) {
+    v.clear();
+    // Sized once, for the longest value: grown piece by piece, the string
+    // was reallocated five times for ten flags, the better part of the
+    // flags' own cost a request; a reused one then never grows again.
+    v.reserve(flags.header_max);
     for (f, r) in flags.flags.iter().zip(results) {
-        let Some(r) = r else { continue };
-        let Some(variant) = f.variants.get(r.variant) else {
+        let Some(segment) = r.as_ref().and_then(|r| f.segments.get(r.variant)) else {
             continue;
         };
         if !v.is_empty() {
             v.push(';');
         }
-        v.push_str(&f.key);
-        v.push('=');
-        v.push_str(variant);
+        v.push_str(segment);
     }
-    v
 }
 
 /// Kahn's order over the prerequisites; a flag left over (a cycle, which
@@ -200,6 +259,13 @@ impl CompiledFlag {
             cohort: Cohort::new(f.salt()),
             default: index(&f.default_variant),
             variants: f.variants.iter().map(|v| v.name.clone()).collect(),
+            segments: f
+                .variants
+                .iter()
+                .map(|v| alloc::format!("{}={}", f.key, v.name))
+                .collect(),
+            anywhere: f.matcher.host.is_none()
+                && effective_prefix(f.matcher.path_prefix.as_ref()).is_none(),
             ends: ends_of(&f.variants),
             overrides: f
                 .overrides
@@ -207,6 +273,7 @@ impl CompiledFlag {
                 .map(|o| {
                     (
                         o.header.to_ascii_lowercase(),
+                        0,
                         o.values.iter().map(|v| v.as_bytes().to_vec()).collect(),
                         index(&o.variant),
                     )
@@ -243,12 +310,13 @@ impl CompiledFlag {
     /// Whether this flag applies to a request for `host` (as sent in
     /// `:authority`) and `path`.
     pub fn matches_request(&self, host: &[u8], path: &[u8]) -> bool {
-        fits(
-            self.host.as_deref(),
-            self.path_prefix.as_deref(),
-            host,
-            path,
-        )
+        self.anywhere
+            || fits(
+                self.host.as_deref(),
+                self.path_prefix.as_deref(),
+                host,
+                path,
+            )
     }
 
     fn evaluate(
@@ -275,21 +343,24 @@ impl CompiledFlag {
                 return give(self.default, FlagReason::Prerequisite);
             }
         }
-        for (header, values, variant) in &self.overrides {
-            if ctx.attribute(header).is_some_and(|v| values.contains(&v)) {
+        for (header, attribute, values, variant) in &self.overrides {
+            if ctx
+                .attribute(*attribute, header)
+                .is_some_and(|v| values.iter().any(|x| **x == *v))
+            {
                 return give(*variant, FlagReason::TargetingMatch);
             }
         }
         if let Some(id) = ctx.identity(self.chain, &self.identity) {
             let in_slice = match &self.exclusion {
-                Some((group, from, to)) => (*from..*to).contains(&group.bucket(&id)),
+                Some((group, from, to)) => (*from..*to).contains(&group.bucket(id)),
                 None => true,
             };
             if !in_slice {
                 return give(self.default, FlagReason::Excluded);
             }
             return give(
-                self.variant_of_bucket(self.cohort.bucket(&id)),
+                self.variant_of_bucket(self.cohort.bucket(id)),
                 FlagReason::Split,
             );
         }
@@ -318,12 +389,11 @@ pub struct HeaderContext<'a, R: Request> {
     req: &'a R,
     host: Vec<u8>,
     path: Vec<u8>,
-    /// The identity of each chain read so far.
-    identities: RefCell<Vec<(usize, Identity)>>,
+    /// The identity of each chain, then each attribute's value, read when
+    /// a flag first needs it (lent by the request where it can).
+    read: Cells<'a>,
+    chains: usize,
 }
-
-/// An identity as a flag context hands it out: shared, not copied per flag.
-pub type Identity = Option<Rc<[u8]>>;
 
 impl<'a, R: Request> HeaderContext<'a, R> {
     pub fn new(flags: &CompiledFlags, req: &'a R) -> Self {
@@ -338,23 +408,59 @@ impl<'a, R: Request> HeaderContext<'a, R> {
             host: read(flags.needs_host, ":authority"),
             path: read(flags.needs_path, ":path"),
             req,
-            identities: RefCell::new(Vec::new()),
+            read: Cells::new(flags.chains + flags.attributes.len()),
+            chains: flags.chains,
+        }
+    }
+}
+
+type Cell<'a> = OnceCell<Option<Cow<'a, [u8]>>>;
+
+/// A context's values: four inline (an identity chain and an override
+/// header or two is the usual set), so a request allocates nothing for
+/// them; more on the heap.
+enum Cells<'a> {
+    Inline([Cell<'a>; 4]),
+    Heap(Vec<Cell<'a>>),
+}
+
+impl<'a> Cells<'a> {
+    fn new(n: usize) -> Self {
+        if n <= 4 {
+            Cells::Inline(core::array::from_fn(|_| OnceCell::new()))
+        } else {
+            Cells::Heap((0..n).map(|_| OnceCell::new()).collect())
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&Cell<'a>> {
+        match self {
+            Cells::Inline(cells) => cells.get(i),
+            Cells::Heap(cells) => cells.get(i),
         }
     }
 }
 
 impl<R: Request> FlagContext for HeaderContext<'_, R> {
-    fn identity(&self, chain: usize, sources: &[IdentitySource]) -> Option<Rc<[u8]>> {
-        if let Some((_, id)) = self.identities.borrow().iter().find(|(c, _)| *c == chain) {
-            return id.clone();
+    fn identity(&self, chain: usize, sources: &[IdentitySource]) -> Option<&[u8]> {
+        match self.read.get(chain).filter(|_| chain < self.chains) {
+            Some(cell) => cell
+                .get_or_init(|| identity_of(sources, self.req))
+                .as_deref(),
+            // Only a context made for other flags has no such chain: no
+            // identity (each flag's default or its anonymous rule), never a
+            // panic in the filter.
+            None => None,
         }
-        let id: Option<Rc<[u8]>> = identity_of(sources, self.req).map(Rc::from);
-        self.identities.borrow_mut().push((chain, id.clone()));
-        id
     }
 
-    fn attribute(&self, header: &str) -> Option<Vec<u8>> {
-        self.req.header(header)
+    fn attribute(&self, attribute: usize, header: &str) -> Option<Cow<'_, [u8]>> {
+        let value = match self.read.get(self.chains + attribute) {
+            Some(cell) => cell.get_or_init(|| self.req.header_lent(header)).as_deref(),
+            // A context made for other flags: read, not kept.
+            None => return self.req.header(header).map(Cow::Owned),
+        };
+        value.map(Cow::Borrowed)
     }
 
     fn matches(&self, flag: &CompiledFlag) -> bool {

@@ -28,6 +28,6 @@ pub use validate::{parse_config_doc, parse_plugin_config};
 pub use cohort::{bucket, Cohort, BUCKETS};
 pub use compiled::{Compiled, CompiledRollout};
 pub use config::{ConfigDoc, Flag, PluginConfig, Rollout};
-pub use decide::{decide, CachedRequest, Decision, Reason, Request, Route};
+pub use decide::{decide, Decision, HeaderPairs, Reason, Request, Route};
 pub use error::{ConfigError, Problem};
 pub use flags::{CompiledFlags, Evaluation, FlagContext, FlagReason};

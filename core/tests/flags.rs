@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use dimmer_core::config::ConfigDoc;
 use dimmer_core::flags::{header_value, HeaderContext};
 use dimmer_core::validate::MAX_FLAGS;
-use dimmer_core::{parse_config_doc, CachedRequest, CompiledFlags, FlagReason, Request};
+use dimmer_core::{parse_config_doc, CompiledFlags, FlagReason, Request};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -328,7 +328,7 @@ fn a_prerequisite_off_turns_the_dependent_flag_to_its_default() {
 }
 
 #[test]
-fn every_flag_reads_the_identity_once() {
+fn ten_flags_read_the_identity_and_an_override_header_once_each() {
     struct Counting(Headers, Cell<usize>);
     impl Request for Counting {
         fn header(&self, name: &str) -> Option<Vec<u8>> {
@@ -336,12 +336,53 @@ fn every_flag_reads_the_identity_once() {
             self.0.header(name)
         }
     }
-    let flags = compiled((0..10).map(|i| flag(&format!("f{i}"), 5000)).collect());
+    let flags = compiled(
+        (0..10)
+            .map(|i| {
+                let mut f = flag(&format!("f{i}"), 5000);
+                f["overrides"] = json!([{"header": "x-beta", "values": ["yes"], "variant": "on"}]);
+                f
+            })
+            .collect(),
+    );
     let raw = Counting(headers(&[("x-user-id", "u")]), Cell::new(0));
-    let cached = CachedRequest::new(&raw);
-    let results = flags.evaluate(&HeaderContext::new(&flags, &cached), &mut || 0);
+    let results = flags.evaluate(&HeaderContext::new(&flags, &raw), &mut || 0);
     assert_eq!(results.iter().flatten().count(), 10);
-    assert_eq!(raw.1.get(), 1);
+    assert_eq!(raw.1.get(), 2, "x-beta once, x-user-id once");
+}
+
+#[test]
+fn flags_with_different_identities_each_hash_their_own() {
+    // The context keeps one identity per chain of sources: a flag by
+    // organisation must not be handed the user id a flag before it read.
+    let by_user = flag("by-user", 5000);
+    let mut by_org = flag("by-org", 5000);
+    by_org["identity"] = json!([{"header": "x-org-id"}]);
+    let mut by_org_then_user = flag("by-org-then-user", 5000);
+    by_org_then_user["identity"] = json!([{"header": "x-org-id"}, {"header": "x-user-id"}]);
+    let flags = compiled(vec![by_user, by_org, by_org_then_user]);
+    let mut differed = 0;
+    for i in 0..200 {
+        let (user, org) = (format!("user-{i}"), format!("org-{}", i * 7 + 3));
+        let got = eval(
+            &flags,
+            &headers(&[("x-user-id", &user), ("x-org-id", &org)]),
+        );
+        let want = |f: usize, id: &str| {
+            flags.flags[f].variants[flags.flags[f].variant_of_identity(id.as_bytes())].clone()
+        };
+        assert_eq!(got[0].as_ref().unwrap().0, want(0, &user));
+        assert_eq!(got[1].as_ref().unwrap().0, want(1, &org));
+        assert_eq!(got[2].as_ref().unwrap().0, want(2, &org));
+        differed += usize::from(want(0, &user) != want(1, &org));
+        // Without an org id, the third flag falls back to the user's.
+        let got = eval(&flags, &headers(&[("x-user-id", &user)]));
+        assert_eq!(got[2].as_ref().unwrap().0, want(2, &user));
+    }
+    assert!(
+        differed > 50,
+        "the two identities must often disagree for this to test anything"
+    );
 }
 
 proptest! {

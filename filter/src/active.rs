@@ -2,7 +2,10 @@
 //! flags count into: swapped whole by the root context when a new config
 //! arrives, held by each request until it ends.
 
-use dimmer_core::Compiled;
+use std::cell::RefCell;
+
+use dimmer_core::request::PairAt;
+use dimmer_core::{Compiled, Evaluation};
 
 use crate::metrics::{DimensionStats, VariantStats, VersionStats};
 
@@ -15,6 +18,18 @@ pub struct Active {
     pub flag_stats: Vec<Vec<VariantStats>>,
     /// Per rollout, per cohort dimension.
     pub mix: Vec<Vec<DimensionStats>>,
+    /// Where each request's flags are evaluated and their header written:
+    /// one buffer for all of a VM's requests (a VM runs one at a time), not
+    /// two allocations a request.
+    pub scratch: RefCell<FlagScratch>,
+}
+
+#[derive(Default)]
+pub struct FlagScratch {
+    pub results: Vec<Option<Evaluation>>,
+    pub header: String,
+    /// The request's header map's layout.
+    pub index: Vec<PairAt>,
 }
 
 impl Active {

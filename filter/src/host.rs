@@ -6,6 +6,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use dimmer_core::request::{HeaderPairs, PairAt};
 use dimmer_core::Request;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, Bytes, MapType, Status};
@@ -21,6 +22,36 @@ impl Request for EnvoyRequest {
     }
 }
 
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> Status;
+}
+
+/// Every request header in one host call, serialized as the ABI hands it
+/// over ([`HeaderPairs`] reads it in place). The SDK's `get_map_bytes`
+/// makes two allocations a header and panics on a status it does not
+/// expect; this makes none and fails to an empty map.
+pub fn request_header_pairs(index: Vec<PairAt>) -> HeaderPairs {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer it got from this module's
+    // `proxy_on_memory_allocate` (the SDK's, a `Vec<u8>` of `size` bytes
+    // leaked to the host), so taking it back as that Vec is sound; on any
+    // other status nothing was allocated.
+    let bytes = unsafe {
+        match proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) {
+            Status::Ok if !data.is_null() => Vec::from_raw_parts(data, size, size),
+            _ => Vec::new(),
+        }
+    };
+    HeaderPairs::with_index(bytes, index)
+}
+
 pub fn now_ms() -> u64 {
     hostcalls::get_current_time()
         .ok()
@@ -28,11 +59,16 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Microseconds since the epoch, read twice a timed request: straight
+/// from the host's nanoseconds, not through `SystemTime` and `u128`.
 pub fn now_us() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_micros() as u64)
+    let mut ns: u64 = 0;
+    // SAFETY: the host writes one u64 through the pointer, which points at
+    // a live local.
+    match unsafe { proxy_get_current_time_nanoseconds(&mut ns) } {
+        Status::Ok => ns / 1000,
+        _ => 0,
+    }
 }
 
 /// 64 bits from WASI's randomness, or from the clock if that fails.

@@ -42,6 +42,11 @@ pub struct VersionStats {
 }
 
 impl VersionStats {
+    /// Whether it records latency (the request must then be timed).
+    pub fn timed(&self) -> bool {
+        self.latency_ms.is_some()
+    }
+
     pub fn record(&self, class: StatusClass, latency_ms: u64) {
         if let Some(id) = self.requests[class.index()] {
             let _ = hostcalls::increment_metric(id, 1);

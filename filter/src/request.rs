@@ -5,13 +5,14 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use dimmer_core::decide::set_cookie_value;
-use dimmer_core::flags::{header_value, HeaderContext};
+use dimmer_core::flags::{write_header_value, HeaderContext};
 use dimmer_core::stats::StatusClass;
-use dimmer_core::{decide, CachedRequest, Decision, Request};
+use dimmer_core::{decide, Decision, Request};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use crate::active::Active;
+use crate::active::{Active, FlagScratch};
+use crate::applied::Applied;
 use crate::host::{self, now_us, EnvoyRequest};
 use crate::metrics::VersionStats;
 
@@ -20,7 +21,10 @@ pub struct DimmerRequest {
     rng_seed: Rc<Cell<u64>>,
     stats: Option<VersionStats>,
     /// `(flag, variant)` of every flag that applied, to count on log.
-    flags: Vec<(u16, u16)>,
+    flags: Applied,
+    /// Whether something records this request's latency: the clock is
+    /// read only then.
+    timed: bool,
     started_us: u64,
     class: StatusClass,
     set_cookie: Option<String>,
@@ -32,7 +36,8 @@ impl DimmerRequest {
             active,
             rng_seed,
             stats: None,
-            flags: Vec::new(),
+            flags: Applied::new(),
+            timed: false,
             started_us: 0,
             class: StatusClass::Reset,
             set_cookie: None,
@@ -53,9 +58,17 @@ impl DimmerRequest {
             }
             decision
         } else {
-            let req = CachedRequest::new(&EnvoyRequest);
+            let index = active
+                .scratch
+                .try_borrow_mut()
+                .map(|mut s| std::mem::take(&mut s.index))
+                .unwrap_or_default();
+            let req = host::request_header_pairs(index);
             let decision = decide(cfg, &req, &mut || rng.u64(..));
             self.flags(&req, &mut rng);
+            if let Ok(mut s) = active.scratch.try_borrow_mut() {
+                s.index = req.into_index();
+            }
             decision
         };
         self.rng_seed.set(rng.get_seed());
@@ -114,7 +127,8 @@ impl DimmerRequest {
                 }
             }
         }
-        if self.stats.is_some() || !self.flags.is_empty() {
+        self.timed |= self.stats.is_some_and(|s| s.timed());
+        if self.timed {
             self.started_us = now_us();
         }
     }
@@ -122,24 +136,34 @@ impl DimmerRequest {
     /// Evaluates every flag and writes the flags header, replacing the
     /// client's (or removing it when no flag applies).
     fn flags(&mut self, req: &impl Request, rng: &mut fastrand::Rng) {
-        let flags = &self.active.cfg.flags;
-        let results = flags.evaluate(&HeaderContext::new(flags, req), &mut || rng.u64(..));
-        // Sized once (a filter_map's collect grows from nothing).
-        self.flags = Vec::with_capacity(results.len());
-        self.flags.extend(
-            results
-                .iter()
-                .enumerate()
-                .filter_map(|(f, e)| Some((f as u16, e.as_ref()?.variant as u16))),
+        let active = Rc::clone(&self.active);
+        let flags = &active.cfg.flags;
+        let Ok(mut scratch) = active.scratch.try_borrow_mut() else {
+            return;
+        };
+        let FlagScratch {
+            results, header, ..
+        } = &mut *scratch;
+        flags.evaluate_into(
+            &HeaderContext::new(flags, req),
+            &mut || rng.u64(..),
+            results,
         );
-        let value = header_value(flags, &results);
-        let header = &self.active.cfg.flags_header;
-        if value.is_empty() {
-            if req.header(header).is_some() {
-                host::set_request_header(header, None);
+        for (f, (flag, e)) in flags.flags.iter().zip(results.iter()).enumerate() {
+            if let Some(e) = e {
+                self.flags.push((f as u16, e.variant as u16));
+                // Its variants' histograms exactly when it records latency.
+                self.timed |= flag.record_latency;
+            }
+        }
+        write_header_value(flags, results, header);
+        let name = &active.cfg.flags_header;
+        if header.is_empty() {
+            if req.header(name).is_some() {
+                host::set_request_header(name, None);
             }
         } else {
-            host::set_request_header(header, Some(&value));
+            host::set_request_header(name, Some(header));
         }
     }
 }
@@ -168,11 +192,15 @@ impl HttpContext for DimmerRequest {
         if self.stats.is_none() && self.flags.is_empty() {
             return;
         }
-        let elapsed_ms = now_us().saturating_sub(self.started_us) / 1000;
+        let elapsed_ms = if self.timed {
+            now_us().saturating_sub(self.started_us) / 1000
+        } else {
+            0
+        };
         if let Some(stats) = &self.stats {
             stats.record(self.class, elapsed_ms);
         }
-        for &(f, v) in &self.flags {
+        for (f, v) in self.flags.iter() {
             let stats = self.active.flag_stats.get(usize::from(f));
             if let Some(s) = stats.and_then(|variants| variants.get(usize::from(v))) {
                 s.record(self.class, elapsed_ms);

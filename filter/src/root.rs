@@ -44,6 +44,7 @@ impl DimmerRoot {
                 shadow_stats: Vec::new(),
                 flag_stats: Vec::new(),
                 mix: Vec::new(),
+                scratch: Default::default(),
             }),
             poller: None,
         }
@@ -60,6 +61,7 @@ impl DimmerRoot {
             shadow_stats,
             flag_stats,
             mix,
+            scratch: Default::default(),
         });
     }
 

@@ -4,8 +4,6 @@
 //! evaluated by the same core code the filter runs, with the context's
 //! `targetingKey` as the identity, so an app and the proxy agree.
 
-use std::rc::Rc;
-
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -16,6 +14,7 @@ use dimmer_core::flags::CompiledFlag;
 use dimmer_core::{Evaluation, FlagContext, FlagReason};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 
 use super::state::{read_body, ApiError, App};
 use crate::auth::Role;
@@ -29,7 +28,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// compare context field `h`, and a flag's match is the proxy's business
 /// (an app that asks for a flag by key gets it).
 pub struct OfrepContext {
-    key: Option<Rc<[u8]>>,
+    key: Option<Vec<u8>>,
     fields: Map<String, Value>,
 }
 
@@ -38,7 +37,7 @@ impl OfrepContext {
         let key = match fields.remove("targetingKey") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.is_empty() => None,
-            Some(Value::String(s)) => Some(Rc::from(s.into_bytes())),
+            Some(Value::String(s)) => Some(s.into_bytes()),
             Some(_) => return Err("targetingKey must be a string"),
         };
         Ok(OfrepContext { key, fields })
@@ -46,15 +45,15 @@ impl OfrepContext {
 }
 
 impl FlagContext for OfrepContext {
-    fn identity(&self, _chain: usize, _sources: &[IdentitySource]) -> Option<Rc<[u8]>> {
-        self.key.clone()
+    fn identity(&self, _chain: usize, _sources: &[IdentitySource]) -> Option<&[u8]> {
+        self.key.as_deref()
     }
 
-    fn attribute(&self, header: &str) -> Option<Vec<u8>> {
+    fn attribute(&self, _attribute: usize, header: &str) -> Option<Cow<'_, [u8]>> {
         match self.fields.get(header)? {
-            Value::String(s) => Some(s.clone().into_bytes()),
-            Value::Bool(b) => Some(b.to_string().into_bytes()),
-            Value::Number(n) => Some(n.to_string().into_bytes()),
+            Value::String(s) => Some(Cow::Borrowed(s.as_bytes())),
+            Value::Bool(b) => Some(Cow::Owned(b.to_string().into_bytes())),
+            Value::Number(n) => Some(Cow::Owned(n.to_string().into_bytes())),
             _ => None,
         }
     }
