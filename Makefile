@@ -9,7 +9,7 @@ WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/dimmer_filter.wasm
 export DIMMER_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: bench-latency .wasm-target .kubernetes .etcd .prometheus .skopeo .browser .oidc screenshot demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults bench-polls bench-etcd bench-registry bench-memory soak fuzz .cargo-fuzz clean
+.PHONY: bench-latency .wasm-target .kubernetes .models .etcd .prometheus .skopeo .browser .oidc screenshot demo-flags demo-static oci setup setup-bench build wasm test test-unit test-e2e lint demo bench bench-instructions bench-faults bench-polls bench-etcd bench-registry bench-memory soak fuzz .cargo-fuzz clean
 
 setup: $(ENVOY) .wasm-target .prometheus .skopeo .browser .oidc .etcd .kubernetes
 
@@ -40,6 +40,12 @@ setup: $(ENVOY) .wasm-target .prometheus .skopeo .browser .oidc .etcd .kubernete
 # A real OpenID Connect provider for the sign-in tests (tests/tests/oidc.rs):
 # panva's oidc-provider, OpenID Certified, at the version tests/oidc's lock
 # file pins.
+# Envoy Gateway's and two generations of Istio's CRD schemas as TypeScript
+# models, and the compiler that holds the manifests to them
+# (tests/models/check.mjs; versions pinned in its package.json and lock).
+.models: .browser
+	@test -f tests/models/node_modules/typescript/package.json || npm ci --prefix tests/models --no-audit --no-fund --silent
+
 .oidc: .browser
 	@test -f tests/oidc/node_modules/oidc-provider/package.json || npm ci --prefix tests/oidc --no-audit --no-fund --silent
 
@@ -56,7 +62,7 @@ KUBERNETES_VALIDATE := 1.37.0
 # (scripts/check-crds.py): Istio 1.24, prometheus-operator 0.80.1.
 CLOUDCOIL_ISTIO ?= 1.24.2.1
 CLOUDCOIL_PROMETHEUS_OPERATOR ?= 0.80.1.0
-.kubernetes: $(ENVOY)
+.kubernetes: $(ENVOY) .models
 	@command -v kubectl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null 2>&1; } || true
 	@command -v kubectl >/dev/null || { echo "kubectl is needed (kubectl kustomize renders deploy/overlays): install it from your distribution or kubernetes.io"; exit 1; }
 	@test -x $(VENV)/bin/kubernetes-validate || $(VENV)/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==$(KUBERNETES_VALIDATE)

@@ -187,8 +187,59 @@ fn passes_schemas(d: &Path, overlay: &str, text: &str) -> (bool, String) {
     // Istio's and prometheus-operator's kinds against their CRDs, strictly.
     let crds = check_crds(&file);
     assert!(crds.0, "{overlay}:\n{}", crds.1);
+    // Envoy Gateway's and two more generations of Istio's, as TypeScript
+    // models: everything passes but the WasmPlugin against the Istio
+    // before 1.20, which must refuse its `failStrategy` (docs/istio.md:
+    // older releases take the EnvoyFilter, which passes there).
+    let (_, said) = check_models(&file);
+    for line in said.lines().filter(|l| l.contains(" against ")) {
+        let older_wasm = line.starts_with("WasmPlugin ") && line.contains("istio 2.3.0");
+        if older_wasm {
+            assert!(
+                said.contains("'\"failStrategy\"' does not exist"),
+                "{overlay}: the Istio before 1.20 must refuse failStrategy:\n{said}"
+            );
+        } else {
+            assert!(line.ends_with(": ok"), "{overlay}:\n{said}");
+        }
+    }
     crds
 }
+
+/// `tests/models/check.mjs FILE`: (passed, what it said).
+fn check_models(file: &Path) -> (bool, String) {
+    let out = Command::new("node")
+        .arg(workspace_root().join("tests/models/check.mjs"))
+        .arg(file)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), said)
+}
+
+/// What each overlay's objects must say against the TypeScript models.
+const MODEL_CHECKS: [(&str, &[&str]); 4] = [
+    (
+        "overlays/istio",
+        &[
+            "WasmPlugin dimmer against @kubernetes-models/istio 3.0.1: ok",
+            "WasmPlugin dimmer against @kubernetes-models/istio 2.3.0:",
+        ],
+    ),
+    (
+        "overlays/istio-envoyfilter",
+        &[
+            "EnvoyFilter dimmer against @kubernetes-models/istio 2.3.0: ok",
+            "EnvoyFilter dimmer against @kubernetes-models/istio 3.0.1: ok",
+        ],
+    ),
+    (
+        "envoy-gateway",
+        &["EnvoyExtensionPolicy dimmer against @kubernetes-models/envoy-gateway 2.0.0: ok"],
+    ),
+    ("overlays/fleet", &["Deployment dimmer: no model here"]),
+];
 
 /// Every image and Wasm module a rendered tree names by tag rather than by
 /// digest, as `KIND NAME: where = reference`.
@@ -341,6 +392,15 @@ fn every_overlay_renders_and_passes_kubernetes_schemas_strictly() {
         !tokens.contains(&proxy) && tokens.matches("sha256:").count() == 4,
         "{tokens}"
     );
+    for (overlay, want) in MODEL_CHECKS {
+        let (text, _) = kustomize(d, overlay).unwrap_or_else(|e| panic!("{overlay}: {e}"));
+        let file = d.join("models.yaml");
+        std::fs::write(&file, text).unwrap();
+        let (_, said) = check_models(&file);
+        for line in want {
+            assert!(said.contains(line), "{overlay}: no {line:?} in\n{said}");
+        }
+    }
     for (overlay, kinds) in OVERLAYS {
         let (text, docs) = kustomize(d, overlay).unwrap_or_else(|e| panic!("{overlay}: {e}"));
         let rendered: Vec<&str> = docs.iter().filter_map(|x| x["kind"].as_str()).collect();
@@ -471,6 +531,31 @@ fn a_strict_check_that_can_fail_and_missing_secrets_named() {
     .unwrap();
     let (ok, said) = check_crds(&bad);
     assert!(!ok && said.contains("spec.phaze: unknown field"), "{said}");
+    // So do the TypeScript models, for Istio and for Envoy Gateway, and a
+    // value outside an enum.
+    let (ok, said) = check_models(&bad);
+    assert!(
+        !ok && said.contains("'\"phaze\"' does not exist") && said.contains("at: \"phaze\""),
+        "{said}"
+    );
+    let (text, _) = kustomize(d, "envoy-gateway").unwrap();
+    for (from, to, says) in [
+        (
+            "    failOpen: true",
+            "    failOpen: true\n    failClosed: false",
+            "'\"failClosed\"' does not exist",
+        ),
+        (
+            "      type: Image",
+            "      type: Imaeg",
+            "Type '\"Imaeg\"' is not assignable",
+        ),
+    ] {
+        assert!(text.contains(from), "{from} in\n{text}");
+        std::fs::write(&bad, text.replacen(from, to, 1)).unwrap();
+        let (ok, said) = check_models(&bad);
+        assert!(!ok && said.contains(says), "{to}: {said}");
+    }
     // And the Pod Security check a privileged container.
     let pod =
         serde_json::json!({"containers": [{"name": "x", "securityContext": {"privileged": true}}]});
