@@ -201,7 +201,7 @@ pub fn write_header_value(flags: &CompiledFlags, results: &[Option<Evaluation>],
     // flags' own cost a request; a reused one then never grows again.
     v.reserve(flags.header_max);
     for (f, r) in flags.flags.iter().zip(results) {
-        let Some(segment) = r.as_ref().and_then(|r| f.segments.get(r.variant)) else {
+        let Some(segment) = r.as_ref().and_then(|r| f.segment(r.variant)) else {
             continue;
         };
         if !v.is_empty() {
@@ -290,6 +290,11 @@ impl CompiledFlag {
                 )
             }),
         }
+    }
+
+    /// `key=variant` for `variant`, as the flags header carries it.
+    fn segment(&self, variant: usize) -> Option<&str> {
+        self.segments.get(variant).map(String::as_str)
     }
 
     fn variant_of_bucket(&self, bucket: u16) -> usize {

@@ -18,8 +18,7 @@ pub fn fits(want_host: Option<&str>, prefix: Option<&str>, host: &[u8], path: &[
 
 /// The prefix a match must test: `/` is every path Envoy routes (an
 /// HTTP `:path` starts with one), so it is no prefix at all and the filter
-/// need not read `:path` for it (a value returned from the host: ~10k
-/// instructions a request).
+/// need not look at `:path` for it.
 pub fn effective_prefix(prefix: Option<&String>) -> Option<String> {
     prefix.filter(|p| p.as_str() != "/").cloned()
 }

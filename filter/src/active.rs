@@ -18,14 +18,14 @@ pub struct Active {
     pub flag_stats: Vec<Vec<VariantStats>>,
     /// Per rollout, per cohort dimension.
     pub mix: Vec<Vec<DimensionStats>>,
-    /// Where each request's flags are evaluated and their header written:
-    /// one buffer for all of a VM's requests (a VM runs one at a time), not
-    /// two allocations a request.
-    pub scratch: RefCell<FlagScratch>,
+    /// Where each request's header map is laid out, its flags evaluated and
+    /// their header written: buffers for all of a VM's requests (a VM runs
+    /// one callback at a time), not allocations for each.
+    pub scratch: RefCell<Scratch>,
 }
 
 #[derive(Default)]
-pub struct FlagScratch {
+pub struct Scratch {
     pub results: Vec<Option<Evaluation>>,
     pub header: String,
     /// The request's header map's layout.

@@ -7,20 +7,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use dimmer_core::request::{HeaderPairs, PairAt};
-use dimmer_core::Request;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, Bytes, MapType, Status};
-
-/// The request headers of the current HTTP context.
-pub struct EnvoyRequest;
-
-impl Request for EnvoyRequest {
-    fn header(&self, name: &str) -> Option<Bytes> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
-    }
-}
 
 #[link(wasm_import_module = "env")]
 extern "C" {

@@ -7,13 +7,13 @@ use std::rc::Rc;
 use dimmer_core::decide::set_cookie_value;
 use dimmer_core::flags::{write_header_value, HeaderContext};
 use dimmer_core::stats::StatusClass;
-use dimmer_core::{decide, Decision, Request};
+use dimmer_core::{decide, Decision, HeaderPairs, Request};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use crate::active::{Active, FlagScratch};
+use crate::active::{Active, Scratch};
 use crate::applied::Applied;
-use crate::host::{self, now_us, EnvoyRequest};
+use crate::host::{self, now_us};
 use crate::metrics::VersionStats;
 
 pub struct DimmerRequest {
@@ -46,36 +46,39 @@ impl DimmerRequest {
 
     fn route(&mut self) {
         let active = Rc::clone(&self.active);
+        // Every header in one host call, laid out in the index the VM keeps
+        // from request to request: the rollout's identity and overrides,
+        // the flags', the client's copies of the two headers the filter
+        // writes, are then lookups here, not calls (bench/RESULTS.md).
+        let index = active
+            .scratch
+            .try_borrow_mut()
+            .map(|mut s| std::mem::take(&mut s.index))
+            .unwrap_or_default();
+        let req = host::request_header_pairs(index);
+        self.route_by(&active, &req);
+        if let Ok(mut s) = active.scratch.try_borrow_mut() {
+            s.index = req.into_index();
+        };
+    }
+
+    fn route_by(&mut self, active: &Active, req: &HeaderPairs) {
         let cfg = &active.cfg;
         let mut rng = fastrand::Rng::with_seed(self.rng_seed.get());
-        // Flags read the identity the rollout read: the cache saves the
-        // second copy out of Envoy. Without flags every header is read once.
-        let decision = if cfg.flags.is_empty() {
-            let decision = decide(cfg, &EnvoyRequest, &mut || rng.u64(..));
-            if EnvoyRequest.header(&cfg.flags_header).is_some() {
+        let decision = decide(cfg, req, &mut || rng.u64(..));
+        if cfg.flags.is_empty() {
+            if req.get(&cfg.flags_header).is_some() {
                 // A client must not set flags for the app either.
                 host::set_request_header(&cfg.flags_header, None);
             }
-            decision
         } else {
-            let index = active
-                .scratch
-                .try_borrow_mut()
-                .map(|mut s| std::mem::take(&mut s.index))
-                .unwrap_or_default();
-            let req = host::request_header_pairs(index);
-            let decision = decide(cfg, &req, &mut || rng.u64(..));
-            self.flags(&req, &mut rng);
-            if let Ok(mut s) = active.scratch.try_borrow_mut() {
-                s.index = req.into_index();
-            }
-            decision
-        };
+            self.flags(req, &mut rng);
+        }
         self.rng_seed.set(rng.get_seed());
         match decision {
             Decision::NoMatch | Decision::Shadow { version: None, .. } => {
                 // A client must not steer routes by sending the header itself.
-                if EnvoyRequest.header(&cfg.route_header).is_some() {
+                if req.get(&cfg.route_header).is_some() {
                     host::set_request_header(&cfg.route_header, None);
                 }
             }
@@ -116,7 +119,7 @@ impl DimmerRequest {
                 // rollouts that name dimensions, so others read nothing more.
                 if let Some(dims) = active.mix.get(route.rollout) {
                     for (d, stats) in rollout.dimensions.iter().zip(dims) {
-                        let raw = dimmer_core::mix::raw_value(d, &EnvoyRequest);
+                        let raw = dimmer_core::mix::raw_value(d, req);
                         let Ok(mut top) = stats.top.try_borrow_mut() else {
                             continue;
                         };
@@ -141,7 +144,7 @@ impl DimmerRequest {
         let Ok(mut scratch) = active.scratch.try_borrow_mut() else {
             return;
         };
-        let FlagScratch {
+        let Scratch {
             results, header, ..
         } = &mut *scratch;
         flags.evaluate_into(
