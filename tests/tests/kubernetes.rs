@@ -208,8 +208,13 @@ fn passes_schemas(d: &Path, overlay: &str, text: &str) -> (bool, String) {
 
 /// `tests/models/check.mjs FILE`: (passed, what it said).
 fn check_models(file: &Path) -> (bool, String) {
-    let out = Command::new("node")
-        .arg(workspace_root().join("tests/models/check.mjs"))
+    run_check(Command::new("node"), "tests/models/check.mjs", file)
+}
+
+/// `program SCRIPT FILE`, the script in the workspace: (passed, what it said).
+fn run_check(mut program: Command, script: &str, file: &Path) -> (bool, String) {
+    let out = program
+        .arg(workspace_root().join(script))
         .arg(file)
         .output()
         .unwrap();
@@ -287,14 +292,8 @@ const CRD_KINDS: [&str; 5] = [
 
 /// `scripts/check-crds.py FILE` with the project's venv: (passed, what it said).
 fn check_crds(file: &Path) -> (bool, String) {
-    let out = Command::new(workspace_root().join(".venv/bin/python"))
-        .arg(workspace_root().join("scripts/check-crds.py"))
-        .arg(file)
-        .output()
-        .unwrap();
-    let said =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), said)
+    let python = Command::new(workspace_root().join(".venv/bin/python"));
+    run_check(python, "scripts/check-crds.py", file)
 }
 
 /// What keeps a pod spec out of the `restricted` Pod Security level (the
