@@ -182,7 +182,7 @@ FUZZ_SECONDS ?= 30
 # Each fuzz target for FUZZ_SECONDS, from its seed corpus and dictionary. A
 # crash stops the run; its input is under fuzz*/artifacts/.
 fuzz: .cargo-fuzz
-	cd fuzz && for t in plugin_config config_doc decide; do \
+	cd fuzz && for t in plugin_config config_doc decide header_pairs; do \
 	  mkdir -p corpus/$$t && \
 	  RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir . $$t corpus/$$t seeds/$$t -- -dict=dict -max_total_time=$(FUZZ_SECONDS) -timeout=5 || exit 1; \
 	done
