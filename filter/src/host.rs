@@ -21,23 +21,24 @@ extern "C" {
 }
 
 /// Every request header in one host call, serialized as the ABI hands it
-/// over ([`HeaderPairs`] reads it in place). The SDK's `get_map_bytes`
-/// makes two allocations a header and panics on a status it does not
-/// expect; this makes none and fails to an empty map.
-pub fn request_header_pairs(index: Vec<PairAt>) -> HeaderPairs {
+/// over ([`HeaderPairs`] reads it in place), and whether the host gave it.
+/// The SDK's `get_map_bytes` makes two allocations a header and panics on
+/// a status it does not expect; this makes none and fails to an empty map.
+pub fn request_header_pairs(index: Vec<PairAt>) -> (HeaderPairs, bool) {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
     // SAFETY: the host writes a pointer it got from this module's
     // `proxy_on_memory_allocate` (the SDK's, a `Vec<u8>` of `size` bytes
     // leaked to the host), so taking it back as that Vec is sound; on any
     // other status nothing was allocated.
-    let bytes = unsafe {
+    let (bytes, read) = unsafe {
         match proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) {
-            Status::Ok if !data.is_null() => Vec::from_raw_parts(data, size, size),
-            _ => Vec::new(),
+            Status::Ok if !data.is_null() => (Vec::from_raw_parts(data, size, size), true),
+            Status::Ok => (Vec::new(), true),
+            _ => (Vec::new(), false),
         }
     };
-    HeaderPairs::with_index(bytes, index)
+    (HeaderPairs::with_index(bytes, index), read)
 }
 
 pub fn now_ms() -> u64 {

@@ -55,30 +55,34 @@ impl DimmerRequest {
             .try_borrow_mut()
             .map(|mut s| std::mem::take(&mut s.index))
             .unwrap_or_default();
-        let req = host::request_header_pairs(index);
-        self.route_by(&active, &req);
-        if let Ok(mut s) = active.scratch.try_borrow_mut() {
+        let (req, read) = host::request_header_pairs(index);
+        // Unread, the client's copies of the headers the filter writes are
+        // taken to be there, so that they are removed all the same.
+        let sent = |name: &str| !read || req.get(name).is_some();
+        self.route_by(&active, &req, &sent);
+        let back = active.scratch.try_borrow_mut();
+        if let Ok(mut s) = back {
             s.index = req.into_index();
-        };
+        }
     }
 
-    fn route_by(&mut self, active: &Active, req: &HeaderPairs) {
+    fn route_by(&mut self, active: &Active, req: &HeaderPairs, sent: &dyn Fn(&str) -> bool) {
         let cfg = &active.cfg;
         let mut rng = fastrand::Rng::with_seed(self.rng_seed.get());
         let decision = decide(cfg, req, &mut || rng.u64(..));
         if cfg.flags.is_empty() {
-            if req.get(&cfg.flags_header).is_some() {
+            if sent(&cfg.flags_header) {
                 // A client must not set flags for the app either.
                 host::set_request_header(&cfg.flags_header, None);
             }
         } else {
-            self.flags(req, &mut rng);
+            self.flags(req, sent, &mut rng);
         }
         self.rng_seed.set(rng.get_seed());
         match decision {
             Decision::NoMatch | Decision::Shadow { version: None, .. } => {
                 // A client must not steer routes by sending the header itself.
-                if req.get(&cfg.route_header).is_some() {
+                if sent(&cfg.route_header) {
                     host::set_request_header(&cfg.route_header, None);
                 }
             }
@@ -138,10 +142,16 @@ impl DimmerRequest {
 
     /// Evaluates every flag and writes the flags header, replacing the
     /// client's (or removing it when no flag applies).
-    fn flags(&mut self, req: &impl Request, rng: &mut fastrand::Rng) {
+    fn flags(&mut self, req: &impl Request, sent: &dyn Fn(&str) -> bool, rng: &mut fastrand::Rng) {
         let active = Rc::clone(&self.active);
         let flags = &active.cfg.flags;
+        let name = &active.cfg.flags_header;
         let Ok(mut scratch) = active.scratch.try_borrow_mut() else {
+            // No buffer (never while a VM runs one callback at a time): no
+            // flags for this request, and never the client's.
+            if sent(name) {
+                host::set_request_header(name, None);
+            }
             return;
         };
         let Scratch {
@@ -160,9 +170,8 @@ impl DimmerRequest {
             }
         }
         write_header_value(flags, results, header);
-        let name = &active.cfg.flags_header;
         if header.is_empty() {
-            if req.header(name).is_some() {
+            if sent(name) {
                 host::set_request_header(name, None);
             }
         } else {
