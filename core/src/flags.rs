@@ -9,6 +9,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::OnceCell;
 
+use smallvec::SmallVec;
+
 use crate::cohort::{Cohort, BUCKETS};
 use crate::config::{Flag, FlagAnonymous, FlagState, IdentitySource};
 use crate::matching::{effective_prefix, ends_of, fits, lowercase_headers, owner_of};
@@ -21,12 +23,12 @@ pub struct CompiledFlags {
     order: Vec<usize>,
     /// How many distinct identity chains the flags have.
     chains: usize,
+    /// How many distinct headers the flags' overrides test (each
+    /// override's `attribute` numbers its header): five flags with an
+    /// override on one header read it once.
+    attributes: usize,
     /// The longest header value the flags can make.
     header_max: usize,
-    /// The distinct headers the flags' overrides test, numbered as each
-    /// override's `attribute` says: five flags with an override on one
-    /// header read it once.
-    pub attributes: Vec<String>,
     /// Whether any flag matches on host / path.
     pub needs_host: bool,
     pub needs_path: bool,
@@ -48,8 +50,6 @@ pub struct CompiledFlag {
     pub variants: Vec<String>,
     /// `key=variant` for each variant: the header's pieces, made once.
     segments: Vec<String>,
-    /// Neither a host nor a path to match: the flag applies everywhere.
-    anywhere: bool,
     /// `ends[i]` is one past the last bucket of `variants[i]`.
     ends: Vec<u16>,
     /// `(header, its attribute number, values, variant)`.
@@ -107,25 +107,11 @@ impl CompiledFlags {
         let mut compiled: Vec<CompiledFlag> =
             flags.iter().map(|f| CompiledFlag::new(f, flags)).collect();
         let mut chains: Vec<Vec<IdentitySource>> = Vec::new();
-        for f in &mut compiled {
-            f.chain = match chains.iter().position(|c| *c == f.identity) {
-                Some(c) => c,
-                None => {
-                    chains.push(f.identity.clone());
-                    chains.len() - 1
-                }
-            };
-        }
         let mut attributes: Vec<String> = Vec::new();
         for f in &mut compiled {
+            f.chain = number(&mut chains, &f.identity);
             for (header, attribute, _, _) in &mut f.overrides {
-                *attribute = match attributes.iter().position(|a| a == header) {
-                    Some(a) => a,
-                    None => {
-                        attributes.push(header.clone());
-                        attributes.len() - 1
-                    }
-                };
+                *attribute = number(&mut attributes, header);
             }
         }
         let header_max = compiled
@@ -135,8 +121,8 @@ impl CompiledFlags {
         CompiledFlags {
             order: topological(&compiled),
             chains: chains.len(),
+            attributes: attributes.len(),
             header_max,
-            attributes,
             needs_host: compiled.iter().any(|f| f.host.is_some()),
             needs_path: compiled.iter().any(|f| f.path_prefix.is_some()),
             flags: compiled,
@@ -211,6 +197,15 @@ pub fn write_header_value(flags: &CompiledFlags, results: &[Option<Evaluation>],
     }
 }
 
+/// `item`'s number among the distinct items `seen` so far, numbering it
+/// if it is new.
+fn number<T: PartialEq + Clone>(seen: &mut Vec<T>, item: &T) -> usize {
+    seen.iter().position(|s| s == item).unwrap_or_else(|| {
+        seen.push(item.clone());
+        seen.len() - 1
+    })
+}
+
 /// Kahn's order over the prerequisites; a flag left over (a cycle, which
 /// validation refuses) is appended so that it is still evaluated.
 fn topological(flags: &[CompiledFlag]) -> Vec<usize> {
@@ -264,8 +259,6 @@ impl CompiledFlag {
                 .iter()
                 .map(|v| alloc::format!("{}={}", f.key, v.name))
                 .collect(),
-            anywhere: f.matcher.host.is_none()
-                && effective_prefix(f.matcher.path_prefix.as_ref()).is_none(),
             ends: ends_of(&f.variants),
             overrides: f
                 .overrides
@@ -315,13 +308,12 @@ impl CompiledFlag {
     /// Whether this flag applies to a request for `host` (as sent in
     /// `:authority`) and `path`.
     pub fn matches_request(&self, host: &[u8], path: &[u8]) -> bool {
-        self.anywhere
-            || fits(
-                self.host.as_deref(),
-                self.path_prefix.as_deref(),
-                host,
-                path,
-            )
+        fits(
+            self.host.as_deref(),
+            self.path_prefix.as_deref(),
+            host,
+            path,
+        )
     }
 
     fn evaluate(
@@ -394,10 +386,17 @@ pub struct HeaderContext<'a, R: Request> {
     req: &'a R,
     host: Vec<u8>,
     path: Vec<u8>,
-    /// The identity of each chain, then each attribute's value, read when
-    /// a flag first needs it (lent by the request where it can).
-    read: Cells<'a>,
-    chains: usize,
+    /// The identity of each chain and the value of each override header,
+    /// read when a flag first needs it (lent by the request where it can);
+    /// inline for the usual few, so a request allocates nothing for them.
+    identities: SmallVec<[Read<'a>; 2]>,
+    attributes: SmallVec<[Read<'a>; 2]>,
+}
+
+type Read<'a> = OnceCell<Option<Cow<'a, [u8]>>>;
+
+fn unread<'a>(n: usize) -> SmallVec<[Read<'a>; 2]> {
+    (0..n).map(|_| OnceCell::new()).collect()
 }
 
 impl<'a, R: Request> HeaderContext<'a, R> {
@@ -413,42 +412,15 @@ impl<'a, R: Request> HeaderContext<'a, R> {
             host: read(flags.needs_host, ":authority"),
             path: read(flags.needs_path, ":path"),
             req,
-            read: Cells::new(flags.chains + flags.attributes.len()),
-            chains: flags.chains,
-        }
-    }
-}
-
-type Cell<'a> = OnceCell<Option<Cow<'a, [u8]>>>;
-
-/// A context's values: four inline (an identity chain and an override
-/// header or two is the usual set), so a request allocates nothing for
-/// them; more on the heap.
-enum Cells<'a> {
-    Inline([Cell<'a>; 4]),
-    Heap(Vec<Cell<'a>>),
-}
-
-impl<'a> Cells<'a> {
-    fn new(n: usize) -> Self {
-        if n <= 4 {
-            Cells::Inline(core::array::from_fn(|_| OnceCell::new()))
-        } else {
-            Cells::Heap((0..n).map(|_| OnceCell::new()).collect())
-        }
-    }
-
-    fn get(&self, i: usize) -> Option<&Cell<'a>> {
-        match self {
-            Cells::Inline(cells) => cells.get(i),
-            Cells::Heap(cells) => cells.get(i),
+            identities: unread(flags.chains),
+            attributes: unread(flags.attributes),
         }
     }
 }
 
 impl<R: Request> FlagContext for HeaderContext<'_, R> {
     fn identity(&self, chain: usize, sources: &[IdentitySource]) -> Option<&[u8]> {
-        match self.read.get(chain).filter(|_| chain < self.chains) {
+        match self.identities.get(chain) {
             Some(cell) => cell
                 .get_or_init(|| identity_of(sources, self.req))
                 .as_deref(),
@@ -460,12 +432,14 @@ impl<R: Request> FlagContext for HeaderContext<'_, R> {
     }
 
     fn attribute(&self, attribute: usize, header: &str) -> Option<Cow<'_, [u8]>> {
-        let value = match self.read.get(self.chains + attribute) {
-            Some(cell) => cell.get_or_init(|| self.req.header_lent(header)).as_deref(),
+        match self.attributes.get(attribute) {
+            Some(cell) => cell
+                .get_or_init(|| self.req.header_lent(header))
+                .as_deref()
+                .map(Cow::Borrowed),
             // A context made for other flags: read, not kept.
-            None => return self.req.header(header).map(Cow::Owned),
-        };
-        value.map(Cow::Borrowed)
+            None => self.req.header_lent(header),
+        }
     }
 
     fn matches(&self, flag: &CompiledFlag) -> bool {

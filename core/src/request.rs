@@ -74,6 +74,8 @@ impl<'r> LazyHeader<'r> {
 pub struct HeaderPairs {
     bytes: Vec<u8>,
     index: Vec<PairAt>,
+    /// False for a map the host did not give: nothing can be told absent.
+    read: bool,
 }
 
 /// `(key start, key length, value start, value length)` of a pair.
@@ -90,7 +92,28 @@ impl HeaderPairs {
     /// hands back the last request's, so a request allocates no index.
     pub fn with_index(bytes: Vec<u8>, mut index: Vec<PairAt>) -> Self {
         layout(&bytes, &mut index);
-        HeaderPairs { bytes, index }
+        HeaderPairs {
+            bytes,
+            index,
+            read: true,
+        }
+    }
+
+    /// The map of a request whose headers the host did not give: every
+    /// lookup finds nothing, and [`HeaderPairs::may_have`] says yes.
+    pub fn unread(mut index: Vec<PairAt>) -> Self {
+        index.clear();
+        HeaderPairs {
+            bytes: Vec::new(),
+            index,
+            read: false,
+        }
+    }
+
+    /// Whether the client may have sent `name`: a header the filter must
+    /// replace or remove is removed even from a map that could not be read.
+    pub fn may_have(&self, name: &str) -> bool {
+        !self.read || self.get(name).is_some()
     }
 
     /// The index, for the next request's [`HeaderPairs::with_index`].
@@ -108,9 +131,8 @@ impl HeaderPairs {
             let Some(key) = self.bytes.get(k as usize..(k + kl) as usize) else {
                 continue;
             };
-            // Envoy's keys are lowercase, as are the names the config
-            // gives: a byte compare finds them; the case-blind one is for
-            // anything else.
+            // Envoy's keys and the config's names are lowercase: a byte
+            // compare finds them before the case-blind one is needed.
             if key == name || key.eq_ignore_ascii_case(name) {
                 return self.bytes.get(v as usize..(v + vl) as usize);
             }
@@ -135,7 +157,12 @@ fn layout(bytes: &[u8], index: &mut Vec<PairAt>) {
     let Some(mut data) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else {
         return;
     };
-    let (Some(lengths), true) = (bytes.get(4..data), bytes.len() <= u32::MAX as usize) else {
+    // Offsets are kept as u32: a larger map (never: Envoy caps headers far
+    // below) is not read.
+    if bytes.len() > u32::MAX as usize {
+        return;
+    }
+    let Some(lengths) = bytes.get(4..data) else {
         return;
     };
     index.reserve(count);

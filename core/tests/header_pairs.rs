@@ -72,6 +72,19 @@ fn a_map_that_does_not_parse_reads_as_the_pairs_before_the_fault() {
     assert_eq!(HeaderPairs::new(vec![1, 0]).get("x-a"), None);
 }
 
+#[test]
+fn a_map_the_host_did_not_give_may_have_any_header() {
+    // The filter removes the client's route and flags headers whenever
+    // they may be there: from an unread map, always.
+    let unread = HeaderPairs::unread(Vec::new());
+    assert_eq!(unread.get("x-dimmer-version"), None);
+    assert!(unread.may_have("x-dimmer-version"));
+    let read = HeaderPairs::new(serialize(&[(b"x-dimmer-version", b"v2")]));
+    assert!(read.may_have("x-dimmer-version"));
+    assert!(!read.may_have("x-dimmer-flags"));
+    assert!(!HeaderPairs::new(Vec::new()).may_have("x-dimmer-flags"));
+}
+
 fn flags_and_rollout() -> (CompiledFlags, dimmer_core::Compiled) {
     let flag = |i: u32| {
         let mut f = json!({

@@ -21,24 +21,27 @@ extern "C" {
 }
 
 /// Every request header in one host call, serialized as the ABI hands it
-/// over ([`HeaderPairs`] reads it in place), and whether the host gave it.
-/// The SDK's `get_map_bytes` makes two allocations a header and panics on
-/// a status it does not expect; this makes none and fails to an empty map.
-pub fn request_header_pairs(index: Vec<PairAt>) -> (HeaderPairs, bool) {
+/// over ([`HeaderPairs`] reads it in place; an unread map if the host
+/// refuses). The SDK's `get_map_bytes` makes two allocations a header and
+/// panics on a status it does not expect; this makes none.
+pub fn request_header_pairs(index: Vec<PairAt>) -> HeaderPairs {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
-    // SAFETY: the host writes a pointer it got from this module's
-    // `proxy_on_memory_allocate` (the SDK's, a `Vec<u8>` of `size` bytes
-    // leaked to the host), so taking it back as that Vec is sound; on any
-    // other status nothing was allocated.
-    let (bytes, read) = unsafe {
-        match proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) {
-            Status::Ok if !data.is_null() => (Vec::from_raw_parts(data, size, size), true),
-            Status::Ok => (Vec::new(), true),
-            _ => (Vec::new(), false),
+    // SAFETY: the host writes through two pointers to live locals.
+    let status =
+        unsafe { proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) };
+    match status {
+        Status::Ok if !data.is_null() => {
+            // SAFETY: the pointer is one the host got from this module's
+            // `proxy_on_memory_allocate` (the SDK's: a `Vec<u8>` of `size`
+            // bytes leaked to the host), so taking it back as that Vec is
+            // sound; on any other status nothing was allocated.
+            let bytes = unsafe { Vec::from_raw_parts(data, size, size) };
+            HeaderPairs::with_index(bytes, index)
         }
-    };
-    (HeaderPairs::with_index(bytes, index), read)
+        Status::Ok => HeaderPairs::with_index(Vec::new(), index),
+        _ => HeaderPairs::unread(index),
+    }
 }
 
 pub fn now_ms() -> u64 {

@@ -3,7 +3,6 @@
 //! the answer back; every rule lives in the core crate and is tested there.
 
 mod active;
-mod applied;
 mod host;
 mod metrics;
 mod poller;

@@ -7,12 +7,12 @@ use std::rc::Rc;
 use dimmer_core::decide::set_cookie_value;
 use dimmer_core::flags::{write_header_value, HeaderContext};
 use dimmer_core::stats::StatusClass;
-use dimmer_core::{decide, Decision, HeaderPairs, Request};
+use dimmer_core::{decide, Decision, HeaderPairs};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
+use smallvec::SmallVec;
 
 use crate::active::{Active, Scratch};
-use crate::applied::Applied;
 use crate::host::{self, now_us};
 use crate::metrics::VersionStats;
 
@@ -21,7 +21,7 @@ pub struct DimmerRequest {
     rng_seed: Rc<Cell<u64>>,
     stats: Option<VersionStats>,
     /// `(flag, variant)` of every flag that applied, to count on log.
-    flags: Applied,
+    flags: SmallVec<[(u16, u16); 16]>,
     /// Whether something records this request's latency: the clock is
     /// read only then.
     timed: bool,
@@ -36,7 +36,7 @@ impl DimmerRequest {
             active,
             rng_seed,
             stats: None,
-            flags: Applied::new(),
+            flags: SmallVec::new(),
             timed: false,
             started_us: 0,
             class: StatusClass::Reset,
@@ -46,43 +46,40 @@ impl DimmerRequest {
 
     fn route(&mut self) {
         let active = Rc::clone(&self.active);
-        // Every header in one host call, laid out in the index the VM keeps
-        // from request to request: the rollout's identity and overrides,
-        // the flags', the client's copies of the two headers the filter
-        // writes, are then lookups here, not calls (bench/RESULTS.md).
-        let index = active
-            .scratch
-            .try_borrow_mut()
-            .map(|mut s| std::mem::take(&mut s.index))
-            .unwrap_or_default();
-        let (req, read) = host::request_header_pairs(index);
-        // Unread, the client's copies of the headers the filter writes are
-        // taken to be there, so that they are removed all the same.
-        let sent = |name: &str| !read || req.get(name).is_some();
-        self.route_by(&active, &req, &sent);
-        let back = active.scratch.try_borrow_mut();
-        if let Ok(mut s) = back {
-            s.index = req.into_index();
-        }
+        // The VM's buffers, or fresh ones should they be held (never: a VM
+        // runs one callback at a time).
+        let mut held = active.scratch.try_borrow_mut();
+        let mut fresh = Scratch::default();
+        let scratch = match held.as_deref_mut() {
+            Ok(s) => s,
+            Err(_) => &mut fresh,
+        };
+        // Every header in one host call, laid out in the kept index: the
+        // rollout's identity and overrides, the flags', the client's copies
+        // of the two headers the filter writes, are then lookups here, not
+        // calls (bench/RESULTS.md).
+        let req = host::request_header_pairs(std::mem::take(&mut scratch.index));
+        self.route_by(&active, &req, scratch);
+        scratch.index = req.into_index();
     }
 
-    fn route_by(&mut self, active: &Active, req: &HeaderPairs, sent: &dyn Fn(&str) -> bool) {
+    fn route_by(&mut self, active: &Active, req: &HeaderPairs, scratch: &mut Scratch) {
         let cfg = &active.cfg;
         let mut rng = fastrand::Rng::with_seed(self.rng_seed.get());
         let decision = decide(cfg, req, &mut || rng.u64(..));
         if cfg.flags.is_empty() {
-            if sent(&cfg.flags_header) {
+            if req.may_have(&cfg.flags_header) {
                 // A client must not set flags for the app either.
                 host::set_request_header(&cfg.flags_header, None);
             }
         } else {
-            self.flags(req, sent, &mut rng);
+            self.flags(active, req, scratch, &mut rng);
         }
         self.rng_seed.set(rng.get_seed());
         match decision {
             Decision::NoMatch | Decision::Shadow { version: None, .. } => {
                 // A client must not steer routes by sending the header itself.
-                if sent(&cfg.route_header) {
+                if req.may_have(&cfg.route_header) {
                     host::set_request_header(&cfg.route_header, None);
                 }
             }
@@ -142,21 +139,18 @@ impl DimmerRequest {
 
     /// Evaluates every flag and writes the flags header, replacing the
     /// client's (or removing it when no flag applies).
-    fn flags(&mut self, req: &impl Request, sent: &dyn Fn(&str) -> bool, rng: &mut fastrand::Rng) {
-        let active = Rc::clone(&self.active);
+    fn flags(
+        &mut self,
+        active: &Active,
+        req: &HeaderPairs,
+        scratch: &mut Scratch,
+        rng: &mut fastrand::Rng,
+    ) {
         let flags = &active.cfg.flags;
         let name = &active.cfg.flags_header;
-        let Ok(mut scratch) = active.scratch.try_borrow_mut() else {
-            // No buffer (never while a VM runs one callback at a time): no
-            // flags for this request, and never the client's.
-            if sent(name) {
-                host::set_request_header(name, None);
-            }
-            return;
-        };
         let Scratch {
             results, header, ..
-        } = &mut *scratch;
+        } = scratch;
         flags.evaluate_into(
             &HeaderContext::new(flags, req),
             &mut || rng.u64(..),
@@ -171,7 +165,7 @@ impl DimmerRequest {
         }
         write_header_value(flags, results, header);
         if header.is_empty() {
-            if sent(name) {
+            if req.may_have(name) {
                 host::set_request_header(name, None);
             }
         } else {
@@ -212,7 +206,7 @@ impl HttpContext for DimmerRequest {
         if let Some(stats) = &self.stats {
             stats.record(self.class, elapsed_ms);
         }
-        for (f, v) in self.flags.iter() {
+        for &(f, v) in &self.flags {
             let stats = self.active.flag_stats.get(usize::from(f));
             if let Some(s) = stats.and_then(|variants| variants.get(usize::from(v))) {
                 s.record(self.class, elapsed_ms);

@@ -40,7 +40,8 @@ fn expected(flags: &[Value], user: &str, path: &str) -> String {
     let flags: Vec<Flag> = serde_json::from_value(json!(flags)).unwrap();
     let c = CompiledFlags::new(&flags);
     let id = Id(user, path);
-    header_value(&c, &c.evaluate(&HeaderContext::new(&c, &id), &mut || 0))
+    let results = c.evaluate(&HeaderContext::new(&c, &id), &mut || 0);
+    header_value(&c, &results)
 }
 
 #[tokio::test(flavor = "multi_thread")]
