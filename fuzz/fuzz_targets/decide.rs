@@ -10,23 +10,13 @@ use std::sync::OnceLock;
 use dimmer_core::{decide, parse_plugin_config, Compiled, Decision, Request};
 use libfuzzer_sys::fuzz_target;
 
-const CONFIG: &str = r#"{"rollouts": [
-  {"name": "checkout", "match": {"host": "shop.example", "path_prefix": "/checkout"},
-   "identity": [{"header": "x-user-id"}, {"cookie": "session_id"}], "anonymous": "cookie",
-   "salt": "checkout-7", "stable": "v1",
-   "versions": [{"name": "v1", "weight": 9000}, {"name": "v2", "weight": 1000}],
-   "overrides": [{"header": "x-tenant-id", "values": ["acme-internal"], "version": "v2"}]},
-  {"name": "search", "match": {"path_prefix": "/search"}, "identity": [{"header": "x-user-id"}],
-   "anonymous": "random", "stable": "a", "salt": "s",
-   "versions": [{"name": "a", "weight": 3333}, {"name": "b", "weight": 3333}, {"name": "c", "weight": 3334}]},
-  {"name": "rest", "identity": [{"cookie": "uid"}], "anonymous": "stable", "stable": "old", "salt": "r",
-   "versions": [{"name": "old", "weight": 10000}, {"name": "new", "weight": 0}]}
-]}"#;
+mod shared;
 
 fn compiled() -> &'static Compiled {
     static C: OnceLock<Compiled> = OnceLock::new();
     C.get_or_init(|| {
-        let cfg = parse_plugin_config(CONFIG.as_bytes()).expect("the fuzz config is valid");
+        let config = format!(r#"{{"rollouts": {}}}"#, shared::ROLLOUTS);
+        let cfg = parse_plugin_config(config.as_bytes()).expect("the fuzz config is valid");
         Compiled::new(1, &cfg.route_header, &cfg.rollouts)
     })
 }
@@ -40,16 +30,6 @@ impl Request for Headers {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
-    }
-}
-
-/// A fixed random stream, so that two decisions can be compared.
-fn lcg(mut state: u64) -> impl FnMut() -> u64 {
-    move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        state
     }
 }
 
@@ -70,22 +50,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let req = Headers(headers);
     let cfg = compiled();
-    let mut seq = 7u64;
-    let mut rng = || {
-        seq = seq
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        seq
-    };
-    let first = decide(cfg, &req, &mut rng);
-    let mut seq2 = 7u64;
-    let mut rng2 = || {
-        seq2 = seq2
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        seq2
-    };
-    let second = decide(cfg, &req, &mut rng2);
+    let first = decide(cfg, &req, &mut shared::lcg(7));
+    let second = decide(cfg, &req, &mut shared::lcg(7));
     assert_eq!(first, second, "the same request, the same answer");
     if let Decision::Route(route) = first {
         let r = &cfg.rollouts[route.rollout];

@@ -1,6 +1,7 @@
 //! The filter's view of a request: Envoy's serialized header map (the
-//! proxy-wasm ABI's), read in place by `HeaderPairs`, under a config with a
-//! rollout and flags that read identities, cookies and override headers.
+//! proxy-wasm ABI's), read in place by `HeaderPairs`, under the `decide`
+//! target's rollouts and flags that read identities, cookies and override
+//! headers.
 //! On any bytes at all: never a panic, a version and variants in range, and
 //! the same answers twice.
 #![no_main]
@@ -11,13 +12,9 @@ use dimmer_core::flags::{header_value, HeaderContext};
 use dimmer_core::{decide, parse_plugin_config, Compiled, Decision, HeaderPairs};
 use libfuzzer_sys::fuzz_target;
 
-const CONFIG: &str = r#"{"rollouts": [
-  {"name": "checkout", "match": {"host": "shop.example", "path_prefix": "/checkout"},
-   "identity": [{"header": "x-user-id"}, {"cookie": "session_id"}], "anonymous": "cookie",
-   "salt": "checkout-7", "stable": "v1",
-   "versions": [{"name": "v1", "weight": 9000}, {"name": "v2", "weight": 1000}],
-   "overrides": [{"header": "x-tenant-id", "values": ["acme-internal"], "version": "v2"}]}],
- "flags": [
+mod shared;
+
+const FLAGS: &str = r#"[
   {"key": "a", "identity": [{"header": "x-user-id"}], "default_variant": "off",
    "variants": [{"name": "off", "weight": 7000}, {"name": "on", "weight": 3000}],
    "overrides": [{"header": "x-beta", "values": ["yes"], "variant": "on"}]},
@@ -27,12 +24,13 @@ const CONFIG: &str = r#"{"rollouts": [
   {"key": "c", "match": {"path_prefix": "/checkout"}, "identity": [{"header": "x-user-id"}],
    "default_variant": "p", "variants": [{"name": "p", "weight": 10000}, {"name": "q", "weight": 0}],
    "overrides": [{"header": "x-beta", "values": ["no"], "variant": "q"}]}
- ]}"#;
+ ]"#;
 
 fn compiled() -> &'static Compiled {
     static C: OnceLock<Compiled> = OnceLock::new();
     C.get_or_init(|| {
-        let cfg = parse_plugin_config(CONFIG.as_bytes()).expect("the fuzz config is valid");
+        let config = format!(r#"{{"rollouts": {}, "flags": {FLAGS}}}"#, shared::ROLLOUTS);
+        let cfg = parse_plugin_config(config.as_bytes()).expect("the fuzz config is valid");
         Compiled::new(1, &cfg.route_header, &cfg.rollouts).with_flags(&cfg.flags_header, &cfg.flags)
     })
 }
@@ -40,14 +38,8 @@ fn compiled() -> &'static Compiled {
 fuzz_target!(|data: &[u8]| {
     let cfg = compiled();
     let req = HeaderPairs::new(data.to_vec());
-    let decide_once = |seed: u64| {
-        let mut s = seed;
-        decide(cfg, &req, &mut || {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
-            s
-        })
-    };
-    let (one, two) = (decide_once(7), decide_once(7));
+    let one = decide(cfg, &req, &mut shared::lcg(7));
+    let two = decide(cfg, &req, &mut shared::lcg(7));
     assert_eq!(format!("{one:?}"), format!("{two:?}"));
     if let Decision::Route(r) = &one {
         assert!(r.version < cfg.rollouts[r.rollout].versions.len());
