@@ -12,6 +12,7 @@ pub mod principal;
 pub mod revoked;
 pub mod session;
 pub mod tokens;
+pub mod watched;
 
 pub use oidc::{Identity, Oidc, OidcError};
 pub use oidc_config::OidcConfig;

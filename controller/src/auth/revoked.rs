@@ -6,10 +6,9 @@
 //! parse keeps the last good list.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use super::watched::Watched;
 
 #[derive(Debug, thiserror::Error)]
 #[error("--revoked-certs {path}: {reason}")]
@@ -19,11 +18,7 @@ pub struct RevokedError {
 }
 
 #[derive(Default)]
-pub struct Revoked {
-    path: Option<PathBuf>,
-    set: RwLock<HashSet<String>>,
-    seen: RwLock<Option<[u8; 32]>>,
-}
+pub struct Revoked(Option<Watched<HashSet<String>>>);
 
 /// The fingerprints of a revocation file's text, checked line by line.
 pub fn parse(text: &str) -> Result<HashSet<String>, String> {
@@ -53,40 +48,37 @@ impl Revoked {
     }
 
     pub fn from_file(path: &Path) -> Result<Revoked, RevokedError> {
-        let r = Revoked {
-            path: Some(path.to_owned()),
-            ..Revoked::default()
-        };
-        r.reload()?;
-        Ok(r)
+        let err = error(path);
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let set = parse(&text).map_err(err)?;
+        Ok(Revoked(Some(Watched::new(path, &text, set))))
     }
 
     /// Reads the file again if it changed: `Ok(true)` when a new list took
     /// effect; an error changes nothing.
     pub fn reload(&self) -> Result<bool, RevokedError> {
-        let Some(path) = &self.path else {
+        let Some(file) = &self.0 else {
             return Ok(false);
         };
-        let err = |reason: String| RevokedError {
-            path: path.display().to_string(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let stamp: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-        if *self.seen.read().unwrap_or_else(|e| e.into_inner()) == Some(stamp) {
+        let err = error(file.path());
+        let Some(text) = file.changed().map_err(|e| err(e.to_string()))? else {
             return Ok(false);
-        }
-        *self.seen.write().unwrap_or_else(|e| e.into_inner()) = Some(stamp);
-        let set = parse(&text).map_err(err)?;
-        *self.set.write().unwrap_or_else(|e| e.into_inner()) = set;
+        };
+        file.set(parse(&text).map_err(err)?);
         Ok(true)
     }
 
     pub fn contains(&self, fingerprint: &str) -> bool {
-        self.set
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&fingerprint.to_ascii_lowercase())
+        self.0
+            .as_ref()
+            .is_some_and(|file| file.get().contains(&fingerprint.to_ascii_lowercase()))
+    }
+}
+
+fn error(path: &Path) -> impl Fn(String) -> RevokedError + '_ {
+    move |reason| RevokedError {
+        path: path.display().to_string(),
+        reason,
     }
 }
 

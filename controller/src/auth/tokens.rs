@@ -15,8 +15,7 @@
 //! file that no longer parses keeps the last good tokens (and says so):
 //! never a fall back to no authentication.
 
-use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::path::Path;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -24,6 +23,7 @@ use subtle::ConstantTimeEq;
 
 use super::principal::valid_name;
 pub use super::principal::{Principal, Role};
+use super::watched::Watched;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -87,11 +87,7 @@ pub struct TokenEntry {
 type Entries = Vec<(String, Role, [u8; 32], Option<Vec<String>>)>;
 
 /// What the tokens file held when last read, and how to tell it changed.
-pub struct TokenFile {
-    path: PathBuf,
-    entries: RwLock<Entries>,
-    seen: RwLock<Option<[u8; 32]>>,
-}
+pub struct TokenFile(Watched<Entries>);
 
 pub enum Auth {
     /// Every request is an admin: for a controller on loopback only, by choice.
@@ -186,32 +182,24 @@ impl Auth {
             reason: e.to_string(),
         })?;
         let entries = parse_tokens(&text, path)?;
-        Ok(Auth::File(TokenFile {
-            path: path.to_owned(),
-            entries: RwLock::new(entries),
-            seen: RwLock::new(Some(digest(&text))),
-        }))
+        Ok(Auth::File(TokenFile(Watched::new(path, &text, entries))))
     }
 
     /// Reads the tokens file again if it changed: `Ok(true)` when new
     /// tokens took effect. A file that cannot be read or parsed changes
     /// nothing (the error says why).
     pub fn reload(&self) -> Result<bool, AuthError> {
-        let Auth::File(f) = self else {
+        let Auth::File(TokenFile(f)) = self else {
             return Ok(false);
         };
-        let text = std::fs::read_to_string(&f.path).map_err(|e| AuthError::File {
-            path: f.path.display().to_string(),
+        let changed = f.changed().map_err(|e| AuthError::File {
+            path: f.path().display().to_string(),
             reason: e.to_string(),
         })?;
-        let now = digest(&text);
-        if *f.seen.read().unwrap_or_else(|e| e.into_inner()) == Some(now) {
+        let Some(text) = changed else {
             return Ok(false);
-        }
-        let parsed = parse_tokens(&text, &f.path);
-        *f.seen.write().unwrap_or_else(|e| e.into_inner()) = Some(now);
-        let entries = parsed?;
-        *f.entries.write().unwrap_or_else(|e| e.into_inner()) = entries;
+        };
+        f.set(parse_tokens(&text, f.path())?);
         Ok(true)
     }
 
@@ -228,8 +216,8 @@ impl Auth {
                 })
             }
             Auth::Tokens(entries) => entries,
-            Auth::File(f) => {
-                from_file = f.entries.read().unwrap_or_else(|e| e.into_inner());
+            Auth::File(TokenFile(f)) => {
+                from_file = f.get();
                 &*from_file
             }
         };
