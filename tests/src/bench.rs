@@ -39,9 +39,12 @@ pub enum Variant {
     Documented,
     /// The same, with the ten flags of [`Variant::DimmerFlags`].
     DocumentedFlags,
+    /// The same ten flags all at rest, as the controller serves flags whose
+    /// rollout has ended: statuses counted, no latency recorded.
+    DocumentedFlagsAtRest,
 }
 
-pub const VARIANTS: [Variant; 11] = [
+pub const VARIANTS: [Variant; 12] = [
     Variant::NoFilter,
     Variant::NoopWasm,
     Variant::NativeSplit,
@@ -53,6 +56,7 @@ pub const VARIANTS: [Variant; 11] = [
     Variant::DimmerEnvoyCounts,
     Variant::Documented,
     Variant::DocumentedFlags,
+    Variant::DocumentedFlagsAtRest,
 ];
 
 impl Variant {
@@ -69,6 +73,7 @@ impl Variant {
             Variant::DimmerEnvoyCounts => "dimmer, host matched and versions counted by Envoy",
             Variant::Documented => "dimmer as documented (examples/checkout-rollout.yaml)",
             Variant::DocumentedFlags => "dimmer as documented + 10 flags",
+            Variant::DocumentedFlagsAtRest => "dimmer as documented + 10 flags at rest",
         }
     }
 }
@@ -147,9 +152,9 @@ pub fn find_native_module() {
 
 /// The `i`-th of the bench's flags: split by the rollout's identity, half
 /// of them with a targeting override on one header, weights from 5% to 95%;
-/// the first is being rolled out (its latency recorded), the others are at
-/// rest, as the controller serves them.
-fn bench_flag(i: usize) -> serde_json::Value {
+/// unless `all_at_rest`, the first is being rolled out (its latency
+/// recorded); the others are at rest, as the controller serves them.
+fn bench_flag(i: usize, all_at_rest: bool) -> serde_json::Value {
     let on = 500 + 1000 * i as u32;
     let mut f = serde_json::json!({
         "key": format!("flag-{i}"),
@@ -157,7 +162,7 @@ fn bench_flag(i: usize) -> serde_json::Value {
         "default_variant": "off",
         "variants": [{"name": "off", "weight": 10_000 - on}, {"name": "on", "weight": on}],
     });
-    if i > 0 {
+    if i > 0 || all_at_rest {
         f["record_latency"] = serde_json::json!(false);
     }
     if i.is_multiple_of(2) {
@@ -199,7 +204,10 @@ pub fn envoy_yaml_with(
     let root = workspace_root();
     let template = std::fs::read_to_string(root.join("bench/envoy-bench.yaml.tmpl"))?;
     let noop = root.join("target/wasm32-wasip1/release/dimmer_noop_filter.wasm");
-    let documented = matches!(v, Variant::Documented | Variant::DocumentedFlags);
+    let documented = matches!(
+        v,
+        Variant::Documented | Variant::DocumentedFlags | Variant::DocumentedFlagsAtRest
+    );
     let mut bench_rollout = if documented {
         documented_rollout()?
     } else {
@@ -211,10 +219,13 @@ pub fn envoy_yaml_with(
     if v == Variant::DimmerEnvoyCounts {
         bench_rollout["count"] = serde_json::json!(false);
     }
-    let with_flags = matches!(v, Variant::DimmerFlags | Variant::DocumentedFlags)
-        || (alternative_flags && v == Variant::Alternative);
+    let with_flags = matches!(
+        v,
+        Variant::DimmerFlags | Variant::DocumentedFlags | Variant::DocumentedFlagsAtRest
+    ) || (alternative_flags && v == Variant::Alternative);
+    let at_rest = v == Variant::DocumentedFlagsAtRest;
     let flags: Vec<serde_json::Value> = if with_flags {
-        (0..10).map(bench_flag).collect()
+        (0..10).map(|i| bench_flag(i, at_rest)).collect()
     } else {
         Vec::new()
     };
@@ -237,7 +248,8 @@ pub fn envoy_yaml_with(
         | Variant::DimmerFlags
         | Variant::DimmerEnvoyCounts
         | Variant::Documented
-        | Variant::DocumentedFlags => {
+        | Variant::DocumentedFlags
+        | Variant::DocumentedFlagsAtRest => {
             let wasm = match (alternative, v) {
                 (Some(alt), Variant::Alternative) => alt.to_path_buf(),
                 _ => filter_wasm()?,

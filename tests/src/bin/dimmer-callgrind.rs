@@ -31,7 +31,7 @@ struct Args {
     /// Warm-up requests before counting.
     #[arg(long, default_value_t = 1000)]
     warmup: usize,
-    /// Only these variants (by index: 0 none, 1 no-op, 2 native, 3 dimmer, 4 alternative, 5 dimmer with the host matched by Envoy, 6 dimmer as a dynamic module, 7 dimmer + 10 flags, 8 dimmer with host and counts by Envoy, 9 dimmer as documented in examples/checkout-rollout.yaml, 10 the same + 10 flags).
+    /// Only these variants (by index: 0 none, 1 no-op, 2 native, 3 dimmer, 4 alternative, 5 dimmer with the host matched by Envoy, 6 dimmer as a dynamic module, 7 dimmer + 10 flags, 8 dimmer with host and counts by Envoy, 9 dimmer as documented in examples/checkout-rollout.yaml, 10 the same + 10 flags, one being rolled out, 11 the same ten flags all at rest).
     #[arg(long, value_delimiter = ',')]
     only: Vec<usize>,
     /// A second build of the filter to count beside the first (A/B).
