@@ -49,8 +49,8 @@ type Latency = [f64; 3];
 
 /// The first second of each run is left out of the figures: oha opens its
 /// 64 connections then, and with latency correction the requests it meant
-/// to send meanwhile count their wait, which (in a 5 s run, more than 1%
-/// of the requests) would make every variant's p99 that of oha starting.
+/// to send meanwhile count their wait, which lets oha's start-up into the
+/// p99 of a short run.
 const SETTLE_S: f64 = 1.0;
 
 fn oha(envoy: &Envoy, rate: f64, seconds: u64) -> anyhow::Result<Latency> {
