@@ -74,12 +74,26 @@ fn oha(envoy: &Envoy, rate: f64, seconds: u64) -> anyhow::Result<Latency> {
     if !out.status.success() {
         bail!("oha failed: {}", String::from_utf8_lossy(&out.stderr));
     }
+    // The records hold answered requests only: a request that failed must
+    // fail the run, not drop out of the percentiles. Those cut off by the
+    // run's end are no failure.
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| String::from_utf8_lossy(&out.stdout).into_owned())?;
+    if let Some(errors) = v["errorDistribution"].as_object() {
+        let failed: Vec<_> = errors
+            .iter()
+            .filter(|(e, _)| !e.contains("deadline"))
+            .collect();
+        if !failed.is_empty() {
+            bail!("requests failed under load: {failed:?}");
+        }
+    }
     steady_latency(db.path())
 }
 
 /// p50, p99, p99.9 of the requests oha meant to send after [`SETTLE_S`],
 /// each timed from when it should have been sent; every one must have
-/// been answered 200 (oha records only answered requests).
+/// been answered 200.
 fn steady_latency(db: &std::path::Path) -> anyhow::Result<Latency> {
     let conn = rusqlite::Connection::open(db)?;
     let mut stmt = conn.prepare(
