@@ -47,7 +47,7 @@ struct Args {
     /// 600-byte cookie (12 more headers).
     #[arg(long)]
     browser_headers: bool,
-    /// Keep each variant's callgrind dumps in DIR/<index>/, for
+    /// Keep each variant's callgrind dumps in DIR/<variant>/ (e.g. DIR/NoopWasm; `bench/callgrind-split.py` reads them), for
     /// `callgrind_annotate` (where the instructions go, function by function).
     #[arg(long)]
     keep: Option<PathBuf>,
