@@ -384,8 +384,9 @@ impl CompiledFlag {
 /// (each read once, and only if some flag matches on it).
 pub struct HeaderContext<'a, R: Request> {
     req: &'a R,
-    host: Vec<u8>,
-    path: Vec<u8>,
+    /// `:authority` and `:path`, lent by the request where it can.
+    host: Cow<'a, [u8]>,
+    path: Cow<'a, [u8]>,
     /// The identity of each chain and the value of each override header,
     /// read when a flag first needs it (lent by the request where it can);
     /// inline for the usual few, so a request allocates nothing for them.
@@ -403,9 +404,9 @@ impl<'a, R: Request> HeaderContext<'a, R> {
     pub fn new(flags: &CompiledFlags, req: &'a R) -> Self {
         let read = |needed: bool, name: &str| {
             if needed {
-                req.header(name).unwrap_or_default()
+                req.header_lent(name).unwrap_or_default()
             } else {
-                Vec::new()
+                Cow::Borrowed(&[][..])
             }
         };
         HeaderContext {
